@@ -1,0 +1,224 @@
+//! Command-line parsing and the `eval` command, following `CLI.md` to the letter: one JSON line on
+//! stdout on success; on failure exit status 2, nothing on stdout, one `error: KIND: …` line per
+//! problem on stderr.
+
+use std::ffi::OsString;
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use clap::{Args, Parser, Subcommand};
+
+use cohort_engine::time::{parse_absolute, Micros};
+use cohort_engine::{BatchOptions, CohortId, CohortSet, Dataset, Error, ErrorKind, Limits, LoadOptions};
+
+/// Decide who is in a cohort: evaluate PostHog cohort definitions over persons and events.
+#[derive(Parser, Debug)]
+#[command(name = "cohort-engine", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Evaluate cohorts over persons (and events); print each cohort's members as one JSON line.
+    Eval(EvalArgs),
+}
+
+#[derive(Args, Debug)]
+struct EvalArgs {
+    /// Cohorts file: a JSON array of cohort objects, or the API's paginated list response.
+    #[arg(long, value_name = "FILE")]
+    cohorts: PathBuf,
+    /// Persons file (JSONL; `.gz` read compressed).
+    #[arg(long, value_name = "FILE")]
+    persons: PathBuf,
+    /// Events file (JSONL; `.gz` read compressed).
+    #[arg(long, value_name = "FILE")]
+    events: Option<PathBuf>,
+    /// Evaluation instant: RFC 3339 with offset, or a naive date/date-time (UTC). Default: now.
+    #[arg(long, value_name = "TIME")]
+    now: Option<String>,
+    /// Only print these cohorts (repeatable); referenced cohorts are still evaluated.
+    #[arg(long = "cohort", value_name = "ID")]
+    cohort: Vec<String>,
+    /// Evaluate only persons whose partition is I of N (FNV-1a 64 of the person id, mod N).
+    #[arg(long, value_name = "I/N")]
+    partition: Option<String>,
+    /// Worker threads (default: all cores); never changes the output.
+    #[arg(long, value_name = "N")]
+    threads: Option<String>,
+    /// Print nothing on stderr except errors.
+    #[arg(long)]
+    quiet: bool,
+}
+
+/// Runs the CLI and returns the exit status.
+pub fn run(args: impl IntoIterator<Item = OsString>) -> i32 {
+    let cli = match Cli::try_parse_from(args) {
+        Ok(cli) => cli,
+        Err(e) => {
+            use clap::error::ErrorKind as K;
+            if matches!(e.kind(), K::DisplayHelp | K::DisplayVersion | K::DisplayHelpOnMissingArgumentOrSubcommand) {
+                let _ = e.print();
+                return if e.kind() == K::DisplayHelpOnMissingArgumentOrSubcommand { 2 } else { 0 };
+            }
+            let text = e.to_string();
+            let first = text
+                .lines()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or("invalid arguments")
+                .trim_start_matches("error: ")
+                .to_string();
+            return fail(&[Error::new(ErrorKind::Usage, first)]);
+        }
+    };
+    match cli.command {
+        Command::Eval(args) => match eval(args) {
+            Ok(()) => 0,
+            Err(errors) => fail(&errors),
+        },
+    }
+}
+
+fn fail(errors: &[Error]) -> i32 {
+    let stderr = std::io::stderr();
+    let mut w = stderr.lock();
+    for e in errors {
+        let _ = writeln!(w, "error: {e}");
+    }
+    2
+}
+
+fn usage(msg: impl Into<String>) -> Vec<Error> {
+    vec![Error::new(ErrorKind::Usage, msg)]
+}
+
+fn parse_now(s: &Option<String>) -> Result<Micros, Vec<Error>> {
+    match s {
+        Some(t) => parse_absolute(t).ok_or_else(|| {
+            usage(format!(
+                "--now must be an RFC 3339 date-time or a naive ISO date/date-time, got {t:?}"
+            ))
+        }),
+        None => {
+            let d = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+            Ok(d.as_micros() as Micros)
+        }
+    }
+}
+
+fn parse_partition(s: &Option<String>) -> Result<Option<(u64, u64)>, Vec<Error>> {
+    let Some(s) = s else { return Ok(None) };
+    let parsed = s.split_once('/').and_then(|(i, n)| {
+        let all_digits = |x: &str| !x.is_empty() && x.bytes().all(|b| b.is_ascii_digit());
+        if !all_digits(i) || !all_digits(n) {
+            return None;
+        }
+        Some((i.parse::<u64>().ok()?, n.parse::<u64>().ok()?))
+    });
+    match parsed {
+        Some((i, n)) if i < n => Ok(Some((i, n))),
+        _ => Err(usage("--partition must be I/N with 0 <= I < N")),
+    }
+}
+
+fn eval(args: EvalArgs) -> Result<(), Vec<Error>> {
+    let now = parse_now(&args.now)?;
+    let partition = parse_partition(&args.partition)?;
+    let threads = match &args.threads {
+        None => 0,
+        Some(t) => match t.parse::<usize>() {
+            Ok(n) if n >= 1 => n,
+            _ => return Err(usage(format!("--threads must be a positive integer, got {t:?}"))),
+        },
+    };
+    let mut wanted: Vec<CohortId> = Vec::new();
+    for c in &args.cohort {
+        match c.parse::<CohortId>() {
+            Ok(id) if id >= 0 => wanted.push(id),
+            _ => return Err(usage(format!("--cohort must be a cohort id (a non-negative integer), got {c:?}"))),
+        }
+    }
+
+    let cohorts_name = args.cohorts.display().to_string();
+    let text = std::fs::read_to_string(&args.cohorts)
+        .map_err(|e| vec![Error::input(cohorts_name.clone(), format!("cannot read: {e}"))])?;
+    let set = CohortSet::from_json_with(&text, &cohorts_name, &Limits::default()).map_err(|e| e.0)?;
+    let mut unknown = Vec::new();
+    for &id in &wanted {
+        if set.get(id).is_none_or(|c| c.is_deleted()) {
+            unknown.push(Error::new(
+                ErrorKind::UnknownCohort,
+                format!("--cohort {id}: cohort {id} is not in the set"),
+            ));
+        }
+    }
+    if !unknown.is_empty() {
+        return Err(unknown);
+    }
+
+    let started = Instant::now();
+    let quiet = args.quiet;
+    let mut progress = |file: &str, lines: u64, elapsed: Duration| {
+        if elapsed.as_secs_f64() >= 1.0 {
+            let rate = lines as f64 / elapsed.as_secs_f64().max(1e-9);
+            eprintln!("{file}: {lines} lines read, {rate:.0} lines/s, {:.1} s", elapsed.as_secs_f64());
+        }
+    };
+    let mut opts = LoadOptions::default();
+    if !quiet {
+        opts.progress = Some(&mut progress);
+    }
+    let data = Dataset::from_paths(&args.persons, args.events.as_deref(), &mut opts).map_err(|e| vec![e])?;
+    if !quiet {
+        let stats = data.stats();
+        let per_event = data.event_bytes() as f64 / (stats.events.max(1)) as f64;
+        let per_person = data.person_bytes() as f64 / (stats.persons.max(1)) as f64;
+        eprintln!(
+            "loaded {} persons and {} events in {:.2} s ({:.0} bytes/event, {:.0} bytes/person)",
+            stats.persons,
+            stats.events,
+            started.elapsed().as_secs_f64(),
+            per_event,
+            per_person
+        );
+        if stats.skipped_events > 0 {
+            eprintln!("skipped {} events whose distinct id no person owns", stats.skipped_events);
+        }
+    }
+    let eval_started = Instant::now();
+    let options = BatchOptions {
+        cohorts: (!wanted.is_empty()).then_some(wanted),
+        threads,
+        partition,
+    };
+    let members = data.evaluate(&set, now, &options).map_err(|e| vec![e])?;
+    if !quiet {
+        eprintln!("evaluated {} cohorts in {:.3} s", members.len(), eval_started.elapsed().as_secs_f64());
+    }
+    let mut out = String::with_capacity(64 + members.values().map(|v| v.len() * 12).sum::<usize>());
+    out.push('{');
+    for (k, (id, ids)) in members.iter().enumerate() {
+        if k > 0 {
+            out.push(',');
+        }
+        out.push('"');
+        out.push_str(&id.to_string());
+        out.push_str("\":[");
+        for (j, p) in ids.iter().enumerate() {
+            if j > 0 {
+                out.push(',');
+            }
+            out.push_str(&serde_json::Value::String(p.clone()).to_string());
+        }
+        out.push(']');
+    }
+    out.push_str("}\n");
+    let stdout = std::io::stdout();
+    let mut w = stdout.lock();
+    w.write_all(out.as_bytes())
+        .and_then(|_| w.flush())
+        .map_err(|e| vec![Error::new(ErrorKind::InvalidInput, format!("cannot write output: {e}"))])
+}

@@ -1,0 +1,499 @@
+//! Stage four: a validated [`CohortSet`] becomes a [`Program`] — a flat, interned, ready-to-run
+//! form (`model` → `ast` → `graph` → **`compile`** → `eval`).
+//!
+//! What is done here once so evaluation never has to: property keys and event names become
+//! [`Sym`] ids of the data's symbol table; regexes are built; needles are lower-cased; dates,
+//! numbers and versions are parsed; relative windows become time slots bound to `now` once per
+//! evaluation; one-child groups are folded; AND/OR children are ordered cheap-first (person
+//! leaves, then cohort references, then behavioral scans — leaves are pure, so order does not
+//! change results).
+
+use std::collections::HashSet;
+use std::fmt;
+
+use regex::Regex;
+
+use crate::ast::parse::build_regex;
+use crate::ast::{
+    Behavior, BehavioralLeaf, CountOp, Definition, FilterValue, Group, GroupOp, Leaf, Node as AstNode, Operator,
+    PropertyFilter, Scalar, Since, Span,
+};
+use crate::error::Error;
+use crate::intern::{Sym, Symbols};
+use crate::semver::Version;
+use crate::set::CohortSet;
+use crate::time::DateSpec;
+use crate::value::lower;
+
+/// Index of a node in [`Program`]'s node table.
+pub(crate) type NodeId = u32;
+
+/// A compiled node. `negate` is the leaf's `negation` flag (groups never carry one).
+#[derive(Clone, Debug)]
+pub(crate) struct Node {
+    pub kind: NodeKind,
+    pub negate: bool,
+}
+
+#[derive(Clone, Debug)]
+pub(crate) enum NodeKind {
+    /// `children[start..start + len]`, all true.
+    And { start: u32, len: u32 },
+    /// `children[start..start + len]`, any true.
+    Or { start: u32, len: u32 },
+    /// `props[i]` on the person's properties.
+    Prop(u32),
+    /// `behaviors[i]` on the person's events.
+    Behavior(u32),
+    /// Membership of cohort position `target`, inverted when `invert` (`not_in`).
+    Cohort { target: u32, invert: bool },
+}
+
+/// A compiled property condition (person leaf or event filter).
+#[derive(Clone, Debug)]
+pub(crate) struct PropTest {
+    pub key: Sym,
+    /// The result when the property is missing (before `negate`).
+    pub missing: bool,
+    /// Invert the test's result on present values (`is_not`, `not_icontains`, …).
+    pub invert: bool,
+    /// The event filter's own `negation` (person leaves carry theirs on the node).
+    pub negate: bool,
+    pub test: Test,
+}
+
+/// The test applied to a present value.
+#[derive(Clone, Debug)]
+pub(crate) enum Test {
+    /// Always true (`is_set`).
+    Set,
+    /// Boolean mode: lower(str(v)) == "true" / "false".
+    Bool(bool),
+    /// lower(str(v)) equals one of these (lower-cased).
+    EqAny(Vec<Box<str>>),
+    /// As `EqAny`, for long lists.
+    EqSet(HashSet<Box<str>>),
+    /// lower(str(v)) contains one of these (lower-cased).
+    Contains(Vec<Box<str>>),
+    /// str(v) matches one of these.
+    Regex(Vec<Regex>),
+    /// num(v) OP x.
+    Cmp(NumCmp, f64),
+    /// lo ≤ num(v) ≤ hi.
+    Between(f64, f64),
+    /// num(v) < lo or num(v) > hi.
+    NotBetween(f64, f64),
+    /// date(v) OP the instant of time slot `slot`.
+    Date(DateCmp, u32),
+    /// semver(v) OP version.
+    Semver(NumCmp, Version),
+    /// lo ≤ semver(v) < hi.
+    SemverRange(Version, Version),
+}
+
+/// Comparisons of numbers and versions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum NumCmp {
+    Eq,
+    Ne,
+    Gt,
+    Gte,
+    Lt,
+    Lte,
+}
+
+impl NumCmp {
+    #[inline]
+    pub fn test<T: PartialOrd>(self, a: T, b: T) -> bool {
+        match self {
+            NumCmp::Eq => a == b,
+            NumCmp::Ne => a != b,
+            NumCmp::Gt => a > b,
+            NumCmp::Gte => a >= b,
+            NumCmp::Lt => a < b,
+            NumCmp::Lte => a <= b,
+        }
+    }
+}
+
+/// Date comparisons (§B.8): strictly before, strictly after, same instant.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum DateCmp {
+    Before,
+    After,
+    Exact,
+}
+
+/// A time bound that depends on `now`, resolved once per evaluation instant.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) enum TimeExpr {
+    /// now − span.
+    Back(Span),
+    /// A filter date (absolute, or relative to now).
+    Date(DateSpec),
+}
+
+/// A compiled behavioral leaf.
+#[derive(Clone, Debug)]
+pub(crate) struct BehaviorTest {
+    pub event: Sym,
+    pub filters: Vec<PropTest>,
+    pub kind: BehaviorKind,
+}
+
+/// Window bounds are time slots (see [`TimeExpr`]).
+#[derive(Clone, Debug)]
+pub(crate) enum BehaviorKind {
+    Performed { since: u32 },
+    Multiple { since: u32, op: CountOp, value: u64 },
+    FirstTime { start: u32 },
+    Stopped { start: u32, seq: u32 },
+    Restarted { start: u32, seq: u32 },
+    Sequence { start: u32, seq_event: Sym, within: Span },
+    /// Slots `bounds..=bounds + total` hold back(time·k) for k = 1..=total (k = 0 is now).
+    Regularly { bounds: u32, op: CountOp, value: u64, min_periods: u64, total: u64 },
+}
+
+/// How a cohort's membership is decided.
+#[derive(Clone, Debug)]
+pub(crate) enum CohortCode {
+    /// Evaluate the tree rooted at this node.
+    Dynamic(NodeId),
+    /// Membership is a stored list (person ids or distinct ids).
+    Static(HashSet<Box<str>>),
+    /// Deleted: no members.
+    Deleted,
+}
+
+/// A compiled cohort set, bound to one symbol table.
+#[derive(Clone, Debug)]
+pub struct Program {
+    pub(crate) set: CohortSet,
+    pub(crate) cohorts: Vec<CohortCode>,
+    /// Longest chain of references below each cohort (0 = none).
+    pub(crate) height: Vec<u32>,
+    /// Position of each cohort in the set's evaluation order.
+    pub(crate) rank: Vec<u32>,
+    pub(crate) nodes: Vec<Node>,
+    pub(crate) children: Vec<NodeId>,
+    pub(crate) props: Vec<PropTest>,
+    pub(crate) behaviors: Vec<BehaviorTest>,
+    pub(crate) times: Vec<TimeExpr>,
+    /// A process-unique id, so a [`crate::Scratch`] knows which program its cached state is for.
+    pub(crate) serial: u64,
+}
+
+/// Above this many levels of references, dependencies are evaluated iteratively in evaluation
+/// order before the cohort itself instead of by recursion.
+pub(crate) const MAX_RECURSIVE_HEIGHT: u32 = 48;
+
+struct Compiler<'a> {
+    symbols: &'a Symbols,
+    limits: &'a crate::Limits,
+    nodes: Vec<Node>,
+    children: Vec<NodeId>,
+    props: Vec<PropTest>,
+    behaviors: Vec<BehaviorTest>,
+    times: Vec<TimeExpr>,
+    positions: &'a dyn Fn(crate::CohortId) -> Option<usize>,
+}
+
+/// Relative cost of evaluating a node, for cheap-first ordering.
+fn cost(n: &AstNode) -> u32 {
+    match n {
+        AstNode::Leaf(Leaf::Person(p)) => match p.operator {
+            Operator::Regex | Operator::NotRegex => 3,
+            _ => 1,
+        },
+        AstNode::Leaf(Leaf::Cohort(_)) => 2,
+        AstNode::Leaf(Leaf::Behavioral(_)) => 10,
+        AstNode::Group(g) => g.children.iter().map(cost).max().unwrap_or(1),
+    }
+}
+
+impl Program {
+    /// Compiles every cohort of `set` against `symbols` (the data's key and event-name tables;
+    /// names the data lacks compile to ids no value carries).
+    ///
+    /// # Errors
+    /// Only if a regex that validated fails to build again (never expected).
+    pub fn compile(set: &CohortSet, symbols: &Symbols) -> Result<Program, Error> {
+        static SERIAL: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        let positions = |id| set.position(id);
+        let mut c = Compiler {
+            symbols,
+            limits: set.limits(),
+            nodes: Vec::new(),
+            children: Vec::new(),
+            props: Vec::new(),
+            behaviors: Vec::new(),
+            times: Vec::new(),
+            positions: &positions,
+        };
+        let mut cohorts = Vec::with_capacity(set.len());
+        for cohort in set.cohorts() {
+            cohorts.push(match &cohort.definition {
+                Definition::Dynamic(g) => {
+                    let root = c.group(g).map_err(|m| Error::filter(cohort.id, g.path.clone(), m))?;
+                    CohortCode::Dynamic(root)
+                }
+                Definition::Static(members) => {
+                    CohortCode::Static(members.iter().map(|m| m.as_str().into()).collect())
+                }
+                Definition::Deleted => CohortCode::Deleted,
+            });
+        }
+        let mut height = vec![0u32; set.len()];
+        for &i in set.evaluation_order() {
+            let h = set.cohorts()[i]
+                .references()
+                .iter()
+                .filter_map(|t| set.position(*t))
+                .map(|j| height[j].saturating_add(1))
+                .max()
+                .unwrap_or(0);
+            height[i] = h;
+        }
+        let mut rank = vec![0u32; set.len()];
+        for (r, &i) in set.evaluation_order().iter().enumerate() {
+            rank[i] = r as u32;
+        }
+        Ok(Program {
+            set: set.clone(),
+            cohorts,
+            height,
+            rank,
+            nodes: c.nodes,
+            children: c.children,
+            props: c.props,
+            behaviors: c.behaviors,
+            times: c.times,
+            serial: SERIAL.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+        })
+    }
+
+    /// The cohort set this program was compiled from.
+    pub fn cohort_set(&self) -> &CohortSet {
+        &self.set
+    }
+}
+
+impl Compiler<'_> {
+    fn push(&mut self, kind: NodeKind, negate: bool) -> NodeId {
+        self.nodes.push(Node { kind, negate });
+        (self.nodes.len() - 1) as NodeId
+    }
+
+    fn time(&mut self, t: TimeExpr) -> u32 {
+        if let Some(i) = self.times.iter().position(|x| *x == t) {
+            return i as u32;
+        }
+        self.times.push(t);
+        (self.times.len() - 1) as u32
+    }
+
+    fn node(&mut self, n: &AstNode) -> Result<NodeId, String> {
+        match n {
+            AstNode::Group(g) => self.group(g),
+            AstNode::Leaf(Leaf::Person(p)) => {
+                let t = self.prop(p)?;
+                self.props.push(t);
+                let i = (self.props.len() - 1) as u32;
+                Ok(self.push(NodeKind::Prop(i), p.negation))
+            }
+            AstNode::Leaf(Leaf::Behavioral(b)) => {
+                let t = self.behavior(b)?;
+                self.behaviors.push(t);
+                let i = (self.behaviors.len() - 1) as u32;
+                Ok(self.push(NodeKind::Behavior(i), b.negation))
+            }
+            AstNode::Leaf(Leaf::Cohort(c)) => {
+                let target = (self.positions)(c.target).ok_or_else(|| format!("cohort {} is not in the set", c.target))?;
+                Ok(self.push(NodeKind::Cohort { target: target as u32, invert: c.not_in }, c.negation))
+            }
+        }
+    }
+
+    fn group(&mut self, g: &Group) -> Result<NodeId, String> {
+        if g.children.len() == 1 {
+            return self.node(&g.children[0]);
+        }
+        let mut order: Vec<&AstNode> = g.children.iter().collect();
+        order.sort_by_key(|n| cost(n));
+        let ids = order.into_iter().map(|n| self.node(n)).collect::<Result<Vec<_>, _>>()?;
+        let start = self.children.len() as u32;
+        let len = ids.len() as u32;
+        self.children.extend(ids);
+        let kind = match g.op {
+            GroupOp::And => NodeKind::And { start, len },
+            GroupOp::Or => NodeKind::Or { start, len },
+        };
+        Ok(self.push(kind, false))
+    }
+
+    fn prop(&mut self, p: &PropertyFilter) -> Result<PropTest, String> {
+        use Operator::*;
+        let key = self.symbols.keys.get(&p.key);
+        let missing = p.operator.missing_result();
+        let invert = matches!(p.operator, IsNot | NotIn | NotIContains | NotIContainsMulti | NotRegex | IsNotSet);
+        let test = match (&p.value, p.operator) {
+            (_, IsSet | IsNotSet) => Test::Set,
+            (FilterValue::Scalars { items, .. }, Exact | IsNot | In | NotIn) => exact_test(items),
+            (FilterValue::Scalars { items, .. }, IContains | NotIContains | IContainsMulti | NotIContainsMulti) => {
+                Test::Contains(items.iter().map(|s| lower(&s.string_form()).into_boxed_str()).collect())
+            }
+            (FilterValue::Scalars { items, .. }, Regex | NotRegex) => Test::Regex(
+                items
+                    .iter()
+                    .map(|s| build_regex(&s.string_form(), self.limits))
+                    .collect::<Result<Vec<_>, _>>()?,
+            ),
+            (FilterValue::Number(x, _), Gt) => Test::Cmp(NumCmp::Gt, *x),
+            (FilterValue::Number(x, _), Gte | Min) => Test::Cmp(NumCmp::Gte, *x),
+            (FilterValue::Number(x, _), Lt) => Test::Cmp(NumCmp::Lt, *x),
+            (FilterValue::Number(x, _), Lte | Max) => Test::Cmp(NumCmp::Lte, *x),
+            (FilterValue::Range(lo, hi, ..), Between) => Test::Between(*lo, *hi),
+            (FilterValue::Range(lo, hi, ..), NotBetween) => Test::NotBetween(*lo, *hi),
+            (FilterValue::Date(d, _), op) => {
+                let slot = self.time(TimeExpr::Date(*d));
+                let cmp = match op {
+                    IsDateBefore => DateCmp::Before,
+                    IsDateAfter => DateCmp::After,
+                    _ => DateCmp::Exact,
+                };
+                Test::Date(cmp, slot)
+            }
+            (FilterValue::Version(v, _), op) => {
+                let cmp = match op {
+                    SemverEq => NumCmp::Eq,
+                    SemverNeq => NumCmp::Ne,
+                    SemverGt => NumCmp::Gt,
+                    SemverGte => NumCmp::Gte,
+                    SemverLt => NumCmp::Lt,
+                    _ => NumCmp::Lte,
+                };
+                Test::Semver(cmp, *v)
+            }
+            (FilterValue::VersionRange(lo, hi, _), _) => Test::SemverRange(*lo, *hi),
+            (value, op) => return Err(format!("operator {} cannot take {value:?}", op.as_str())),
+        };
+        Ok(PropTest { key, missing, invert, negate: false, test })
+    }
+
+    fn behavior(&mut self, b: &BehavioralLeaf) -> Result<BehaviorTest, String> {
+        let event = self.symbols.events.get(&b.event);
+        let filters = b
+            .event_filters
+            .iter()
+            .map(|f| {
+                let mut t = self.prop(f)?;
+                t.negate = f.negation;
+                Ok(t)
+            })
+            .collect::<Result<Vec<_>, String>>()?;
+        let since = |c: &mut Self, s: &Since| match s {
+            Since::Back(span) => c.time(TimeExpr::Back(*span)),
+            Since::Explicit(d, _) => c.time(TimeExpr::Date(*d)),
+        };
+        let kind = match &b.behavior {
+            Behavior::PerformedEvent { since: s } => BehaviorKind::Performed { since: since(self, s) },
+            Behavior::PerformedEventMultiple { since: s, op, value } => {
+                BehaviorKind::Multiple { since: since(self, s), op: *op, value: *value }
+            }
+            Behavior::PerformedEventFirstTime { time } => BehaviorKind::FirstTime { start: self.time(TimeExpr::Back(*time)) },
+            Behavior::StoppedPerformingEvent { time, seq } => BehaviorKind::Stopped {
+                start: self.time(TimeExpr::Back(*time)),
+                seq: self.time(TimeExpr::Back(*seq)),
+            },
+            Behavior::RestartedPerformingEvent { time, seq } => BehaviorKind::Restarted {
+                start: self.time(TimeExpr::Back(*time)),
+                seq: self.time(TimeExpr::Back(*seq)),
+            },
+            Behavior::PerformedEventSequence { time, seq_event, seq } => BehaviorKind::Sequence {
+                start: self.time(TimeExpr::Back(*time)),
+                seq_event: self.symbols.events.get(seq_event),
+                within: *seq,
+            },
+            Behavior::PerformedEventRegularly { time, op, value, min_periods, total_periods } => {
+                // Period bounds are consecutive slots, pushed without de-duplication.
+                let bounds = self.times.len() as u32;
+                for k in 1..=*total_periods {
+                    self.times.push(TimeExpr::Back(Span { n: time.n.saturating_mul(k), unit: time.unit }));
+                }
+                BehaviorKind::Regularly { bounds, op: *op, value: *value, min_periods: *min_periods, total: *total_periods }
+            }
+        };
+        Ok(BehaviorTest { event, filters, kind })
+    }
+}
+
+/// `exact` with its boolean, list and scalar modes (§B.3).
+fn exact_test(items: &[Scalar]) -> Test {
+    if let [one] = items {
+        let target = match one {
+            Scalar::Bool(b) => Some(*b),
+            Scalar::Str(s) => match lower(s).as_str() {
+                "true" => Some(true),
+                "false" => Some(false),
+                _ => None,
+            },
+            Scalar::Num(_) => None,
+        };
+        if let Some(t) = target {
+            return Test::Bool(t);
+        }
+    }
+    let needles: Vec<Box<str>> = items.iter().map(|s| lower(&s.string_form()).into_boxed_str()).collect();
+    if needles.len() > 16 {
+        Test::EqSet(needles.into_iter().collect())
+    } else {
+        Test::EqAny(needles)
+    }
+}
+
+impl fmt::Display for Program {
+    /// Prints the plan: one line per cohort with its compiled tree.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, c) in self.cohorts.iter().enumerate() {
+            let id = self.set.cohorts()[i].id;
+            match c {
+                CohortCode::Deleted => writeln!(f, "cohort {id}: deleted")?,
+                CohortCode::Static(m) => writeln!(f, "cohort {id}: static, {} members", m.len())?,
+                CohortCode::Dynamic(root) => {
+                    write!(f, "cohort {id}: ")?;
+                    self.fmt_node(*root, f)?;
+                    writeln!(f)?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Program {
+    fn fmt_node(&self, id: NodeId, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = &self.nodes[id as usize];
+        if n.negate {
+            f.write_str("NOT ")?;
+        }
+        match n.kind {
+            NodeKind::And { start, len } | NodeKind::Or { start, len } => {
+                let op = if matches!(n.kind, NodeKind::And { .. }) { " AND " } else { " OR " };
+                f.write_str("(")?;
+                for (k, c) in self.children[start as usize..(start + len) as usize].iter().enumerate() {
+                    if k > 0 {
+                        f.write_str(op)?;
+                    }
+                    self.fmt_node(*c, f)?;
+                }
+                f.write_str(")")
+            }
+            NodeKind::Prop(i) => write!(f, "prop#{}({:?})", self.props[i as usize].key.0, self.props[i as usize].test),
+            NodeKind::Behavior(i) => write!(f, "behavior#{i}({:?})", self.behaviors[i as usize].kind),
+            NodeKind::Cohort { target, invert } => {
+                let id = self.set.cohorts()[target as usize].id;
+                write!(f, "{}cohort({id})", if invert { "not_in " } else { "in " })
+            }
+        }
+    }
+}

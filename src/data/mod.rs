@@ -1,0 +1,248 @@
+//! The data side: persons with their properties and each person's events in time order.
+//!
+//! Two shapes serve the two ways the engine is used:
+//! - [`Dataset`]: a whole population loaded from JSONL (`CLI.md` §2), for batch evaluation.
+//!   Properties are interned and stored per person, sorted by key; events are grouped by person
+//!   in time order in parallel arrays (timestamp, event name, property range).
+//! - [`Person`] + [`History`]: one person that a service holds, built against an
+//!   [`crate::Engine`]'s names, for the single-person fast path.
+
+mod load;
+
+pub use load::{LoadOptions, LoadStats};
+
+use std::collections::HashMap;
+
+use serde_json::{Map, Value};
+
+use crate::intern::{Interner, Sym, Symbols};
+use crate::time::Micros;
+use crate::value::Val;
+
+/// One property: interned key and value. Slices of these are sorted by key.
+pub(crate) type Prop = (Sym, Val);
+
+/// Looks a key up in a key-sorted property slice.
+#[inline]
+pub(crate) fn lookup(props: &[Prop], key: Sym) -> Option<&Val> {
+    if props.len() <= 8 {
+        props.iter().find(|(k, _)| *k == key).map(|(_, v)| v)
+    } else {
+        props
+            .binary_search_by_key(&key, |(k, _)| *k)
+            .ok()
+            .map(|i| &props[i].1)
+    }
+}
+
+/// Converts a JSON properties object to a key-sorted slice, interning keys with `intern`
+/// (returning `None` drops the key: no leaf reads it). Null values are missing, so dropped.
+pub(crate) fn props_from_json(map: &Map<String, Value>, mut intern: impl FnMut(&str) -> Option<Sym>) -> Box<[Prop]> {
+    let mut out: Vec<Prop> = map
+        .iter()
+        .filter_map(|(k, v)| Some((intern(k)?, Val::from_json(v)?)))
+        .collect();
+    out.sort_by_key(|(k, _)| *k);
+    out.dedup_by_key(|(k, _)| *k);
+    out.into_boxed_slice()
+}
+
+/// A read-only view of one person's events, in time order.
+#[derive(Clone, Copy)]
+pub(crate) struct Events<'a> {
+    pub ts: &'a [Micros],
+    pub name: &'a [Sym],
+    pub props: EventProps<'a>,
+}
+
+/// Where the events' properties live.
+#[derive(Clone, Copy)]
+pub(crate) enum EventProps<'a> {
+    /// `offsets[i]..offsets[i + 1]` of `data` are event i's properties.
+    Flat { offsets: &'a [u32], data: &'a [Prop] },
+    /// One boxed slice per event.
+    Boxed(&'a [Box<[Prop]>]),
+}
+
+impl<'a> Events<'a> {
+    /// The properties of event `i`.
+    #[inline]
+    pub(crate) fn props(&self, i: usize) -> &'a [Prop] {
+        match self.props {
+            EventProps::Flat { offsets, data } => {
+                let (a, b) = (offsets[i] as usize, offsets[i + 1] as usize);
+                &data[a..b]
+            }
+            EventProps::Boxed(b) => &b[i],
+        }
+    }
+}
+
+/// A whole population: persons indexed `0..n`, their properties and events.
+#[derive(Debug, Default)]
+pub struct Dataset {
+    pub(crate) symbols: Symbols,
+    person_ids: Vec<Box<str>>,
+    person_index: HashMap<Box<str>, u32>,
+    distinct_index: HashMap<Box<str>, u32>,
+    /// `prop_offsets[p]..prop_offsets[p + 1]` of `props` are person p's properties.
+    prop_offsets: Vec<u32>,
+    props: Vec<Prop>,
+    /// `event_offsets[p]..event_offsets[p + 1]` are person p's events, in time order.
+    event_offsets: Vec<u32>,
+    ev_ts: Vec<Micros>,
+    ev_name: Vec<Sym>,
+    ev_prop_offsets: Vec<u32>,
+    ev_props: Vec<Prop>,
+    skipped_events: u64,
+}
+
+impl Dataset {
+    /// Number of persons.
+    pub fn len(&self) -> usize {
+        self.person_ids.len()
+    }
+
+    /// True when there are no persons.
+    pub fn is_empty(&self) -> bool {
+        self.person_ids.is_empty()
+    }
+
+    /// Number of events attached to persons.
+    pub fn event_count(&self) -> usize {
+        self.ev_ts.len()
+    }
+
+    /// Events skipped because no person owns their distinct id.
+    pub fn skipped_events(&self) -> u64 {
+        self.skipped_events
+    }
+
+    /// The id of person `index` (its string form).
+    pub fn person_id(&self, index: usize) -> Option<&str> {
+        self.person_ids.get(index).map(|s| &**s)
+    }
+
+    /// The index of the person with this id, or else the person owning this distinct id
+    /// (a person id wins over a distinct id with the same text).
+    pub fn resolve(&self, id_or_distinct_id: &str) -> Option<usize> {
+        self.person_index
+            .get(id_or_distinct_id)
+            .or_else(|| self.distinct_index.get(id_or_distinct_id))
+            .map(|&i| i as usize)
+    }
+
+    /// The index of the person with this property `key` equal to `value`, ASCII-case-insensitively
+    /// (used for CSV uploads keyed by email).
+    pub fn find_by_property(&self, key: &str, value: &str) -> Option<usize> {
+        let k = self.symbols.keys.get(key);
+        (0..self.len()).find(|&p| match lookup(self.person_props(p), k) {
+            Some(v) => v.with_str(|s| crate::value::eq_lower(s, &crate::value::lower(value))),
+            None => false,
+        })
+    }
+
+    /// Approximate heap bytes used by events (timestamps, names, property offsets and values).
+    pub fn event_bytes(&self) -> usize {
+        self.ev_ts.len() * 8 + self.ev_name.len() * 4 + self.ev_prop_offsets.len() * 4
+            + self.ev_props.len() * std::mem::size_of::<Prop>()
+    }
+
+    /// Approximate heap bytes used by persons (ids, indices, properties).
+    pub fn person_bytes(&self) -> usize {
+        let ids: usize = self.person_ids.iter().map(|s| s.len() + 16).sum();
+        ids * 2 + self.distinct_index.len() * 40 + self.prop_offsets.len() * 4 + self.event_offsets.len() * 4
+            + self.props.len() * std::mem::size_of::<Prop>()
+    }
+
+    pub(crate) fn person_props(&self, p: usize) -> &[Prop] {
+        let (a, b) = (self.prop_offsets[p] as usize, self.prop_offsets[p + 1] as usize);
+        &self.props[a..b]
+    }
+
+    pub(crate) fn person_events(&self, p: usize) -> Events<'_> {
+        let (a, b) = (self.event_offsets[p] as usize, self.event_offsets[p + 1] as usize);
+        Events {
+            ts: &self.ev_ts[a..b],
+            name: &self.ev_name[a..b],
+            props: EventProps::Flat {
+                offsets: &self.ev_prop_offsets[a..=b],
+                data: &self.ev_props,
+            },
+        }
+    }
+}
+
+/// One person for the single-person fast path: id, distinct ids and properties, with keys
+/// interned against an [`crate::Engine`]. Build it with [`crate::Engine::person`].
+#[derive(Clone, Debug, Default)]
+pub struct Person {
+    pub(crate) id: Box<str>,
+    pub(crate) distinct_ids: Vec<Box<str>>,
+    pub(crate) props: Box<[Prop]>,
+}
+
+impl Person {
+    /// The person id.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The distinct ids.
+    pub fn distinct_ids(&self) -> impl Iterator<Item = &str> {
+        self.distinct_ids.iter().map(|s| &**s)
+    }
+}
+
+/// One person's event history for the single-person fast path, kept in time order. Events may be
+/// pushed slightly out of order; each is inserted at its place (after events with the same
+/// timestamp). Build it with [`crate::Engine::history`].
+#[derive(Clone, Debug, Default)]
+pub struct History {
+    pub(crate) ts: Vec<Micros>,
+    pub(crate) name: Vec<Sym>,
+    pub(crate) props: Vec<Box<[Prop]>>,
+}
+
+impl History {
+    /// Number of events held.
+    pub fn len(&self) -> usize {
+        self.ts.len()
+    }
+
+    /// True when no event is held.
+    pub fn is_empty(&self) -> bool {
+        self.ts.is_empty()
+    }
+
+    pub(crate) fn insert(&mut self, ts: Micros, name: Sym, props: Box<[Prop]>) {
+        let at = self.ts.partition_point(|&t| t <= ts);
+        self.ts.insert(at, ts);
+        self.name.insert(at, name);
+        self.props.insert(at, props);
+    }
+
+    /// Drops events older than `before`, for services that keep a bounded history.
+    pub fn truncate_before(&mut self, before: Micros) {
+        let n = self.ts.partition_point(|&t| t < before);
+        self.ts.drain(..n);
+        self.name.drain(..n);
+        self.props.drain(..n);
+    }
+
+    pub(crate) fn events(&self) -> Events<'_> {
+        Events {
+            ts: &self.ts,
+            name: &self.name,
+            props: EventProps::Boxed(&self.props),
+        }
+    }
+}
+
+/// Interns with a frozen table: names it lacks are dropped (no leaf reads them).
+pub(crate) fn frozen(interner: &Interner) -> impl FnMut(&str) -> Option<Sym> + '_ {
+    move |name| {
+        let s = interner.get(name);
+        (s != Sym::ABSENT).then_some(s)
+    }
+}

@@ -1,0 +1,144 @@
+//! The single-person facade: load a cohort set once, then ask "is this person in cohort N at time
+//! T?" cheaply and repeatedly, from many threads.
+
+use serde_json::{Map, Value};
+
+use crate::ast::{Definition, Leaf};
+use crate::compile::Program;
+use crate::data::{frozen, props_from_json, History, Person};
+use crate::error::{Error, ErrorKind, Errors};
+use crate::eval::{Scratch, Subject, Who};
+use crate::intern::Symbols;
+use crate::set::CohortSet;
+use crate::time::Micros;
+use crate::CohortId;
+
+/// A compiled cohort set for evaluating one person at a time. `Send + Sync`: share it (e.g. in an
+/// `Arc`) and give each thread its own [`Scratch`].
+#[derive(Clone, Debug)]
+pub struct Engine {
+    program: Program,
+    symbols: Symbols,
+}
+
+impl Engine {
+    /// Compiles a validated set.
+    ///
+    /// # Errors
+    /// Never in practice (compilation repeats checks the set already passed).
+    pub fn new(set: &CohortSet) -> Result<Engine, Error> {
+        let symbols = symbols_of(set);
+        let program = Program::compile(set, &symbols)?;
+        Ok(Engine { program, symbols })
+    }
+
+    /// Parses, validates and compiles a cohorts file's text in one step.
+    ///
+    /// # Errors
+    /// Every problem of the set, as [`CohortSet::from_json`] reports them.
+    pub fn from_json(text: &str) -> Result<Engine, Errors> {
+        let set = CohortSet::from_json(text)?;
+        Engine::new(&set).map_err(Errors::from)
+    }
+
+    /// The validated set.
+    pub fn cohort_set(&self) -> &CohortSet {
+        self.program.cohort_set()
+    }
+
+    /// The compiled program.
+    pub fn program(&self) -> &Program {
+        &self.program
+    }
+
+    /// Builds a person from its id, distinct ids and properties (a JSON object; null values are
+    /// missing). Keys that no cohort reads are dropped.
+    pub fn person(&self, id: &str, distinct_ids: &[&str], properties: &Map<String, Value>) -> Person {
+        Person {
+            id: id.into(),
+            distinct_ids: distinct_ids.iter().map(|d| (*d).into()).collect(),
+            props: props_from_json(properties, frozen(&self.symbols.keys)),
+        }
+    }
+
+    /// An empty event history for one person.
+    pub fn history(&self) -> History {
+        History::default()
+    }
+
+    /// Appends an event to a history, at its place in time order (events may arrive slightly out
+    /// of order). Event names and property keys no cohort reads are not kept.
+    pub fn record(&self, history: &mut History, event: &str, timestamp: Micros, properties: &Map<String, Value>) {
+        let name = self.symbols.events.get(event);
+        let props = props_from_json(properties, frozen(&self.symbols.keys));
+        history.insert(timestamp, name, props);
+    }
+
+    /// Is `person`, with `history`, a member of cohort `cohort` at `now`?
+    ///
+    /// # Errors
+    /// `unknown_cohort` when the set has no such cohort. A deleted cohort has no members.
+    pub fn matches(
+        &self,
+        cohort: CohortId,
+        person: &Person,
+        history: &History,
+        now: Micros,
+        scratch: &mut Scratch,
+    ) -> Result<bool, Error> {
+        let Some(c) = self.program.set.position(cohort) else {
+            return Err(Error::new(ErrorKind::UnknownCohort, format!("cohort {cohort} is not in the set")));
+        };
+        let subject = subject(person, history);
+        self.program.prepare(scratch, now);
+        Ok(self.program.member(c, &subject, scratch, now))
+    }
+
+    /// Every non-deleted cohort the person is a member of at `now`, by ascending id.
+    pub fn memberships(&self, person: &Person, history: &History, now: Micros, scratch: &mut Scratch) -> Vec<CohortId> {
+        let subject = subject(person, history);
+        self.program.prepare(scratch, now);
+        let cohorts = self.program.set.cohorts();
+        let mut out = Vec::new();
+        for &c in self.program.set.evaluation_order() {
+            if !cohorts[c].is_deleted() && self.program.member(c, &subject, scratch, now) {
+                out.push(cohorts[c].id);
+            }
+        }
+        out.sort_unstable();
+        out
+    }
+}
+
+fn subject<'a>(person: &'a Person, history: &'a History) -> Subject<'a> {
+    Subject {
+        props: &person.props,
+        events: history.events(),
+        who: Who::Person { id: &person.id, distinct_ids: &person.distinct_ids },
+    }
+}
+
+/// Every property key and event name the set's filters read.
+pub(crate) fn symbols_of(set: &CohortSet) -> Symbols {
+    let mut s = Symbols::default();
+    for c in set.cohorts() {
+        if let Definition::Dynamic(root) = &c.definition {
+            root.visit_leaves(&mut |leaf| match leaf {
+                Leaf::Person(p) => {
+                    s.keys.intern(&p.key);
+                }
+                Leaf::Behavioral(b) => {
+                    s.events.intern(&b.event);
+                    if let crate::ast::Behavior::PerformedEventSequence { seq_event, .. } = &b.behavior {
+                        s.events.intern(seq_event);
+                    }
+                    for f in &b.event_filters {
+                        s.keys.intern(&f.key);
+                    }
+                }
+                Leaf::Cohort(_) => {}
+            });
+        }
+    }
+    s
+}

@@ -1,0 +1,186 @@
+//! Stage five: running a [`Program`] for one person (`model` → `ast` → `graph` → `compile` →
+//! **`eval`**).
+//!
+//! Evaluation never allocates in steady state and never fails: everything that could fail was
+//! rejected while parsing. Per-evaluation state — time bounds bound to `now`, memoised cohort
+//! memberships, a case-folding buffer — lives in a caller-owned [`Scratch`], so one compiled
+//! program serves many threads at once.
+
+mod behavioral;
+mod person;
+
+use smallvec::SmallVec;
+
+use crate::compile::{CohortCode, NodeId, NodeKind, Program, TimeExpr, MAX_RECURSIVE_HEIGHT};
+use crate::data::{Events, Prop};
+use crate::time::{back, Micros};
+
+pub(crate) use person::eval_prop;
+
+/// Reusable per-thread evaluation state: create one per thread and pass it to every call.
+/// It adapts itself to whichever program and `now` it is used with.
+#[derive(Debug, Default)]
+pub struct Scratch {
+    serial: u64,
+    now: Micros,
+    pub(crate) times: Vec<Micros>,
+    stamp: u32,
+    memo_stamp: Vec<u32>,
+    memo_val: Vec<bool>,
+    visit_stamp: Vec<u32>,
+    work: Vec<u32>,
+    closure: Vec<u32>,
+    pub(crate) buf: String,
+}
+
+impl Scratch {
+    /// An empty scratch space.
+    pub fn new() -> Scratch {
+        Scratch::default()
+    }
+}
+
+/// Who is being evaluated, for static cohort membership.
+#[derive(Clone, Copy)]
+pub(crate) enum Who<'a> {
+    /// A single person: static lists are matched against its id and distinct ids.
+    Person { id: &'a str, distinct_ids: &'a [Box<str>] },
+    /// Person `index` of a dataset: static lists were resolved to bitsets per cohort position.
+    Indexed { index: usize, statics: &'a [Vec<u64>] },
+}
+
+/// One person's data as the evaluator reads it.
+#[derive(Clone, Copy)]
+pub(crate) struct Subject<'a> {
+    pub props: &'a [Prop],
+    pub events: Events<'a>,
+    pub who: Who<'a>,
+}
+
+impl Program {
+    /// Binds time slots to `now` (when it or the program changed) and starts a new memo
+    /// generation. Call once per person evaluation.
+    pub(crate) fn prepare(&self, scratch: &mut Scratch, now: Micros) {
+        if scratch.serial != self.serial || scratch.now != now || scratch.times.len() != self.times.len() {
+            scratch.serial = self.serial;
+            scratch.now = now;
+            scratch.times.clear();
+            scratch.times.extend(self.times.iter().map(|t| match t {
+                TimeExpr::Back(span) => back(now, span.n, span.unit),
+                TimeExpr::Date(d) => d.resolve(now),
+            }));
+            let n = self.cohorts.len();
+            scratch.memo_stamp.clear();
+            scratch.memo_stamp.resize(n, 0);
+            scratch.memo_val.clear();
+            scratch.memo_val.resize(n, false);
+            scratch.visit_stamp.clear();
+            scratch.visit_stamp.resize(n, 0);
+            scratch.stamp = 0;
+        }
+        scratch.stamp = scratch.stamp.wrapping_add(1);
+        if scratch.stamp == 0 {
+            scratch.memo_stamp.iter_mut().for_each(|s| *s = 0);
+            scratch.visit_stamp.iter_mut().for_each(|s| *s = 0);
+            scratch.stamp = 1;
+        }
+    }
+
+    /// Is the subject a member of the cohort at position `c`? Memoised per generation.
+    pub(crate) fn member(&self, c: usize, s: &Subject<'_>, scratch: &mut Scratch, now: Micros) -> bool {
+        if scratch.memo_stamp[c] == scratch.stamp {
+            return scratch.memo_val[c];
+        }
+        if self.height[c] > MAX_RECURSIVE_HEIGHT {
+            self.evaluate_dependencies(c, s, scratch, now);
+        }
+        self.member_direct(c, s, scratch, now)
+    }
+
+    /// Evaluates without pre-evaluating dependencies (they are memoised already, or shallow).
+    fn member_direct(&self, c: usize, s: &Subject<'_>, scratch: &mut Scratch, now: Micros) -> bool {
+        if scratch.memo_stamp[c] == scratch.stamp {
+            return scratch.memo_val[c];
+        }
+        let r = match &self.cohorts[c] {
+            CohortCode::Deleted => false,
+            CohortCode::Static(members) => match s.who {
+                Who::Person { id, distinct_ids } => {
+                    members.contains(id) || distinct_ids.iter().any(|d| members.contains(d))
+                }
+                Who::Indexed { index, statics } => statics
+                    .get(c)
+                    .and_then(|bits| bits.get(index / 64))
+                    .is_some_and(|w| w >> (index % 64) & 1 == 1),
+            },
+            CohortCode::Dynamic(root) => self.node(*root, s, scratch, now),
+        };
+        scratch.memo_stamp[c] = scratch.stamp;
+        scratch.memo_val[c] = r;
+        r
+    }
+
+    /// For deep reference chains: evaluates every cohort `c` depends on, in evaluation order,
+    /// iteratively, so the recursion in [`Program::member`] stays shallow.
+    fn evaluate_dependencies(&self, c: usize, s: &Subject<'_>, scratch: &mut Scratch, now: Micros) {
+        let stamp = scratch.stamp;
+        let mut work = std::mem::take(&mut scratch.work);
+        let mut closure = std::mem::take(&mut scratch.closure);
+        work.clear();
+        closure.clear();
+        work.push(c as u32);
+        while let Some(x) = work.pop() {
+            if let CohortCode::Dynamic(root) = self.cohorts[x as usize] {
+                self.for_each_reference(root, &mut |t| {
+                    if scratch.visit_stamp[t] != stamp {
+                        scratch.visit_stamp[t] = stamp;
+                        closure.push(t as u32);
+                        work.push(t as u32);
+                    }
+                });
+            }
+        }
+        closure.sort_unstable_by_key(|&x| self.rank[x as usize]);
+        for &d in &closure {
+            self.member_direct(d as usize, s, scratch, now);
+        }
+        scratch.work = work;
+        scratch.closure = closure;
+    }
+
+    /// Calls `f` with the cohort position of every reference leaf under `root`.
+    pub(crate) fn for_each_reference(&self, root: NodeId, f: &mut dyn FnMut(usize)) {
+        let mut stack: SmallVec<[NodeId; 32]> = SmallVec::new();
+        stack.push(root);
+        while let Some(n) = stack.pop() {
+            match self.nodes[n as usize].kind {
+                NodeKind::And { start, len } | NodeKind::Or { start, len } => {
+                    stack.extend_from_slice(&self.children[start as usize..(start + len) as usize])
+                }
+                NodeKind::Cohort { target, .. } => f(target as usize),
+                _ => {}
+            }
+        }
+    }
+
+    /// Evaluates a node (recursion depth is bounded by the nesting limit).
+    pub(crate) fn node(&self, id: NodeId, s: &Subject<'_>, scratch: &mut Scratch, now: Micros) -> bool {
+        let n = &self.nodes[id as usize];
+        let r = match n.kind {
+            NodeKind::And { start, len } => self.children[start as usize..(start + len) as usize]
+                .iter()
+                .all(|&c| self.node(c, s, scratch, now)),
+            NodeKind::Or { start, len } => self.children[start as usize..(start + len) as usize]
+                .iter()
+                .any(|&c| self.node(c, s, scratch, now)),
+            NodeKind::Prop(i) => eval_prop(&self.props[i as usize], s.props, &scratch.times, &mut scratch.buf),
+            NodeKind::Behavior(i) => {
+                behavioral::eval(&self.behaviors[i as usize], &s.events, &scratch.times, now, &mut scratch.buf)
+            }
+            NodeKind::Cohort { target, invert } => self.member(target as usize, s, scratch, now) ^ invert,
+        };
+        r ^ n.negate
+    }
+}
+
+pub mod batch;

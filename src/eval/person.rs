@@ -1,0 +1,60 @@
+//! Property conditions (SEMANTICS §B) on one value: person leaves and event filters alike.
+
+use crate::compile::{DateCmp, PropTest, Test};
+use crate::data::{lookup, Prop};
+use crate::semver::parse_version;
+use crate::time::{parse_absolute, seconds_f64_to_micros, Micros};
+use crate::value::{contains_lower, eq_lower, numeric_str, Val};
+
+/// Evaluates a property condition against a key-sorted property slice.
+#[inline]
+pub(crate) fn eval_prop(t: &PropTest, props: &[Prop], times: &[Micros], buf: &mut String) -> bool {
+    let r = match lookup(props, t.key) {
+        None => t.missing,
+        Some(v) => test(&t.test, v, times, buf) ^ t.invert,
+    };
+    r ^ t.negate
+}
+
+/// A person date value (§B.8): a number or numeric string is epoch seconds, else an absolute
+/// date string; anything else is no date.
+pub(crate) fn value_date(v: &Val) -> Option<Micros> {
+    match v {
+        Val::Num(n) => seconds_f64_to_micros(n.as_f64()?),
+        Val::Str(s) => match numeric_str(s) {
+            Some(x) => seconds_f64_to_micros(x),
+            None => parse_absolute(s),
+        },
+        _ => None,
+    }
+}
+
+/// The test on a present value, before `invert`.
+#[inline]
+pub(crate) fn test(t: &Test, v: &Val, times: &[Micros], buf: &mut String) -> bool {
+    match t {
+        Test::Set => true,
+        Test::Bool(target) => v.with_str(|s| eq_lower(s, if *target { "true" } else { "false" })),
+        Test::EqAny(needles) => v.with_str(|s| needles.iter().any(|n| eq_lower(s, n))),
+        Test::EqSet(set) => v.with_str(|s| {
+            buf.clear();
+            buf.extend(s.chars().flat_map(char::to_lowercase));
+            set.contains(buf.as_str())
+        }),
+        Test::Contains(needles) => v.with_str(|s| needles.iter().any(|n| contains_lower(s, n, buf))),
+        Test::Regex(res) => v.with_str(|s| res.iter().any(|r| r.is_match(s))),
+        Test::Cmp(op, x) => v.num().is_some_and(|a| op.test(a, *x)),
+        Test::Between(lo, hi) => v.num().is_some_and(|a| *lo <= a && a <= *hi),
+        Test::NotBetween(lo, hi) => v.num().is_some_and(|a| a < *lo || a > *hi),
+        Test::Date(cmp, slot) => {
+            let f = times[*slot as usize];
+            value_date(v).is_some_and(|d| match cmp {
+                DateCmp::Before => d < f,
+                DateCmp::After => d > f,
+                DateCmp::Exact => d == f,
+            })
+        }
+        Test::Semver(op, ver) => v.with_str(parse_version).is_some_and(|x| op.test(x, *ver)),
+        Test::SemverRange(lo, hi) => v.with_str(parse_version).is_some_and(|x| *lo <= x && x < *hi),
+    }
+}

@@ -1,0 +1,119 @@
+//! # cohort-engine
+//!
+//! Decides who is in a cohort. Cohorts are PostHog cohort definitions — JSON filter trees of
+//! nested `AND`/`OR` groups whose leaves are person-property conditions, behavioral conditions on
+//! the person's event history, and references to other cohorts. The engine parses them, rejects
+//! what is invalid with a precise error, rejects reference cycles, compiles the trees into a flat
+//! program and evaluates it for one person at a time or for a whole dataset.
+//!
+//! ```text
+//! JSON ──model──▶ cohort objects ──ast::parse──▶ typed AST ──graph──▶ acyclic CohortSet
+//!      ──compile──▶ Program (interned, regexes built) ──eval──▶ bool / member lists
+//! ```
+//!
+//! The semantics are those of `SEMANTICS.md` (PostHog's cohort calculation, with the choices it
+//! documents); the CLI contract is `CLI.md`.
+//!
+//! ## Example: one person at a time
+//!
+//! ```
+//! use cohort_engine::{Engine, Scratch, time};
+//! use serde_json::json;
+//!
+//! let engine = Engine::from_json(r#"[
+//!   {"id": 1, "name": "Engaged customers", "filters": {"properties": {"type": "AND", "values": [
+//!     {"type": "person", "key": "plan", "operator": "exact", "value": ["pro", "enterprise"]},
+//!     {"type": "behavioral", "key": "login", "event_type": "events",
+//!      "value": "performed_event_multiple", "operator": "gte", "operator_value": 2,
+//!      "time_value": 7, "time_interval": "day"}
+//!   ]}}}
+//! ]"#)?;
+//!
+//! let props = json!({"plan": "Pro", "email": "ada@example.com"});
+//! let person = engine.person("p1", &["d1"], props.as_object().unwrap());
+//! let mut history = engine.history();
+//! let now = time::parse_absolute("2024-06-15T12:00:00Z").unwrap();
+//! let day = 86_400_000_000;
+//! engine.record(&mut history, "login", now - 2 * day, &Default::default());
+//! engine.record(&mut history, "login", now - day, &Default::default());
+//!
+//! let mut scratch = Scratch::new();
+//! assert!(engine.matches(1, &person, &history, now, &mut scratch).unwrap());
+//! // Eight days later both logins have left the window.
+//! assert!(!engine.matches(1, &person, &history, now + 8 * day, &mut scratch).unwrap());
+//! # Ok::<(), cohort_engine::Errors>(())
+//! ```
+//!
+//! ## Example: a whole dataset
+//!
+//! ```
+//! use cohort_engine::{BatchOptions, CohortSet, Dataset, time};
+//!
+//! let set = CohortSet::from_json(r#"[
+//!   {"id": 1, "filters": {"properties": {"type": "AND", "values": [
+//!     {"type": "person", "key": "age", "operator": "gt", "value": 30}]}}},
+//!   {"id": 2, "filters": {"properties": {"type": "AND", "values": [
+//!     {"type": "cohort", "key": "id", "value": 1},
+//!     {"type": "person", "key": "email", "operator": "icontains", "value": "@EXAMPLE.com"}]}}}
+//! ]"#)?;
+//! let data = Dataset::from_jsonl(
+//!     "{\"id\": \"a\", \"properties\": {\"age\": 41, \"email\": \"a@example.com\"}}\n\
+//!      {\"id\": \"b\", \"properties\": {\"age\": \"35\"}}\n\
+//!      {\"id\": \"c\", \"properties\": {\"age\": 20}}\n",
+//!     "",
+//! ).unwrap();
+//! let now = time::parse_absolute("2024-01-01").unwrap();
+//! let members = data.evaluate(&set, now, &BatchOptions::default()).unwrap();
+//! assert_eq!(members[&1], ["a", "b"]);
+//! assert_eq!(members[&2], ["a"]);
+//! # Ok::<(), cohort_engine::Errors>(())
+//! ```
+//!
+//! ## Errors
+//! Loading reports every problem at once as [`Errors`], each [`Error`] with a stable
+//! [`ErrorKind`] code (`invalid_input`, `invalid_filter`, `unknown_cohort`, `cycle`), the cohort
+//! and the JSON path of the offending field, e.g.
+//! `invalid_filter: cohort 4: filters.properties.values[1].operator: unknown operator "startswith" …`.
+//! Cycles are named: `cycle: cohort 3 → 7 → 3`. Evaluation itself never fails.
+//!
+//! ## Input safety
+//! [`Limits`] bound group nesting depth, nodes per cohort, cohorts per set, regex pattern and
+//! compiled size, string and list lengths, and window sizes; each exceeded limit is an
+//! `invalid_filter` error naming it. Reference chains have no depth limit: all graph code is
+//! iterative.
+//!
+//! ## Performance
+//! Keys and event names are interned at compile/load time; regexes, needles, dates and versions
+//! are prepared once; time windows are bound to `now` once per evaluation instant; events are
+//! stored per person in time order, so a window is a binary search plus a scan. Evaluating a
+//! person does not allocate once its [`Scratch`] has warmed up.
+
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+pub mod ast;
+pub mod compile;
+pub mod data;
+mod engine;
+pub mod error;
+pub mod eval;
+pub mod graph;
+pub mod intern;
+pub mod limits;
+pub mod model;
+pub mod semver;
+mod set;
+pub mod time;
+pub mod value;
+
+/// A cohort id, as the API uses it (0 ≤ id ≤ 2^63−1 in files).
+pub type CohortId = i64;
+
+pub use compile::Program;
+pub use data::{Dataset, History, LoadOptions, LoadStats, Person};
+pub use engine::Engine;
+pub use error::{Error, ErrorKind, Errors};
+pub use eval::batch::{fnv1a64, BatchOptions, Members};
+pub use eval::Scratch;
+pub use limits::Limits;
+pub use set::CohortSet;

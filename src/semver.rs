@@ -1,0 +1,247 @@
+//! Semantic-version parsing and the tilde / caret / wildcard ranges of SEMANTICS §B.7 and §G.
+//!
+//! Range values get the same normalisation as `parse_version` after their operator prefix is
+//! removed: the whole text is trimmed, one optional `~` (tilde) or `^` (caret) is removed, and the
+//! remainder goes through `parse_version` (which trims again, strips one `v`/`V` and drops any
+//! pre-release/build suffix). So `~v1.2.3`, ` ^1.2.3-beta ` and `~ 1.2` are accepted; `~~1` is not.
+
+/// (major, minor, patch)
+pub type Version = (u64, u64, u64);
+
+/// Parses a version and also reports how many components (1..=3) were given.
+fn parse_with_precision(s: &str) -> Option<(Version, usize)> {
+    let s = s.trim();
+    let s = s
+        .strip_prefix('v')
+        .or_else(|| s.strip_prefix('V'))
+        .unwrap_or(s);
+    let s = s.find(['-', '+']).map_or(s, |i| &s[..i]);
+    let mut parts = [0u64; 3];
+    let mut count = 0usize;
+    for component in s.split('.') {
+        if count == 3 {
+            return None;
+        }
+        let b = component.as_bytes();
+        if b.is_empty() || !b.iter().all(u8::is_ascii_digit) || (b.len() > 1 && b[0] == b'0') {
+            return None;
+        }
+        parts[count] = component.parse::<u64>().ok()?;
+        count += 1;
+    }
+    Some(((parts[0], parts[1], parts[2]), count))
+}
+
+/// §B.7 parse: trim, strip one leading v/V, drop from the first '-' or '+', split on '.', 1..=3
+/// digit-only components without leading zeros, missing parts = 0; anything else → None.
+pub fn parse_version(s: &str) -> Option<Version> {
+    parse_with_precision(s).map(|(v, _)| v)
+}
+
+/// Trims, removes one optional `prefix` character, then parses the rest as a version.
+fn parse_prefixed(s: &str, prefix: char) -> Option<Version> {
+    let s = s.trim();
+    parse_version(s.strip_prefix(prefix).unwrap_or(s))
+}
+
+/// Half-open range [lo, hi) for semver_tilde: optional leading '~' then a version;
+/// [X.Y.Z, X.(Y+1).0); partial versions fill with 0.
+pub fn tilde_range(s: &str) -> Option<(Version, Version)> {
+    let (x, y, z) = parse_prefixed(s, '~')?;
+    Some(((x, y, z), (x, y.checked_add(1)?, 0)))
+}
+
+/// semver_caret: optional leading '^'; X>0 → [X.Y.Z, (X+1).0.0); X=0,Y>0 → [0.Y.Z, 0.(Y+1).0);
+/// else [0.0.Z, 0.0.(Z+1)).
+pub fn caret_range(s: &str) -> Option<(Version, Version)> {
+    let (x, y, z) = parse_prefixed(s, '^')?;
+    let hi = if x > 0 {
+        (x.checked_add(1)?, 0, 0)
+    } else if y > 0 {
+        (0, y.checked_add(1)?, 0)
+    } else {
+        (0, 0, z.checked_add(1)?)
+    };
+    Some(((x, y, z), hi))
+}
+
+/// semver_wildcard: strip trailing '*' and '.' chars; the rest must parse as a version (empty →
+/// None); X → [X.0.0,(X+1).0.0); X.Y → [X.Y.0, X.(Y+1).0); X.Y.Z → [X.Y.Z, X.Y.(Z+1)).
+pub fn wildcard_range(s: &str) -> Option<(Version, Version)> {
+    let rest = s.trim().trim_end_matches(['*', '.']);
+    if rest.trim().is_empty() {
+        return None;
+    }
+    let ((x, y, z), precision) = parse_with_precision(rest)?;
+    let hi = match precision {
+        1 => (x.checked_add(1)?, 0, 0),
+        2 => (x, y.checked_add(1)?, 0),
+        _ => (x, y, z.checked_add(1)?),
+    };
+    Some(((x, y, z), hi))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_accepts() {
+        assert_eq!(parse_version("1.2.3"), Some((1, 2, 3)));
+        assert_eq!(parse_version("  v1.2.3\n"), Some((1, 2, 3)));
+        assert_eq!(parse_version("V1.2.3"), Some((1, 2, 3)));
+        assert_eq!(parse_version("1"), Some((1, 0, 0)));
+        assert_eq!(parse_version("1.2"), Some((1, 2, 0)));
+        assert_eq!(parse_version("0.0.0"), Some((0, 0, 0)));
+        assert_eq!(parse_version("10.20.30"), Some((10, 20, 30)));
+        assert_eq!(parse_version("1.2.3-beta.1"), Some((1, 2, 3)));
+        assert_eq!(parse_version("1.2.3+build.5"), Some((1, 2, 3)));
+        assert_eq!(parse_version("1.2-rc1"), Some((1, 2, 0)));
+        assert_eq!(parse_version("1.2.3-01.x+y-z"), Some((1, 2, 3)));
+        assert_eq!(parse_version("1.2.3 "), Some((1, 2, 3)));
+        assert_eq!(parse_version("1.2.3+"), Some((1, 2, 3)));
+        assert_eq!(parse_version("0"), Some((0, 0, 0)));
+        assert_eq!(
+            parse_version("18446744073709551615.0.1"),
+            Some((u64::MAX, 0, 1))
+        );
+    }
+
+    #[test]
+    fn parse_rejects() {
+        for s in [
+            "",
+            "   ",
+            "v",
+            "vv1.2.3",
+            "-1.2.3",
+            "+1",
+            "1.",
+            ".1",
+            "1..2",
+            "1.2.3.4",
+            "01.2.3",
+            "1.02.3",
+            "1.2.03",
+            "00",
+            "1.2.x",
+            "1.*",
+            "*",
+            "a.b.c",
+            "1 .2",
+            "1.2.3beta",
+            "1.2.3_1",
+            "+1.2.3",
+            "١.2.3",
+            "18446744073709551616",
+            "1.2.3 -beta",
+        ] {
+            assert_eq!(parse_version(s), None, "{s:?}");
+        }
+    }
+
+    #[test]
+    fn tilde() {
+        assert_eq!(tilde_range("~1.2.3"), Some(((1, 2, 3), (1, 3, 0))));
+        assert_eq!(tilde_range("1.2.3"), Some(((1, 2, 3), (1, 3, 0))));
+        assert_eq!(tilde_range("~1"), Some(((1, 0, 0), (1, 1, 0))));
+        assert_eq!(tilde_range("~1.2"), Some(((1, 2, 0), (1, 3, 0))));
+        assert_eq!(tilde_range("~v1.2.3"), Some(((1, 2, 3), (1, 3, 0))));
+        assert_eq!(tilde_range(" ~ 0.0.1-alpha "), Some(((0, 0, 1), (0, 1, 0))));
+        assert_eq!(tilde_range("~0.0.0"), Some(((0, 0, 0), (0, 1, 0))));
+        assert_eq!(
+            tilde_range("1.18446744073709551614.7"),
+            Some(((1, u64::MAX - 1, 7), (1, u64::MAX, 0)))
+        );
+        assert_eq!(tilde_range("1.18446744073709551615.7"), None);
+        for s in ["~", "", "~~1", "^1.2.3", "~1.*", "~1.2.3.4", "~01"] {
+            assert_eq!(tilde_range(s), None, "{s:?}");
+        }
+    }
+
+    #[test]
+    fn caret() {
+        assert_eq!(caret_range("^1.2.3"), Some(((1, 2, 3), (2, 0, 0))));
+        assert_eq!(caret_range("1.2.3"), Some(((1, 2, 3), (2, 0, 0))));
+        assert_eq!(caret_range("^0.2.3"), Some(((0, 2, 3), (0, 3, 0))));
+        assert_eq!(caret_range("^0.0.3"), Some(((0, 0, 3), (0, 0, 4))));
+        assert_eq!(caret_range("^0.0.0"), Some(((0, 0, 0), (0, 0, 1))));
+        assert_eq!(caret_range("^1"), Some(((1, 0, 0), (2, 0, 0))));
+        assert_eq!(caret_range("^0"), Some(((0, 0, 0), (0, 0, 1))));
+        assert_eq!(caret_range("^0.1"), Some(((0, 1, 0), (0, 2, 0))));
+        assert_eq!(caret_range(" ^V2.0.0+meta"), Some(((2, 0, 0), (3, 0, 0))));
+        assert_eq!(caret_range("18446744073709551615"), None);
+        assert_eq!(caret_range("0.18446744073709551615"), None);
+        assert_eq!(caret_range("0.0.18446744073709551615"), None);
+        assert_eq!(
+            caret_range("1.18446744073709551615.18446744073709551615"),
+            Some(((1, u64::MAX, u64::MAX), (2, 0, 0)))
+        );
+        for s in ["^", "", "^^1", "~1", "^1.x", "^*"] {
+            assert_eq!(caret_range(s), None, "{s:?}");
+        }
+    }
+
+    #[test]
+    fn wildcard() {
+        assert_eq!(wildcard_range("1.*"), Some(((1, 0, 0), (2, 0, 0))));
+        assert_eq!(wildcard_range("1"), Some(((1, 0, 0), (2, 0, 0))));
+        assert_eq!(wildcard_range("1.2.*"), Some(((1, 2, 0), (1, 3, 0))));
+        assert_eq!(wildcard_range("1.2"), Some(((1, 2, 0), (1, 3, 0))));
+        assert_eq!(wildcard_range("1.2.3"), Some(((1, 2, 3), (1, 2, 4))));
+        assert_eq!(wildcard_range("1.2.3.*"), Some(((1, 2, 3), (1, 2, 4))));
+        assert_eq!(wildcard_range("0.*.*"), Some(((0, 0, 0), (1, 0, 0))));
+        assert_eq!(wildcard_range("v1.2.*"), Some(((1, 2, 0), (1, 3, 0))));
+        assert_eq!(wildcard_range(" 3.* "), Some(((3, 0, 0), (4, 0, 0))));
+        assert_eq!(wildcard_range("1.2-beta.*"), Some(((1, 2, 0), (1, 3, 0))));
+        assert_eq!(wildcard_range("18446744073709551615.*"), None);
+        assert_eq!(wildcard_range("1.18446744073709551615.*"), None);
+        assert_eq!(wildcard_range("1.2.18446744073709551615"), None);
+        for s in [
+            "*",
+            "",
+            "**",
+            ".*",
+            "*.*",
+            "1.*.3",
+            "*.1",
+            "1.2.3.4.*",
+            "x.*",
+            "01.*",
+            "v*",
+            " ",
+        ] {
+            assert_eq!(wildcard_range(s), None, "{s:?}");
+        }
+    }
+
+    #[test]
+    fn no_panics_on_noise() {
+        let alphabet = [
+            '0', '1', '9', '.', '*', '-', '+', 'v', 'V', '~', '^', ' ', 'é',
+        ];
+        let mut state: u64 = 0x2545_F491_4F6C_DD1D;
+        for _ in 0..100_000 {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            let len = (state % 9) as usize;
+            let text: String = (0..len)
+                .map(|k| alphabet[((state >> (k * 6)) % alphabet.len() as u64) as usize])
+                .collect();
+            if let Some(v) = parse_version(&text) {
+                assert_eq!(tilde_range(&text).map(|r| r.0), Some(v));
+            }
+            for (lo, hi) in [
+                tilde_range(&text),
+                caret_range(&text),
+                wildcard_range(&text),
+            ]
+            .into_iter()
+            .flatten()
+            {
+                assert!(lo < hi, "{text:?}");
+            }
+        }
+    }
+}

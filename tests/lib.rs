@@ -1,0 +1,5 @@
+//! One integration-test binary (as regex does): data-driven cases, CLI golden tests, property
+//! tests and pinned regressions.
+
+mod cases;
+mod cli;
