@@ -10,7 +10,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use clap::{Args, Parser, Subcommand};
 
 use cohort_engine::time::{parse_absolute, Micros};
-use cohort_engine::{BatchOptions, CohortId, CohortSet, Dataset, Error, ErrorKind, Limits, LoadOptions};
+use cohort_engine::{
+    BatchOptions, CohortId, CohortSet, Dataset, Error, ErrorKind, Limits, LoadOptions,
+};
 
 /// Decide who is in a cohort: evaluate PostHog cohort definitions over persons and events.
 #[derive(Parser, Debug)]
@@ -41,13 +43,13 @@ struct EvalArgs {
     #[arg(long, value_name = "TIME")]
     now: Option<String>,
     /// Only print these cohorts (repeatable); referenced cohorts are still evaluated.
-    #[arg(long = "cohort", value_name = "ID")]
+    #[arg(long = "cohort", value_name = "ID", allow_hyphen_values = true)]
     cohort: Vec<String>,
     /// Evaluate only persons whose partition is I of N (FNV-1a 64 of the person id, mod N).
-    #[arg(long, value_name = "I/N")]
+    #[arg(long, value_name = "I/N", allow_hyphen_values = true)]
     partition: Option<String>,
     /// Worker threads (default: all cores); never changes the output.
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", allow_hyphen_values = true)]
     threads: Option<String>,
     /// Print nothing on stderr except errors.
     #[arg(long)]
@@ -60,9 +62,16 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> i32 {
         Ok(cli) => cli,
         Err(e) => {
             use clap::error::ErrorKind as K;
-            if matches!(e.kind(), K::DisplayHelp | K::DisplayVersion | K::DisplayHelpOnMissingArgumentOrSubcommand) {
+            if matches!(
+                e.kind(),
+                K::DisplayHelp | K::DisplayVersion | K::DisplayHelpOnMissingArgumentOrSubcommand
+            ) {
                 let _ = e.print();
-                return if e.kind() == K::DisplayHelpOnMissingArgumentOrSubcommand { 2 } else { 0 };
+                return if e.kind() == K::DisplayHelpOnMissingArgumentOrSubcommand {
+                    2
+                } else {
+                    0
+                };
             }
             let text = e.to_string();
             let first = text
@@ -103,7 +112,9 @@ fn parse_now(s: &Option<String>) -> Result<Micros, Vec<Error>> {
             ))
         }),
         None => {
-            let d = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+            let d = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap_or_default();
             Ok(d.as_micros() as Micros)
         }
     }
@@ -131,21 +142,34 @@ fn eval(args: EvalArgs) -> Result<(), Vec<Error>> {
         None => 0,
         Some(t) => match t.parse::<usize>() {
             Ok(n) if n >= 1 => n,
-            _ => return Err(usage(format!("--threads must be a positive integer, got {t:?}"))),
+            _ => {
+                return Err(usage(format!(
+                    "--threads must be a positive integer, got {t:?}"
+                )))
+            }
         },
     };
     let mut wanted: Vec<CohortId> = Vec::new();
     for c in &args.cohort {
         match c.parse::<CohortId>() {
             Ok(id) if id >= 0 => wanted.push(id),
-            _ => return Err(usage(format!("--cohort must be a cohort id (a non-negative integer), got {c:?}"))),
+            _ => {
+                return Err(usage(format!(
+                    "--cohort must be a cohort id (a non-negative integer), got {c:?}"
+                )))
+            }
         }
     }
 
     let cohorts_name = args.cohorts.display().to_string();
-    let text = std::fs::read_to_string(&args.cohorts)
-        .map_err(|e| vec![Error::input(cohorts_name.clone(), format!("cannot read: {e}"))])?;
-    let set = CohortSet::from_json_with(&text, &cohorts_name, &Limits::default()).map_err(|e| e.0)?;
+    let text = std::fs::read_to_string(&args.cohorts).map_err(|e| {
+        vec![Error::input(
+            cohorts_name.clone(),
+            format!("cannot read: {e}"),
+        )]
+    })?;
+    let set =
+        CohortSet::from_json_with(&text, &cohorts_name, &Limits::default()).map_err(|e| e.0)?;
     let mut unknown = Vec::new();
     for &id in &wanted {
         if set.get(id).is_none_or(|c| c.is_deleted()) {
@@ -164,14 +188,18 @@ fn eval(args: EvalArgs) -> Result<(), Vec<Error>> {
     let mut progress = |file: &str, lines: u64, elapsed: Duration| {
         if elapsed.as_secs_f64() >= 1.0 {
             let rate = lines as f64 / elapsed.as_secs_f64().max(1e-9);
-            eprintln!("{file}: {lines} lines read, {rate:.0} lines/s, {:.1} s", elapsed.as_secs_f64());
+            eprintln!(
+                "{file}: {lines} lines read, {rate:.0} lines/s, {:.1} s",
+                elapsed.as_secs_f64()
+            );
         }
     };
     let mut opts = LoadOptions::default();
     if !quiet {
         opts.progress = Some(&mut progress);
     }
-    let data = Dataset::from_paths(&args.persons, args.events.as_deref(), &mut opts).map_err(|e| vec![e])?;
+    let data = Dataset::from_paths(&args.persons, args.events.as_deref(), &mut opts)
+        .map_err(|e| vec![e])?;
     if !quiet {
         let stats = data.stats();
         let per_event = data.event_bytes() as f64 / (stats.events.max(1)) as f64;
@@ -185,7 +213,10 @@ fn eval(args: EvalArgs) -> Result<(), Vec<Error>> {
             per_person
         );
         if stats.skipped_events > 0 {
-            eprintln!("skipped {} events whose distinct id no person owns", stats.skipped_events);
+            eprintln!(
+                "skipped {} events whose distinct id no person owns",
+                stats.skipped_events
+            );
         }
     }
     let eval_started = Instant::now();
@@ -196,7 +227,11 @@ fn eval(args: EvalArgs) -> Result<(), Vec<Error>> {
     };
     let members = data.evaluate(&set, now, &options).map_err(|e| vec![e])?;
     if !quiet {
-        eprintln!("evaluated {} cohorts in {:.3} s", members.len(), eval_started.elapsed().as_secs_f64());
+        eprintln!(
+            "evaluated {} cohorts in {:.3} s",
+            members.len(),
+            eval_started.elapsed().as_secs_f64()
+        );
     }
     let mut out = String::with_capacity(64 + members.values().map(|v| v.len() * 12).sum::<usize>());
     out.push('{');
@@ -220,5 +255,10 @@ fn eval(args: EvalArgs) -> Result<(), Vec<Error>> {
     let mut w = stdout.lock();
     w.write_all(out.as_bytes())
         .and_then(|_| w.flush())
-        .map_err(|e| vec![Error::new(ErrorKind::InvalidInput, format!("cannot write output: {e}"))])
+        .map_err(|e| {
+            vec![Error::new(
+                ErrorKind::InvalidInput,
+                format!("cannot write output: {e}"),
+            )]
+        })
 }

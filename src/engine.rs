@@ -53,7 +53,12 @@ impl Engine {
 
     /// Builds a person from its id, distinct ids and properties (a JSON object; null values are
     /// missing). Keys that no cohort reads are dropped.
-    pub fn person(&self, id: &str, distinct_ids: &[&str], properties: &Map<String, Value>) -> Person {
+    pub fn person(
+        &self,
+        id: &str,
+        distinct_ids: &[&str],
+        properties: &Map<String, Value>,
+    ) -> Person {
         Person {
             id: id.into(),
             distinct_ids: distinct_ids.iter().map(|d| (*d).into()).collect(),
@@ -68,7 +73,13 @@ impl Engine {
 
     /// Appends an event to a history, at its place in time order (events may arrive slightly out
     /// of order). Event names and property keys no cohort reads are not kept.
-    pub fn record(&self, history: &mut History, event: &str, timestamp: Micros, properties: &Map<String, Value>) {
+    pub fn record(
+        &self,
+        history: &mut History,
+        event: &str,
+        timestamp: Micros,
+        properties: &Map<String, Value>,
+    ) {
         let name = self.symbols.events.get(event);
         let props = props_from_json(properties, frozen(&self.symbols.keys));
         history.insert(timestamp, name, props);
@@ -87,7 +98,10 @@ impl Engine {
         scratch: &mut Scratch,
     ) -> Result<bool, Error> {
         let Some(c) = self.program.set.position(cohort) else {
-            return Err(Error::new(ErrorKind::UnknownCohort, format!("cohort {cohort} is not in the set")));
+            return Err(Error::new(
+                ErrorKind::UnknownCohort,
+                format!("cohort {cohort} is not in the set"),
+            ));
         };
         let subject = subject(person, history);
         self.program.prepare(scratch, now);
@@ -95,7 +109,13 @@ impl Engine {
     }
 
     /// Every non-deleted cohort the person is a member of at `now`, by ascending id.
-    pub fn memberships(&self, person: &Person, history: &History, now: Micros, scratch: &mut Scratch) -> Vec<CohortId> {
+    pub fn memberships(
+        &self,
+        person: &Person,
+        history: &History,
+        now: Micros,
+        scratch: &mut Scratch,
+    ) -> Vec<CohortId> {
         let subject = subject(person, history);
         self.program.prepare(scratch, now);
         let cohorts = self.program.set.cohorts();
@@ -114,7 +134,10 @@ fn subject<'a>(person: &'a Person, history: &'a History) -> Subject<'a> {
     Subject {
         props: &person.props,
         events: history.events(),
-        who: Who::Person { id: &person.id, distinct_ids: &person.distinct_ids },
+        who: Who::Person {
+            id: &person.id,
+            distinct_ids: &person.distinct_ids,
+        },
     }
 }
 
@@ -129,7 +152,9 @@ pub(crate) fn symbols_of(set: &CohortSet) -> Symbols {
                 }
                 Leaf::Behavioral(b) => {
                     s.events.intern(&b.event);
-                    if let crate::ast::Behavior::PerformedEventSequence { seq_event, .. } = &b.behavior {
+                    if let crate::ast::Behavior::PerformedEventSequence { seq_event, .. } =
+                        &b.behavior
+                    {
                         s.events.intern(seq_event);
                     }
                     for f in &b.event_filters {

@@ -35,7 +35,8 @@ pub struct Analysis {
 
 /// Analyses `nodes` (any order; ids unique).
 pub fn analyze(nodes: &[GraphNode]) -> Analysis {
-    let index: HashMap<CohortId, usize> = nodes.iter().enumerate().map(|(i, n)| (n.id, i)).collect();
+    let index: HashMap<CohortId, usize> =
+        nodes.iter().enumerate().map(|(i, n)| (n.id, i)).collect();
     let mut by_id: Vec<usize> = (0..nodes.len()).collect();
     by_id.sort_by_key(|&i| nodes[i].id);
 
@@ -43,9 +44,14 @@ pub fn analyze(nodes: &[GraphNode]) -> Analysis {
     for &i in &by_id {
         for r in &nodes[i].references {
             if !index.contains_key(&r.target) {
-                unknown.push(Error::new(ErrorKind::UnknownCohort, format!("cohort {} is not in the set", r.target))
+                unknown.push(
+                    Error::new(
+                        ErrorKind::UnknownCohort,
+                        format!("cohort {} is not in the set", r.target),
+                    )
                     .with_cohort(nodes[i].id)
-                    .with_path(r.path.clone()));
+                    .with_path(r.path.clone()),
+                );
             }
         }
     }
@@ -163,7 +169,11 @@ fn tarjan(edges: &[Vec<usize>]) -> Vec<Vec<usize>> {
 
 /// The shortest cycle through `start` inside the component (`inside`), by breadth-first search
 /// visiting neighbours in ascending id order; returned as `start … start`.
-fn shortest_cycle(start: usize, edges: &[Vec<usize>], inside: impl Fn(usize) -> bool) -> Vec<usize> {
+fn shortest_cycle(
+    start: usize,
+    edges: &[Vec<usize>],
+    inside: impl Fn(usize) -> bool,
+) -> Vec<usize> {
     let mut parent: HashMap<usize, usize> = HashMap::new();
     let mut queue = VecDeque::from([start]);
     while let Some(v) = queue.pop_front() {
@@ -204,22 +214,37 @@ mod tests {
             deleted: false,
             references: refs
                 .iter()
-                .map(|&t| Reference { path: "filters.properties.values[0].value".into(), target: t })
+                .map(|&t| Reference {
+                    path: "filters.properties.values[0].value".into(),
+                    target: t,
+                })
                 .collect(),
         }
     }
 
     fn cycles(nodes: &[GraphNode]) -> Vec<String> {
-        analyze(nodes).cycles.iter().map(|e| e.to_string()).collect()
+        analyze(nodes)
+            .cycles
+            .iter()
+            .map(|e| e.to_string())
+            .collect()
     }
 
     #[test]
     fn names_shortest_cycle_from_smallest_id() {
-        assert_eq!(cycles(&[node(3, &[7]), node(7, &[12]), node(12, &[3])]), ["cycle: cohort 3 → 7 → 12 → 3"]);
+        assert_eq!(
+            cycles(&[node(3, &[7]), node(7, &[12]), node(12, &[3])]),
+            ["cycle: cohort 3 → 7 → 12 → 3"]
+        );
         assert_eq!(cycles(&[node(5, &[5])]), ["cycle: cohort 5 → 5"]);
         // Two loops through 1: the shorter one is named.
         assert_eq!(
-            cycles(&[node(1, &[2, 4]), node(2, &[3]), node(3, &[1]), node(4, &[1])]),
+            cycles(&[
+                node(1, &[2, 4]),
+                node(2, &[3]),
+                node(3, &[1]),
+                node(4, &[1])
+            ]),
             ["cycle: cohort 1 → 4 → 1"]
         );
         // Ties are broken by visiting neighbours in ascending id order.
@@ -241,7 +266,9 @@ mod tests {
     #[test]
     fn long_chain_does_not_overflow() {
         let n = 100_000;
-        let nodes: Vec<GraphNode> = (0..n).map(|i| node(i, if i + 1 < n { &[0][..0] } else { &[] })).collect();
+        let nodes: Vec<GraphNode> = (0..n)
+            .map(|i| node(i, if i + 1 < n { &[0][..0] } else { &[] }))
+            .collect();
         let mut nodes = nodes;
         for i in 0..n - 1 {
             nodes[i as usize] = node(i, &[i + 1]);

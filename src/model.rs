@@ -60,7 +60,9 @@ pub fn cohort_objects(doc: Value, source: &str) -> Result<Vec<RawCohort>, Errors
             _ => None,
         };
         let Some(id) = id else {
-            let got = object.get("id").map_or("nothing".to_string(), Value::to_string);
+            let got = object
+                .get("id")
+                .map_or("nothing".to_string(), Value::to_string);
             errors.push(Error::input(
                 at,
                 format!("expected an integer \"id\" between 0 and 2^63-1, got {got}"),

@@ -80,7 +80,11 @@ impl CohortSet {
             let parsed = parse_cohort(&r.object, r.id, limits);
             errors.extend(parsed.errors);
             let deleted = matches!(r.object.get("deleted"), Some(Value::Bool(true)));
-            nodes.push(GraphNode { id: r.id, deleted, references: parsed.references });
+            nodes.push(GraphNode {
+                id: r.id,
+                deleted,
+                references: parsed.references,
+            });
             if let Some(c) = parsed.cohort {
                 cohorts.push(c);
             }
@@ -93,7 +97,12 @@ impl CohortSet {
         }
         let index = cohorts.iter().enumerate().map(|(i, c)| (c.id, i)).collect();
         Ok(CohortSet {
-            inner: Arc::new(Inner { cohorts, index, order: analysis.order, limits: limits.clone() }),
+            inner: Arc::new(Inner {
+                cohorts,
+                index,
+                order: analysis.order,
+                limits: limits.clone(),
+            }),
         })
     }
 
@@ -177,7 +186,13 @@ impl CohortSet {
                 }
             }
         }
-        let mut cohorts: Vec<Cohort> = self.inner.cohorts.iter().filter(|c| c.id != raw.id).cloned().collect();
+        let mut cohorts: Vec<Cohort> = self
+            .inner
+            .cohorts
+            .iter()
+            .filter(|c| c.id != raw.id)
+            .cloned()
+            .collect();
         let pos = cohorts.partition_point(|c| c.id < raw.id);
         cohorts.insert(pos, cohort);
         let nodes: Vec<GraphNode> = cohorts
@@ -190,7 +205,10 @@ impl CohortSet {
                 } else {
                     c.references()
                         .into_iter()
-                        .map(|target| Reference { path: String::new(), target })
+                        .map(|target| Reference {
+                            path: String::new(),
+                            target,
+                        })
                         .collect()
                 },
             })
@@ -274,9 +292,16 @@ impl CohortSet {
     ///
     /// # Errors
     /// `invalid_input` when `id` is absent or not a static cohort.
-    pub fn with_static_members(&self, id: CohortId, members: Vec<String>) -> Result<CohortSet, Error> {
+    pub fn with_static_members(
+        &self,
+        id: CohortId,
+        members: Vec<String>,
+    ) -> Result<CohortSet, Error> {
         let Some(pos) = self.position(id) else {
-            return Err(Error::new(ErrorKind::UnknownCohort, format!("cohort {id} is not in the set")));
+            return Err(Error::new(
+                ErrorKind::UnknownCohort,
+                format!("cohort {id} is not in the set"),
+            ));
         };
         if !self.inner.cohorts[pos].is_static() {
             return Err(Error::input(format!("cohort {id}"), "not a static cohort"));

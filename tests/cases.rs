@@ -26,7 +26,10 @@ use cohort_engine::{BatchOptions, CohortSet, Dataset, Engine, Scratch};
 use serde_json::Value;
 
 fn files(dir: &Path, out: &mut Vec<PathBuf>) {
-    let mut entries: Vec<_> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).collect();
+    let mut entries: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
     entries.sort();
     for p in entries {
         if p.is_dir() {
@@ -48,23 +51,36 @@ fn jsonl(items: Option<&Value>) -> String {
 fn run_case(case: &Value) -> Vec<String> {
     let mut failures = Vec::new();
     let cohorts = case["cohorts"].to_string();
-    let now = parse_absolute(case["now"].as_str().unwrap_or("2024-06-15T12:00:00Z")).expect("bad now in case");
+    let now = parse_absolute(case["now"].as_str().unwrap_or("2024-06-15T12:00:00Z"))
+        .expect("bad now in case");
     let set = match CohortSet::from_json(&cohorts) {
         Ok(set) => set,
         Err(errors) => {
             let lines: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
             let kinds: Vec<String> = errors.iter().map(|e| e.code().to_string()).collect();
             if let Some(expected) = case.get("errors") {
-                let expected: Vec<String> =
-                    expected.as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_string()).collect();
+                let expected: Vec<String> = expected
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|v| v.as_str().unwrap().to_string())
+                    .collect();
                 if expected != lines {
-                    failures.push(format!("errors differ:\n  expected {expected:#?}\n  got      {lines:#?}"));
+                    failures.push(format!(
+                        "errors differ:\n  expected {expected:#?}\n  got      {lines:#?}"
+                    ));
                 }
             } else if let Some(expected) = case.get("error_kinds") {
-                let expected: Vec<String> =
-                    expected.as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_string()).collect();
+                let expected: Vec<String> = expected
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|v| v.as_str().unwrap().to_string())
+                    .collect();
                 if expected != kinds {
-                    failures.push(format!("error kinds differ: expected {expected:?}, got {lines:#?}"));
+                    failures.push(format!(
+                        "error kinds differ: expected {expected:?}, got {lines:#?}"
+                    ));
                 }
             } else {
                 failures.push(format!("unexpected errors: {lines:#?}"));
@@ -80,10 +96,13 @@ fn run_case(case: &Value) -> Vec<String> {
         Ok(d) => d,
         Err(e) => return vec![format!("data did not load: {e}")],
     };
-    let got = data.evaluate(&set, now, &BatchOptions::default()).expect("evaluate");
-    let got: BTreeMap<String, Vec<String>> = got.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
-    let expected: BTreeMap<String, Vec<String>> =
-        serde_json::from_value(case["expect"].clone()).expect("expect must map cohort ids to lists");
+    let got = data
+        .evaluate(&set, now, &BatchOptions::default())
+        .expect("evaluate");
+    let got: BTreeMap<String, Vec<String>> =
+        got.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
+    let expected: BTreeMap<String, Vec<String>> = serde_json::from_value(case["expect"].clone())
+        .expect("expect must map cohort ids to lists");
     for (id, want) in &expected {
         match got.get(id) {
             Some(have) if have == want => {}
@@ -93,7 +112,12 @@ fn run_case(case: &Value) -> Vec<String> {
     // The single-person path must agree with the batch path.
     let engine = Engine::new(&set).expect("engine");
     let mut scratch = Scratch::new();
-    for p in case.get("persons").and_then(Value::as_array).into_iter().flatten() {
+    for p in case
+        .get("persons")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
         let id = match &p["id"] {
             Value::String(s) => s.clone(),
             Value::Null => match &p["uuid"] {
@@ -110,19 +134,39 @@ fn run_case(case: &Value) -> Vec<String> {
             .collect();
         let did_refs: Vec<&str> = dids.iter().map(String::as_str).collect();
         let empty = serde_json::Map::new();
-        let person = engine.person(&id, &did_refs, p["properties"].as_object().unwrap_or(&empty));
+        let person = engine.person(
+            &id,
+            &did_refs,
+            p["properties"].as_object().unwrap_or(&empty),
+        );
         let mut history = engine.history();
-        for e in case.get("events").and_then(Value::as_array).into_iter().flatten() {
-            let d = e["distinct_id"].as_str().map_or_else(|| e["distinct_id"].to_string(), str::to_string);
+        for e in case
+            .get("events")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            let d = e["distinct_id"]
+                .as_str()
+                .map_or_else(|| e["distinct_id"].to_string(), str::to_string);
             if dids.contains(&d) {
                 let ts = cohort_engine::time::parse_timestamp(&e["timestamp"]).expect("timestamp");
-                engine.record(&mut history, e["event"].as_str().unwrap(), ts, e["properties"].as_object().unwrap_or(&empty));
+                engine.record(
+                    &mut history,
+                    e["event"].as_str().unwrap(),
+                    ts,
+                    e["properties"].as_object().unwrap_or(&empty),
+                );
             }
         }
         for (cid, members) in &got {
-            let single = engine.matches(cid.parse().unwrap(), &person, &history, now, &mut scratch).unwrap();
+            let single = engine
+                .matches(cid.parse().unwrap(), &person, &history, now, &mut scratch)
+                .unwrap();
             if single != members.contains(&id) {
-                failures.push(format!("cohort {cid}, person {id}: single-person path says {single}, batch disagrees"));
+                failures.push(format!(
+                    "cohort {cid}, person {id}: single-person path says {single}, batch disagrees"
+                ));
             }
         }
     }
@@ -139,9 +183,13 @@ fn data_driven_cases() {
     let mut ran = 0;
     for path in &paths {
         let text = std::fs::read_to_string(path).unwrap();
-        let cases: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let cases: Value =
+            serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         let rel = path.strip_prefix(&root).unwrap().display().to_string();
-        for case in cases.as_array().unwrap_or_else(|| panic!("{rel}: expected a list of cases")) {
+        for case in cases
+            .as_array()
+            .unwrap_or_else(|| panic!("{rel}: expected a list of cases"))
+        {
             let name = format!("{rel}: {}", case["name"].as_str().unwrap_or("?"));
             if !filter.is_empty() && !name.contains(&filter) {
                 continue;
@@ -153,5 +201,10 @@ fn data_driven_cases() {
         }
     }
     assert!(ran > 0, "no case ran");
-    assert!(failures.is_empty(), "{} of {ran} cases failed:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} of {ran} cases failed:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }

@@ -1,1 +1,417 @@
-//! CLI golden tests: run the binary on files and check stdout, exit status and error lines.
+//! CLI golden tests: run the binary on files and check stdout, exit status and error lines
+//! (`CLI.md` §1).
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+const BIN: &str = env!("CARGO_BIN_EXE_cohort-engine");
+const NOW: &str = "2024-06-15T12:00:00Z";
+
+fn examples() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/data")
+}
+
+/// A fresh temporary directory for one test.
+fn tempdir() -> PathBuf {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "cohort-engine-cli-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> String {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p.display().to_string()
+}
+
+fn run(args: &[&str]) -> Output {
+    Command::new(BIN).args(args).output().expect("run binary")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8(o.stdout.clone()).unwrap()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8(o.stderr.clone()).unwrap()
+}
+
+fn eval_examples(extra: &[&str]) -> Output {
+    let ex = examples();
+    let (c, p, e) = (
+        ex.join("cohorts.json").display().to_string(),
+        ex.join("persons.jsonl").display().to_string(),
+        ex.join("events.jsonl").display().to_string(),
+    );
+    let mut args = vec![
+        "eval",
+        "--cohorts",
+        &c,
+        "--persons",
+        &p,
+        "--events",
+        &e,
+        "--now",
+        NOW,
+        "--quiet",
+    ];
+    args.extend_from_slice(extra);
+    run(&args)
+}
+
+/// Expected members of the example data at 2024-06-15T12:00:00Z, worked out by hand:
+/// 1 plan in [pro, enterprise], case-insensitive (42's plan is null = missing);
+/// 2 has an email, not gmail, not matching @acme\.(io|com)$ (negated regex);
+/// 3 ≥3 logins in (06-08 12:00, now) — ada 10th/12th/14th — or a purchase over 100 — grace's
+///   250 at 13:30Z; linus's "99.5" is not over 100; 42's login at 13:00 is after now;
+/// 4 in 1 and logins in (05-16, 06-08] but none in (06-08, now]: grace (05-20, 06-01);
+/// 5 signup then upgrade within 3 days: ada (49 h); margaret's took 7 days;
+/// 6 ≥2 logins in 3 of the 4 weekly periods ending now: ada (3, 2, 2, 0);
+/// 7 static list [u-ada, d-grace-phone] (a distinct id of grace);
+/// 8 age ≥ 18, app_version ≥ 2.1.0 (pre-release ignored), not in 7: margaret;
+/// 9 legacy: city Berlin (case-insensitive: grace, 42) or pricing_viewed ≥2 in 30 days (linus:
+///   epoch-ms 1717900000000 and 06-11);
+/// 10 signed up in the last 30 days and first signup event in the last 30 days: ada, margaret
+///   (1717000000 = 2024-05-29T16:26:40Z); 11 is deleted and not printed.
+const EXAMPLE_OUTPUT: &str = r#"{"1":["u-ada","u-grace","u-margaret"],"2":["u-grace","u-margaret"],"3":["u-ada","u-grace"],"4":["u-grace"],"5":["u-ada"],"6":["u-ada"],"7":["u-ada","u-grace"],"8":["u-margaret"],"9":["42","u-grace","u-linus"],"10":["u-ada","u-margaret"]}
+"#;
+
+#[test]
+fn example_data_golden_output() {
+    let o = eval_examples(&[]);
+    assert_eq!(o.status.code(), Some(0), "stderr: {}", stderr(&o));
+    assert_eq!(stdout(&o), EXAMPLE_OUTPUT);
+    assert_eq!(stderr(&o), "", "--quiet prints nothing on success");
+}
+
+#[test]
+fn thread_count_never_changes_output() {
+    for t in ["1", "2", "3", "7"] {
+        assert_eq!(
+            stdout(&eval_examples(&["--threads", t])),
+            EXAMPLE_OUTPUT,
+            "--threads {t}"
+        );
+    }
+}
+
+#[test]
+fn cohort_flag_selects_and_still_evaluates_references() {
+    let o = eval_examples(&["--cohort", "8", "--cohort", "4"]);
+    assert_eq!(stdout(&o), "{\"4\":[\"u-grace\"],\"8\":[\"u-margaret\"]}\n");
+}
+
+#[test]
+fn partitions_union_to_the_whole() {
+    let whole: serde_json::Value = serde_json::from_str(EXAMPLE_OUTPUT).unwrap();
+    for n in [1u32, 2, 3, 5] {
+        let mut union: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+        for i in 0..n {
+            let part = format!("{i}/{n}");
+            let o = eval_examples(&["--partition", &part]);
+            assert_eq!(o.status.code(), Some(0));
+            let v: std::collections::BTreeMap<String, Vec<String>> =
+                serde_json::from_str(&stdout(&o)).unwrap();
+            for (k, ids) in v {
+                union.entry(k).or_default().extend(ids);
+            }
+        }
+        for ids in union.values_mut() {
+            ids.sort();
+        }
+        assert_eq!(serde_json::to_value(&union).unwrap(), whole, "n = {n}");
+    }
+}
+
+#[test]
+fn progress_goes_to_stderr_without_quiet() {
+    let ex = examples();
+    let o = run(&[
+        "eval",
+        "--cohorts",
+        &ex.join("cohorts.json").display().to_string(),
+        "--persons",
+        &ex.join("persons.jsonl").display().to_string(),
+        "--events",
+        &ex.join("events.jsonl").display().to_string(),
+        "--now",
+        NOW,
+    ]);
+    assert_eq!(stdout(&o), EXAMPLE_OUTPUT);
+    let err = stderr(&o);
+    assert!(err.contains("loaded 6 persons and 20 events"), "{err}");
+    assert!(err.contains("skipped 1 events"), "{err}");
+}
+
+#[test]
+fn gzip_data_files_are_read() {
+    let dir = tempdir();
+    let ex = examples();
+    for name in ["persons.jsonl", "events.jsonl"] {
+        let text = std::fs::read(ex.join(name)).unwrap();
+        let f = std::fs::File::create(dir.join(format!("{name}.gz"))).unwrap();
+        let mut gz = flate2::write::GzEncoder::new(f, flate2::Compression::default());
+        gz.write_all(&text).unwrap();
+        gz.finish().unwrap();
+    }
+    let o = run(&[
+        "eval",
+        "--cohorts",
+        &ex.join("cohorts.json").display().to_string(),
+        "--persons",
+        &dir.join("persons.jsonl.gz").display().to_string(),
+        "--events",
+        &dir.join("events.jsonl.gz").display().to_string(),
+        "--now",
+        NOW,
+        "--quiet",
+    ]);
+    assert_eq!(stdout(&o), EXAMPLE_OUTPUT, "{}", stderr(&o));
+}
+
+fn expect_errors(o: &Output, lines: &[&str]) {
+    assert_eq!(o.status.code(), Some(2));
+    assert_eq!(stdout(o), "", "stdout must be empty on error");
+    let got: Vec<&str> = std::str::from_utf8(&o.stderr).unwrap().lines().collect();
+    assert_eq!(got, lines);
+}
+
+#[test]
+fn usage_errors() {
+    let ex = examples().join("cohorts.json").display().to_string();
+    let o = run(&[
+        "eval",
+        "--cohorts",
+        &ex,
+        "--persons",
+        "x",
+        "--now",
+        "yesterday",
+    ]);
+    expect_errors(&o, &["error: usage: --now must be an RFC 3339 date-time or a naive ISO date/date-time, got \"yesterday\""]);
+    for bad in ["3/3", "1", "a/b", "-1/2", "1/0"] {
+        let o = run(&[
+            "eval",
+            "--cohorts",
+            &ex,
+            "--persons",
+            "x",
+            "--partition",
+            bad,
+        ]);
+        expect_errors(
+            &o,
+            &["error: usage: --partition must be I/N with 0 <= I < N"],
+        );
+    }
+    let o = run(&["eval", "--persons", "x"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).starts_with("error: usage: "), "{}", stderr(&o));
+    let o = run(&["frobnicate"]);
+    assert!(stderr(&o).starts_with("error: usage: "), "{}", stderr(&o));
+    let o = run(&["eval", "--cohorts", &ex, "--persons", "x", "--threads", "0"]);
+    expect_errors(
+        &o,
+        &["error: usage: --threads must be a positive integer, got \"0\""],
+    );
+}
+
+#[test]
+fn filter_errors_are_all_reported_in_order() {
+    let dir = tempdir();
+    let cohorts = write(
+        &dir,
+        "cohorts.json",
+        r#"[
+          {"id": 4, "filters": {"properties": {"type": "AND", "values": [
+            {"type": "person", "key": "a", "operator": "exact", "value": 1},
+            {"type": "AND", "values": [{"type": "person", "key": "b", "operator": "startswith", "value": "x"}]},
+            {"type": "cohort", "key": "id", "value": 99}]}}},
+          {"id": 2, "filters": {"properties": {"type": "AND", "values": [
+            {"type": "person", "key": "age", "operator": "gt", "value": "old"},
+            {"type": "cohort", "key": "id", "value": 3}]}}},
+          {"id": 3, "filters": {"properties": {"type": "AND", "values": [{"type": "cohort", "key": "id", "value": 2}]}}}
+        ]"#,
+    );
+    let persons = write(&dir, "persons.jsonl", "");
+    let o = run(&[
+        "eval",
+        "--cohorts",
+        &cohorts,
+        "--persons",
+        &persons,
+        "--now",
+        NOW,
+    ]);
+    expect_errors(
+        &o,
+        &[
+            "error: invalid_filter: cohort 2: filters.properties.values[0].value: operator gt needs a number, got \"old\"",
+            "error: invalid_filter: cohort 4: filters.properties.values[1].values[0].operator: unknown operator \"startswith\" (expected one of exact, is_not, in, not_in, icontains, not_icontains, icontains_multi, not_icontains_multi, regex, not_regex, gt, gte, lt, lte, min, max, between, not_between, is_set, is_not_set, is_date_before, is_date_after, is_date_exact, semver_eq, semver_neq, semver_gt, semver_gte, semver_lt, semver_lte, semver_tilde, semver_caret, semver_wildcard)",
+            "error: unknown_cohort: cohort 4: filters.properties.values[2].value: cohort 99 is not in the set",
+            "error: cycle: cohort 2 → 3 → 2",
+        ],
+    );
+}
+
+#[test]
+fn unknown_cohort_flag_is_checked_before_data_files() {
+    let ex = examples().join("cohorts.json").display().to_string();
+    // The persons file does not exist: the --cohort error must come first.
+    let o = run(&[
+        "eval",
+        "--cohorts",
+        &ex,
+        "--persons",
+        "/nonexistent",
+        "--cohort",
+        "99",
+        "--cohort",
+        "11",
+    ]);
+    expect_errors(
+        &o,
+        &[
+            "error: unknown_cohort: --cohort 99: cohort 99 is not in the set",
+            "error: unknown_cohort: --cohort 11: cohort 11 is not in the set",
+        ],
+    );
+}
+
+#[test]
+fn invalid_input_names_file_and_line() {
+    let dir = tempdir();
+    let cohorts = write(
+        &dir,
+        "cohorts.json",
+        r#"[{"id": 1, "filters": {"properties": {"type": "AND", "values": [{"type": "person", "key": "a", "operator": "is_set"}]}}}]"#,
+    );
+    let persons = write(&dir, "persons.jsonl", "{\"id\": \"a\"}\n\n[1, 2]\n");
+    let o = run(&[
+        "eval",
+        "--cohorts",
+        &cohorts,
+        "--persons",
+        &persons,
+        "--now",
+        NOW,
+    ]);
+    expect_errors(
+        &o,
+        &[&format!(
+            "error: invalid_input: {persons}:3: expected a JSON object"
+        )],
+    );
+
+    let persons = write(
+        &dir,
+        "persons2.jsonl",
+        "{\"id\": \"a\", \"distinct_ids\": [\"x\"]}\n{\"id\": \"b\", \"distinct_ids\": [\"x\"]}\n",
+    );
+    let o = run(&[
+        "eval",
+        "--cohorts",
+        &cohorts,
+        "--persons",
+        &persons,
+        "--now",
+        NOW,
+    ]);
+    expect_errors(
+        &o,
+        &[&format!(
+            "error: invalid_input: {persons}:2: distinct id \"x\" is already owned by person \"a\""
+        )],
+    );
+
+    let persons = write(&dir, "persons3.jsonl", "{\"id\": 5}\n{\"id\": \"5\"}\n");
+    let o = run(&[
+        "eval",
+        "--cohorts",
+        &cohorts,
+        "--persons",
+        &persons,
+        "--now",
+        NOW,
+    ]);
+    expect_errors(
+        &o,
+        &[&format!(
+            "error: invalid_input: {persons}:2: duplicate person id \"5\""
+        )],
+    );
+
+    let persons = write(
+        &dir,
+        "persons4.jsonl",
+        "{\"id\": \"a\", \"distinct_ids\": [\"x\"]}\n",
+    );
+    let events = write(
+        &dir,
+        "events.jsonl",
+        "{\"distinct_id\": \"x\", \"event\": \"e\", \"timestamp\": \"2024-13-01\"}\n",
+    );
+    let o = run(&[
+        "eval",
+        "--cohorts",
+        &cohorts,
+        "--persons",
+        &persons,
+        "--events",
+        &events,
+        "--now",
+        NOW,
+    ]);
+    expect_errors(
+        &o,
+        &[&format!(
+            "error: invalid_input: {events}:1: timestamp \"2024-13-01\" is not a valid date-time"
+        )],
+    );
+
+    let bad_cohorts = write(
+        &dir,
+        "bad.json",
+        r#"[{"id": 1}, {"name": "x"}, 5, {"id": 1}]"#,
+    );
+    let o = run(&["eval", "--cohorts", &bad_cohorts, "--persons", &persons]);
+    expect_errors(
+        &o,
+        &[
+            &format!("error: invalid_input: {bad_cohorts}: [1]: expected an integer \"id\" between 0 and 2^63-1, got nothing"),
+            &format!("error: invalid_input: {bad_cohorts}: [2]: expected a cohort object"),
+            &format!("error: invalid_input: {bad_cohorts}: [3]: duplicate cohort id 1 (first at element 0)"),
+        ],
+    );
+}
+
+#[test]
+fn paginated_list_response_is_accepted() {
+    let dir = tempdir();
+    let cohorts = write(
+        &dir,
+        "cohorts.json",
+        r#"{"count": 1, "next": null, "previous": null, "results": [
+            {"id": 7, "name": "x", "created_by": {"id": 1}, "bytecode": [], "filters": {"properties": {"type": "OR", "values": [
+              {"type": "person", "key": "email", "operator": "icontains", "value": "@posthog.com"}]}}}]}"#,
+    );
+    let persons = write(&dir, "p.jsonl", "{\"id\": \"b\", \"properties\": {\"email\": \"X@PostHog.com\"}}\n{\"id\": \"a\", \"properties\": {}}\n");
+    let o = run(&[
+        "eval",
+        "--cohorts",
+        &cohorts,
+        "--persons",
+        &persons,
+        "--now",
+        NOW,
+        "--quiet",
+    ]);
+    assert_eq!(stdout(&o), "{\"7\":[\"b\"]}\n");
+}

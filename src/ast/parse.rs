@@ -99,7 +99,13 @@ impl Parser<'_> {
     }
 
     /// Reads a boolean flag: JSON bool or exactly "true"/"false"; absent or null = false.
-    fn flag(&mut self, obj: &Map<String, Value>, key: &str, path: &JsonPath, strings: bool) -> bool {
+    fn flag(
+        &mut self,
+        obj: &Map<String, Value>,
+        key: &str,
+        path: &JsonPath,
+        strings: bool,
+    ) -> bool {
         match obj.get(key) {
             None | Some(Value::Null) => false,
             Some(Value::Bool(b)) => *b,
@@ -259,7 +265,10 @@ impl Parser<'_> {
                 }
                 Some(other) => {
                     ok = false;
-                    self.err(&path, format!("expected a list of person ids, got {}", show(other)));
+                    self.err(
+                        &path,
+                        format!("expected a list of person ids, got {}", show(other)),
+                    );
                 }
             }
         }
@@ -340,7 +349,10 @@ impl Parser<'_> {
                 None
             }
             Some(other) => {
-                self.err(&values_path, format!("expected a list, got {}", show(other)));
+                self.err(
+                    &values_path,
+                    format!("expected a list, got {}", show(other)),
+                );
                 None
             }
         };
@@ -353,7 +365,10 @@ impl Parser<'_> {
 
     fn node(&mut self, v: &Value, path: &JsonPath, depth: usize) -> Option<Node> {
         let Some(obj) = v.as_object() else {
-            self.err(path, format!("expected a group or leaf object, got {}", show(v)));
+            self.err(
+                path,
+                format!("expected a group or leaf object, got {}", show(v)),
+            );
             return None;
         };
         match obj.get("type") {
@@ -364,19 +379,22 @@ impl Parser<'_> {
                 if !self.count_node() {
                     return None;
                 }
-                self.property_filter(obj, path).map(|f| Node::Leaf(Leaf::Person(f)))
+                self.property_filter(obj, path)
+                    .map(|f| Node::Leaf(Leaf::Person(f)))
             }
             Some(Value::String(t)) if t == "behavioral" => {
                 if !self.count_node() {
                     return None;
                 }
-                self.behavioral(obj, path).map(|b| Node::Leaf(Leaf::Behavioral(b)))
+                self.behavioral(obj, path)
+                    .map(|b| Node::Leaf(Leaf::Behavioral(b)))
             }
             Some(Value::String(t)) if COHORT_LEAF_TYPES.contains(&t.as_str()) => {
                 if !self.count_node() {
                     return None;
                 }
-                self.cohort_leaf(obj, path).map(|c| Node::Leaf(Leaf::Cohort(c)))
+                self.cohort_leaf(obj, path)
+                    .map(|c| Node::Leaf(Leaf::Cohort(c)))
             }
             _ if obj.contains_key("values") => {
                 // A group with a bad type: report the type, still check the children.
@@ -387,14 +405,21 @@ impl Parser<'_> {
                 let got = other.map_or("nothing".to_string(), show);
                 self.err(
                     &path.field("type"),
-                    format!("unknown node type {got} (expected AND, OR, person, behavioral or cohort)"),
+                    format!(
+                        "unknown node type {got} (expected AND, OR, person, behavioral or cohort)"
+                    ),
                 );
                 None
             }
         }
     }
 
-    fn string_field(&mut self, obj: &Map<String, Value>, key: &str, path: &JsonPath) -> Option<String> {
+    fn string_field(
+        &mut self,
+        obj: &Map<String, Value>,
+        key: &str,
+        path: &JsonPath,
+    ) -> Option<String> {
         let p = path.field(key);
         match obj.get(key) {
             Some(Value::String(s)) => self.check_len(s, &p).then(|| s.clone()),
@@ -410,7 +435,11 @@ impl Parser<'_> {
     }
 
     /// A person leaf, or an `event_filters` entry.
-    fn property_filter(&mut self, obj: &Map<String, Value>, path: &JsonPath) -> Option<PropertyFilter> {
+    fn property_filter(
+        &mut self,
+        obj: &Map<String, Value>,
+        path: &JsonPath,
+    ) -> Option<PropertyFilter> {
         let key = self.string_field(obj, "key", path);
         let op_path = path.field("operator");
         let operator = match obj.get("operator") {
@@ -431,7 +460,10 @@ impl Parser<'_> {
                 }
             },
             Some(other) => {
-                self.err(&op_path, format!("expected an operator name, got {}", show(other)));
+                self.err(
+                    &op_path,
+                    format!("expected an operator name, got {}", show(other)),
+                );
                 None
             }
         };
@@ -482,7 +514,12 @@ impl Parser<'_> {
         }
     }
 
-    fn filter_value(&mut self, op: Operator, v: Option<&Value>, path: &JsonPath) -> Option<FilterValue> {
+    fn filter_value(
+        &mut self,
+        op: Operator,
+        v: Option<&Value>,
+        path: &JsonPath,
+    ) -> Option<FilterValue> {
         use Operator::*;
         if matches!(op, IsSet | IsNotSet) {
             return Some(FilterValue::None);
@@ -579,7 +616,12 @@ impl Parser<'_> {
                 if lo > hi {
                     self.err(
                         path,
-                        format!("operator {}: min {} is greater than max {}", op.as_str(), ls.string_form(), hs.string_form()),
+                        format!(
+                            "operator {}: min {} is greater than max {}",
+                            op.as_str(),
+                            ls.string_form(),
+                            hs.string_form()
+                        ),
                     );
                     return None;
                 }
@@ -596,29 +638,41 @@ impl Parser<'_> {
                 other => {
                     self.err(
                         path,
-                        format!("operator {} needs a date string, got {}", op.as_str(), show(other)),
+                        format!(
+                            "operator {} needs a date string, got {}",
+                            op.as_str(),
+                            show(other)
+                        ),
                     );
                     None
                 }
             },
-            SemverEq | SemverNeq | SemverGt | SemverGte | SemverLt | SemverLte
-            | SemverTilde | SemverCaret | SemverWildcard => {
+            SemverEq | SemverNeq | SemverGt | SemverGte | SemverLt | SemverLte | SemverTilde
+            | SemverCaret | SemverWildcard => {
                 let text = match v {
                     Value::String(s) => s.clone(),
                     Value::Number(n) => n.to_string(),
                     other => {
                         self.err(
                             path,
-                            format!("operator {} needs a version string, got {}", op.as_str(), show(other)),
+                            format!(
+                                "operator {} needs a version string, got {}",
+                                op.as_str(),
+                                show(other)
+                            ),
                         );
                         return None;
                     }
                 };
                 let parsed = match op {
-                    SemverTilde => semver::tilde_range(&text).map(|(l, h)| FilterValue::VersionRange(l, h, text.clone())),
-                    SemverCaret => semver::caret_range(&text).map(|(l, h)| FilterValue::VersionRange(l, h, text.clone())),
-                    SemverWildcard => semver::wildcard_range(&text).map(|(l, h)| FilterValue::VersionRange(l, h, text.clone())),
-                    _ => semver::parse_version(&text).map(|ver| FilterValue::Version(ver, text.clone())),
+                    SemverTilde => semver::tilde_range(&text)
+                        .map(|(l, h)| FilterValue::VersionRange(l, h, text.clone())),
+                    SemverCaret => semver::caret_range(&text)
+                        .map(|(l, h)| FilterValue::VersionRange(l, h, text.clone())),
+                    SemverWildcard => semver::wildcard_range(&text)
+                        .map(|(l, h)| FilterValue::VersionRange(l, h, text.clone())),
+                    _ => semver::parse_version(&text)
+                        .map(|ver| FilterValue::Version(ver, text.clone())),
                 };
                 if parsed.is_none() {
                     self.err(
@@ -633,7 +687,14 @@ impl Parser<'_> {
     }
 
     /// A positive integer field: a JSON integer or a string of ASCII digits, 1..=max.
-    fn positive(&mut self, obj: &Map<String, Value>, key: &str, path: &JsonPath, max: u64, limit_name: &str) -> Option<u64> {
+    fn positive(
+        &mut self,
+        obj: &Map<String, Value>,
+        key: &str,
+        path: &JsonPath,
+        max: u64,
+        limit_name: &str,
+    ) -> Option<u64> {
         let p = path.field(key);
         let v = match obj.get(key) {
             None | Some(Value::Null) => {
@@ -645,7 +706,14 @@ impl Parser<'_> {
         self.positive_value(v, &p, "", max, limit_name)
     }
 
-    fn positive_value(&mut self, v: &Value, p: &JsonPath, prefix: &str, max: u64, limit_name: &str) -> Option<u64> {
+    fn positive_value(
+        &mut self,
+        v: &Value,
+        p: &JsonPath,
+        prefix: &str,
+        max: u64,
+        limit_name: &str,
+    ) -> Option<u64> {
         let parsed: Option<u64> = match v {
             Value::Number(n) => {
                 if let Some(u) = n.as_u64() {
@@ -663,19 +731,28 @@ impl Parser<'_> {
         };
         match parsed {
             Some(0) => {
-                self.err(p, format!("{prefix}must be greater than 0, got {}", show(v)));
+                self.err(
+                    p,
+                    format!("{prefix}must be greater than 0, got {}", show(v)),
+                );
                 None
             }
             Some(n) if n > max => {
                 self.err(
                     p,
-                    format!("{prefix}{} exceeds the limit of {max} ({limit_name})", show(v)),
+                    format!(
+                        "{prefix}{} exceeds the limit of {max} ({limit_name})",
+                        show(v)
+                    ),
                 );
                 None
             }
             Some(n) => Some(n),
             None => {
-                self.err(p, format!("{prefix}expected a positive integer, got {}", show(v)));
+                self.err(
+                    p,
+                    format!("{prefix}expected a positive integer, got {}", show(v)),
+                );
                 None
             }
         }
@@ -692,17 +769,29 @@ impl Parser<'_> {
                 }
             },
             None | Some(Value::Null) => {
-                self.err(&p, "missing: an interval (minute, hour, day, week, month or year) is required");
+                self.err(
+                    &p,
+                    "missing: an interval (minute, hour, day, week, month or year) is required",
+                );
                 None
             }
             Some(other) => {
-                self.err(&p, format!("expected an interval name, got {}", show(other)));
+                self.err(
+                    &p,
+                    format!("expected an interval name, got {}", show(other)),
+                );
                 None
             }
         }
     }
 
-    fn span(&mut self, obj: &Map<String, Value>, value_key: &str, interval_key: &str, path: &JsonPath) -> Option<Span> {
+    fn span(
+        &mut self,
+        obj: &Map<String, Value>,
+        value_key: &str,
+        interval_key: &str,
+        path: &JsonPath,
+    ) -> Option<Span> {
         let max = self.limits.max_integer;
         let n = self.positive(obj, value_key, path, max, "max_integer");
         let unit = self.unit(obj, interval_key, path);
@@ -713,22 +802,33 @@ impl Parser<'_> {
         let p = path.field("operator");
         match obj.get("operator") {
             None | Some(Value::Null) => Some(CountOp::Eq),
-            Some(Value::String(s)) => match count_op_from_wire(s) {
-                Some(op) => Some(op),
-                None => {
-                    self.err(&p, format!("unknown count operator {:?} (expected eq, exact, gt, gte, lt or lte)", s));
-                    None
+            Some(Value::String(s)) => {
+                match count_op_from_wire(s) {
+                    Some(op) => Some(op),
+                    None => {
+                        self.err(&p, format!("unknown count operator {:?} (expected eq, exact, gt, gte, lt or lte)", s));
+                        None
+                    }
                 }
-            },
+            }
             Some(other) => {
-                self.err(&p, format!("expected a count operator, got {}", show(other)));
+                self.err(
+                    &p,
+                    format!("expected a count operator, got {}", show(other)),
+                );
                 None
             }
         }
     }
 
     /// An event name field: `key`/`seq_event` (string or integer) with its event type.
-    fn event_name(&mut self, obj: &Map<String, Value>, key: &str, type_key: &str, path: &JsonPath) -> Option<String> {
+    fn event_name(
+        &mut self,
+        obj: &Map<String, Value>,
+        key: &str,
+        type_key: &str,
+        path: &JsonPath,
+    ) -> Option<String> {
         let kp = path.field(key);
         let name = match obj.get(key) {
             Some(Value::String(s)) => self.check_len(s, &kp).then(|| s.clone()),
@@ -754,7 +854,13 @@ impl Parser<'_> {
                 false
             }
             Some(other) => {
-                self.err(&tp, format!("event type must be 'events' or 'actions', got {}", show(other)));
+                self.err(
+                    &tp,
+                    format!(
+                        "event type must be 'events' or 'actions', got {}",
+                        show(other)
+                    ),
+                );
                 false
             }
         };
@@ -805,7 +911,9 @@ impl Parser<'_> {
 
     fn since(&mut self, obj: &Map<String, Value>, path: &JsonPath) -> Option<Since> {
         match obj.get("explicit_datetime") {
-            None | Some(Value::Null) => self.span(obj, "time_value", "time_interval", path).map(Since::Back),
+            None | Some(Value::Null) => self
+                .span(obj, "time_value", "time_interval", path)
+                .map(Since::Back),
             Some(Value::String(s)) => match parse_date_spec(s) {
                 Some(d) => Some(Since::Explicit(d, s.clone())),
                 None => {
@@ -814,21 +922,35 @@ impl Parser<'_> {
                 }
             },
             Some(other) => {
-                self.err(&path.field("explicit_datetime"), format!("expected a date string, got {}", show(other)));
+                self.err(
+                    &path.field("explicit_datetime"),
+                    format!("expected a date string, got {}", show(other)),
+                );
                 None
             }
         }
     }
 
-    fn behavior(&mut self, kind: &str, obj: &Map<String, Value>, path: &JsonPath) -> Option<Behavior> {
+    fn behavior(
+        &mut self,
+        kind: &str,
+        obj: &Map<String, Value>,
+        path: &JsonPath,
+    ) -> Option<Behavior> {
         let max = self.limits.max_integer;
         match kind {
-            "performed_event" => Some(Behavior::PerformedEvent { since: self.since(obj, path)? }),
+            "performed_event" => Some(Behavior::PerformedEvent {
+                since: self.since(obj, path)?,
+            }),
             "performed_event_multiple" => {
                 let since = self.since(obj, path);
                 let op = self.count_op(obj, path);
                 let value = self.positive(obj, "operator_value", path, max, "max_integer");
-                Some(Behavior::PerformedEventMultiple { since: since?, op: op?, value: value? })
+                Some(Behavior::PerformedEventMultiple {
+                    since: since?,
+                    op: op?,
+                    value: value?,
+                })
             }
             "performed_event_first_time" => Some(Behavior::PerformedEventFirstTime {
                 time: self.span(obj, "time_value", "time_interval", path)?,
@@ -858,7 +980,11 @@ impl Parser<'_> {
                 let time = self.span(obj, "time_value", "time_interval", path);
                 let seq_event = self.event_name(obj, "seq_event", "seq_event_type", path);
                 let seq = self.span(obj, "seq_time_value", "seq_time_interval", path);
-                Some(Behavior::PerformedEventSequence { time: time?, seq_event: seq_event?, seq: seq? })
+                Some(Behavior::PerformedEventSequence {
+                    time: time?,
+                    seq_event: seq_event?,
+                    seq: seq?,
+                })
             }
             _ => {
                 let time = self.span(obj, "time_value", "time_interval", path);
@@ -866,7 +992,8 @@ impl Parser<'_> {
                 let value = self.positive(obj, "operator_value", path, max, "max_integer");
                 let min_periods = self.positive(obj, "min_periods", path, max, "max_integer");
                 let total = self.limits.max_total_periods;
-                let total_periods = self.positive(obj, "total_periods", path, total, "max_total_periods");
+                let total_periods =
+                    self.positive(obj, "total_periods", path, total, "max_total_periods");
                 let (min_periods, total_periods) = (min_periods?, total_periods?);
                 if min_periods > total_periods {
                     self.err(
@@ -875,12 +1002,22 @@ impl Parser<'_> {
                     );
                     return None;
                 }
-                Some(Behavior::PerformedEventRegularly { time: time?, op: op?, value: value?, min_periods, total_periods })
+                Some(Behavior::PerformedEventRegularly {
+                    time: time?,
+                    op: op?,
+                    value: value?,
+                    min_periods,
+                    total_periods,
+                })
             }
         }
     }
 
-    fn event_filters(&mut self, obj: &Map<String, Value>, path: &JsonPath) -> Option<Vec<PropertyFilter>> {
+    fn event_filters(
+        &mut self,
+        obj: &Map<String, Value>,
+        path: &JsonPath,
+    ) -> Option<Vec<PropertyFilter>> {
         let p = path.field("event_filters");
         match obj.get("event_filters") {
             None | Some(Value::Null) => Some(Vec::new()),
@@ -890,7 +1027,13 @@ impl Parser<'_> {
                 for (i, item) in items.iter().enumerate() {
                     let ip = p.index(i);
                     let Some(f) = item.as_object() else {
-                        self.err(&ip, format!("expected an event property filter object, got {}", show(item)));
+                        self.err(
+                            &ip,
+                            format!(
+                                "expected an event property filter object, got {}",
+                                show(item)
+                            ),
+                        );
                         ok = false;
                         continue;
                     };
@@ -921,13 +1064,18 @@ impl Parser<'_> {
         let vp = path.field("value");
         let target: Option<CohortId> = match obj.get("value") {
             Some(Value::Number(n)) if n.is_i64() => n.as_i64(),
-            Some(Value::String(s)) if !s.is_empty() && s.len() <= 19 && s.bytes().all(|b| b.is_ascii_digit()) => {
+            Some(Value::String(s))
+                if !s.is_empty() && s.len() <= 19 && s.bytes().all(|b| b.is_ascii_digit()) =>
+            {
                 s.parse::<i64>().ok()
             }
             _ => None,
         };
         match target {
-            Some(t) => self.references.push(Reference { path: vp.to_string(), target: t }),
+            Some(t) => self.references.push(Reference {
+                path: vp.to_string(),
+                target: t,
+            }),
             None => {
                 let got = obj.get("value").map_or("nothing".to_string(), show);
                 self.err(&vp, format!("expected a cohort id (an integer), got {got}"));
@@ -951,7 +1099,13 @@ impl Parser<'_> {
             Some(Value::String(s)) if s == "in" || s == "exact" => Some(false),
             Some(Value::String(s)) if s == "not_in" => Some(true),
             Some(other) => {
-                self.err(&op_path, format!("unknown cohort operator {} (expected in, exact or not_in)", show(other)));
+                self.err(
+                    &op_path,
+                    format!(
+                        "unknown cohort operator {} (expected in, exact or not_in)",
+                        show(other)
+                    ),
+                );
                 None
             }
         };
@@ -959,7 +1113,12 @@ impl Parser<'_> {
         if !key_ok {
             return None;
         }
-        Some(CohortLeaf { target: target?, not_in: not_in?, negation, path: path.to_string() })
+        Some(CohortLeaf {
+            target: target?,
+            not_in: not_in?,
+            negation,
+            path: path.to_string(),
+        })
     }
 
     /// Converts legacy `groups` (SEMANTICS §A.5) into an OR root.
@@ -980,7 +1139,11 @@ impl Parser<'_> {
                 None => ok = false,
             }
         }
-        ok.then(|| Group { op: GroupOp::Or, children, path: root.to_string() })
+        ok.then(|| Group {
+            op: GroupOp::Or,
+            children,
+            path: root.to_string(),
+        })
     }
 
     fn legacy_group(&mut self, g: &Value, gp: &JsonPath) -> Option<Node> {
@@ -992,7 +1155,13 @@ impl Parser<'_> {
         match obj.get("properties") {
             Some(Value::Array(props)) if !props.is_empty() => {
                 if 2 > self.limits.max_depth {
-                    self.err(gp, format!("group nesting exceeds the limit of {} levels (max_depth)", self.limits.max_depth));
+                    self.err(
+                        gp,
+                        format!(
+                            "group nesting exceeds the limit of {} levels (max_depth)",
+                            self.limits.max_depth
+                        ),
+                    );
                     return None;
                 }
                 if !self.count_node() {
@@ -1015,7 +1184,13 @@ impl Parser<'_> {
                         None => ok = false,
                     }
                 }
-                ok.then(|| Node::Group(Group { op: GroupOp::And, children, path: pp.to_string() }))
+                ok.then(|| {
+                    Node::Group(Group {
+                        op: GroupOp::And,
+                        children,
+                        path: pp.to_string(),
+                    })
+                })
             }
             Some(Value::Object(p)) if p.contains_key("type") && p.contains_key("values") => {
                 self.group(p, &pp, 2).map(Node::Group)
@@ -1043,7 +1218,11 @@ impl Parser<'_> {
                         path: lp.to_string(),
                     })));
                 }
-                Some(Node::Group(Group { op: GroupOp::And, children, path: pp.to_string() }))
+                Some(Node::Group(Group {
+                    op: GroupOp::And,
+                    children,
+                    path: pp.to_string(),
+                }))
             }
             _ => self.legacy_action(obj, gp),
         }
@@ -1054,7 +1233,8 @@ impl Parser<'_> {
         if !self.count_node() {
             return None;
         }
-        self.property_filter(l, lp).map(|f| Node::Leaf(Leaf::Person(f)))
+        self.property_filter(l, lp)
+            .map(|f| Node::Leaf(Leaf::Person(f)))
     }
 
     fn legacy_action(&mut self, obj: &Map<String, Value>, gp: &JsonPath) -> Option<Node> {
@@ -1066,11 +1246,17 @@ impl Parser<'_> {
             (_, Some(Value::String(e))) => e.clone(),
             (_, Some(Value::Number(n))) => n.to_string(),
             (_, Some(e)) if !e.is_null() => {
-                self.err(gp, format!("event_id: expected an event name, got {}", show(e)));
+                self.err(
+                    gp,
+                    format!("event_id: expected an event name, got {}", show(e)),
+                );
                 return None;
             }
             _ => {
-                self.err(gp, "the group defines nothing: it has no properties, action_id or event_id");
+                self.err(
+                    gp,
+                    "the group defines nothing: it has no properties, action_id or event_id",
+                );
                 return None;
             }
         };
@@ -1087,7 +1273,10 @@ impl Parser<'_> {
         let count = legacy_count(obj.get("count"));
         let behavior = if count > 0 {
             if count > max {
-                self.err(gp, format!("count: {count} exceeds the limit of {max} (max_integer)"));
+                self.err(
+                    gp,
+                    format!("count: {count} exceeds the limit of {max} (max_integer)"),
+                );
                 return None;
             }
             let op = match obj.get("count_operator") {
@@ -1096,13 +1285,32 @@ impl Parser<'_> {
                 Some(_) => None,
             };
             let Some(op) = op else {
-                let got = obj.get("count_operator").map_or("nothing".to_string(), show);
-                self.err(gp, format!("count_operator: unknown count operator {got} (expected eq, gte or lte)"));
+                let got = obj
+                    .get("count_operator")
+                    .map_or("nothing".to_string(), show);
+                self.err(
+                    gp,
+                    format!(
+                        "count_operator: unknown count operator {got} (expected eq, gte or lte)"
+                    ),
+                );
                 return None;
             };
-            Behavior::PerformedEventMultiple { since: Since::Back(Span { n: days?, unit: Unit::Day }), op, value: count }
+            Behavior::PerformedEventMultiple {
+                since: Since::Back(Span {
+                    n: days?,
+                    unit: Unit::Day,
+                }),
+                op,
+                value: count,
+            }
         } else {
-            Behavior::PerformedEvent { since: Since::Back(Span { n: days?, unit: Unit::Day }) }
+            Behavior::PerformedEvent {
+                since: Since::Back(Span {
+                    n: days?,
+                    unit: Unit::Day,
+                }),
+            }
         };
         Some(Node::Leaf(Leaf::Behavioral(BehavioralLeaf {
             event: key,
@@ -1173,7 +1381,12 @@ pub(crate) fn build_regex(pattern: &str, limits: &Limits) -> Result<regex::Regex
             other => format!(
                 "invalid regex {:?}: {}",
                 truncate(pattern),
-                other.to_string().lines().last().unwrap_or("syntax error").trim()
+                other
+                    .to_string()
+                    .lines()
+                    .last()
+                    .unwrap_or("syntax error")
+                    .trim()
             ),
         })
 }

@@ -15,8 +15,8 @@ use regex::Regex;
 
 use crate::ast::parse::build_regex;
 use crate::ast::{
-    Behavior, BehavioralLeaf, CountOp, Definition, FilterValue, Group, GroupOp, Leaf, Node as AstNode, Operator,
-    PropertyFilter, Scalar, Since, Span,
+    Behavior, BehavioralLeaf, CountOp, Definition, FilterValue, Group, GroupOp, Leaf,
+    Node as AstNode, Operator, PropertyFilter, Scalar, Since, Span,
 };
 use crate::error::Error;
 use crate::intern::{Sym, Symbols};
@@ -144,14 +144,38 @@ pub(crate) struct BehaviorTest {
 /// Window bounds are time slots (see [`TimeExpr`]).
 #[derive(Clone, Debug)]
 pub(crate) enum BehaviorKind {
-    Performed { since: u32 },
-    Multiple { since: u32, op: CountOp, value: u64 },
-    FirstTime { start: u32 },
-    Stopped { start: u32, seq: u32 },
-    Restarted { start: u32, seq: u32 },
-    Sequence { start: u32, seq_event: Sym, within: Span },
+    Performed {
+        since: u32,
+    },
+    Multiple {
+        since: u32,
+        op: CountOp,
+        value: u64,
+    },
+    FirstTime {
+        start: u32,
+    },
+    Stopped {
+        start: u32,
+        seq: u32,
+    },
+    Restarted {
+        start: u32,
+        seq: u32,
+    },
+    Sequence {
+        start: u32,
+        seq_event: Sym,
+        within: Span,
+    },
     /// Slots `bounds..=bounds + total` hold back(time·k) for k = 1..=total (k = 0 is now).
-    Regularly { bounds: u32, op: CountOp, value: u64, min_periods: u64, total: u64 },
+    Regularly {
+        bounds: u32,
+        op: CountOp,
+        value: u64,
+        min_periods: u64,
+        total: u64,
+    },
 }
 
 /// How a cohort's membership is decided.
@@ -234,7 +258,9 @@ impl Program {
         for cohort in set.cohorts() {
             cohorts.push(match &cohort.definition {
                 Definition::Dynamic(g) => {
-                    let root = c.group(g).map_err(|m| Error::filter(cohort.id, g.path.clone(), m))?;
+                    let root = c
+                        .group(g)
+                        .map_err(|m| Error::filter(cohort.id, g.path.clone(), m))?;
                     CohortCode::Dynamic(root)
                 }
                 Definition::Static(members) => {
@@ -308,8 +334,15 @@ impl Compiler<'_> {
                 Ok(self.push(NodeKind::Behavior(i), b.negation))
             }
             AstNode::Leaf(Leaf::Cohort(c)) => {
-                let target = (self.positions)(c.target).ok_or_else(|| format!("cohort {} is not in the set", c.target))?;
-                Ok(self.push(NodeKind::Cohort { target: target as u32, invert: c.not_in }, c.negation))
+                let target = (self.positions)(c.target)
+                    .ok_or_else(|| format!("cohort {} is not in the set", c.target))?;
+                Ok(self.push(
+                    NodeKind::Cohort {
+                        target: target as u32,
+                        invert: c.not_in,
+                    },
+                    c.negation,
+                ))
             }
         }
     }
@@ -320,7 +353,10 @@ impl Compiler<'_> {
         }
         let mut order: Vec<&AstNode> = g.children.iter().collect();
         order.sort_by_key(|n| cost(n));
-        let ids = order.into_iter().map(|n| self.node(n)).collect::<Result<Vec<_>, _>>()?;
+        let ids = order
+            .into_iter()
+            .map(|n| self.node(n))
+            .collect::<Result<Vec<_>, _>>()?;
         let start = self.children.len() as u32;
         let len = ids.len() as u32;
         self.children.extend(ids);
@@ -335,13 +371,22 @@ impl Compiler<'_> {
         use Operator::*;
         let key = self.symbols.keys.get(&p.key);
         let missing = p.operator.missing_result();
-        let invert = matches!(p.operator, IsNot | NotIn | NotIContains | NotIContainsMulti | NotRegex | IsNotSet);
+        let invert = matches!(
+            p.operator,
+            IsNot | NotIn | NotIContains | NotIContainsMulti | NotRegex | IsNotSet
+        );
         let test = match (&p.value, p.operator) {
             (_, IsSet | IsNotSet) => Test::Set,
             (FilterValue::Scalars { items, .. }, Exact | IsNot | In | NotIn) => exact_test(items),
-            (FilterValue::Scalars { items, .. }, IContains | NotIContains | IContainsMulti | NotIContainsMulti) => {
-                Test::Contains(items.iter().map(|s| lower(&s.string_form()).into_boxed_str()).collect())
-            }
+            (
+                FilterValue::Scalars { items, .. },
+                IContains | NotIContains | IContainsMulti | NotIContainsMulti,
+            ) => Test::Contains(
+                items
+                    .iter()
+                    .map(|s| lower(&s.string_form()).into_boxed_str())
+                    .collect(),
+            ),
             (FilterValue::Scalars { items, .. }, Regex | NotRegex) => Test::Regex(
                 items
                     .iter()
@@ -377,7 +422,13 @@ impl Compiler<'_> {
             (FilterValue::VersionRange(lo, hi, _), _) => Test::SemverRange(*lo, *hi),
             (value, op) => return Err(format!("operator {} cannot take {value:?}", op.as_str())),
         };
-        Ok(PropTest { key, missing, invert, negate: false, test })
+        Ok(PropTest {
+            key,
+            missing,
+            invert,
+            negate: false,
+            test,
+        })
     }
 
     fn behavior(&mut self, b: &BehavioralLeaf) -> Result<BehaviorTest, String> {
@@ -396,11 +447,21 @@ impl Compiler<'_> {
             Since::Explicit(d, _) => c.time(TimeExpr::Date(*d)),
         };
         let kind = match &b.behavior {
-            Behavior::PerformedEvent { since: s } => BehaviorKind::Performed { since: since(self, s) },
-            Behavior::PerformedEventMultiple { since: s, op, value } => {
-                BehaviorKind::Multiple { since: since(self, s), op: *op, value: *value }
-            }
-            Behavior::PerformedEventFirstTime { time } => BehaviorKind::FirstTime { start: self.time(TimeExpr::Back(*time)) },
+            Behavior::PerformedEvent { since: s } => BehaviorKind::Performed {
+                since: since(self, s),
+            },
+            Behavior::PerformedEventMultiple {
+                since: s,
+                op,
+                value,
+            } => BehaviorKind::Multiple {
+                since: since(self, s),
+                op: *op,
+                value: *value,
+            },
+            Behavior::PerformedEventFirstTime { time } => BehaviorKind::FirstTime {
+                start: self.time(TimeExpr::Back(*time)),
+            },
             Behavior::StoppedPerformingEvent { time, seq } => BehaviorKind::Stopped {
                 start: self.time(TimeExpr::Back(*time)),
                 seq: self.time(TimeExpr::Back(*seq)),
@@ -409,21 +470,44 @@ impl Compiler<'_> {
                 start: self.time(TimeExpr::Back(*time)),
                 seq: self.time(TimeExpr::Back(*seq)),
             },
-            Behavior::PerformedEventSequence { time, seq_event, seq } => BehaviorKind::Sequence {
+            Behavior::PerformedEventSequence {
+                time,
+                seq_event,
+                seq,
+            } => BehaviorKind::Sequence {
                 start: self.time(TimeExpr::Back(*time)),
                 seq_event: self.symbols.events.get(seq_event),
                 within: *seq,
             },
-            Behavior::PerformedEventRegularly { time, op, value, min_periods, total_periods } => {
+            Behavior::PerformedEventRegularly {
+                time,
+                op,
+                value,
+                min_periods,
+                total_periods,
+            } => {
                 // Period bounds are consecutive slots, pushed without de-duplication.
                 let bounds = self.times.len() as u32;
                 for k in 1..=*total_periods {
-                    self.times.push(TimeExpr::Back(Span { n: time.n.saturating_mul(k), unit: time.unit }));
+                    self.times.push(TimeExpr::Back(Span {
+                        n: time.n.saturating_mul(k),
+                        unit: time.unit,
+                    }));
                 }
-                BehaviorKind::Regularly { bounds, op: *op, value: *value, min_periods: *min_periods, total: *total_periods }
+                BehaviorKind::Regularly {
+                    bounds,
+                    op: *op,
+                    value: *value,
+                    min_periods: *min_periods,
+                    total: *total_periods,
+                }
             }
         };
-        Ok(BehaviorTest { event, filters, kind })
+        Ok(BehaviorTest {
+            event,
+            filters,
+            kind,
+        })
     }
 }
 
@@ -443,7 +527,10 @@ fn exact_test(items: &[Scalar]) -> Test {
             return Test::Bool(t);
         }
     }
-    let needles: Vec<Box<str>> = items.iter().map(|s| lower(&s.string_form()).into_boxed_str()).collect();
+    let needles: Vec<Box<str>> = items
+        .iter()
+        .map(|s| lower(&s.string_form()).into_boxed_str())
+        .collect();
     if needles.len() > 16 {
         Test::EqSet(needles.into_iter().collect())
     } else {
@@ -478,9 +565,16 @@ impl Program {
         }
         match n.kind {
             NodeKind::And { start, len } | NodeKind::Or { start, len } => {
-                let op = if matches!(n.kind, NodeKind::And { .. }) { " AND " } else { " OR " };
+                let op = if matches!(n.kind, NodeKind::And { .. }) {
+                    " AND "
+                } else {
+                    " OR "
+                };
                 f.write_str("(")?;
-                for (k, c) in self.children[start as usize..(start + len) as usize].iter().enumerate() {
+                for (k, c) in self.children[start as usize..(start + len) as usize]
+                    .iter()
+                    .enumerate()
+                {
                     if k > 0 {
                         f.write_str(op)?;
                     }
@@ -488,8 +582,14 @@ impl Program {
                 }
                 f.write_str(")")
             }
-            NodeKind::Prop(i) => write!(f, "prop#{}({:?})", self.props[i as usize].key.0, self.props[i as usize].test),
-            NodeKind::Behavior(i) => write!(f, "behavior#{i}({:?})", self.behaviors[i as usize].kind),
+            NodeKind::Prop(i) => write!(
+                f,
+                "prop#{}({:?})",
+                self.props[i as usize].key.0, self.props[i as usize].test
+            ),
+            NodeKind::Behavior(i) => {
+                write!(f, "behavior#{i}({:?})", self.behaviors[i as usize].kind)
+            }
             NodeKind::Cohort { target, invert } => {
                 let id = self.set.cohorts()[target as usize].id;
                 write!(f, "{}cohort({id})", if invert { "not_in " } else { "in " })

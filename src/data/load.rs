@@ -13,12 +13,15 @@ use crate::error::Error;
 use crate::intern::{Sym, Symbols};
 use crate::time::{parse_timestamp, Micros};
 
+/// A progress callback: file name, lines read so far, time since the load started.
+pub type Progress<'a> = &'a mut dyn FnMut(&str, u64, Duration);
+
 /// Options for loading; the default is silent.
 #[derive(Default)]
 pub struct LoadOptions<'a> {
     /// Called every 1,000,000 lines and at the end of each file with the file name, the lines read
     /// so far and the time since the load started.
-    pub progress: Option<&'a mut dyn FnMut(&str, u64, Duration)>,
+    pub progress: Option<Progress<'a>>,
 }
 
 /// What a load read.
@@ -35,9 +38,13 @@ pub struct LoadStats {
 /// Opens a data file, decompressing it when its name ends in `.gz`.
 fn open(path: &Path) -> Result<Box<dyn BufRead>, Error> {
     let name = path.display().to_string();
-    let file = File::open(path).map_err(|e| Error::input(name.clone(), format!("cannot open: {e}")))?;
+    let file =
+        File::open(path).map_err(|e| Error::input(name.clone(), format!("cannot open: {e}")))?;
     Ok(if name.ends_with(".gz") {
-        Box::new(BufReader::with_capacity(1 << 16, flate2::read::MultiGzDecoder::new(file)))
+        Box::new(BufReader::with_capacity(
+            1 << 16,
+            flate2::read::MultiGzDecoder::new(file),
+        ))
     } else {
         Box::new(BufReader::with_capacity(1 << 16, file))
     })
@@ -55,9 +62,9 @@ fn for_each_object(
     let mut line = 0usize;
     loop {
         buf.clear();
-        let n = reader
-            .read_until(b'\n', &mut buf)
-            .map_err(|e| Error::input(format!("{name}:{}", line + 1), format!("cannot read: {e}")))?;
+        let n = reader.read_until(b'\n', &mut buf).map_err(|e| {
+            Error::input(format!("{name}:{}", line + 1), format!("cannot read: {e}"))
+        })?;
         if n == 0 {
             break;
         }
@@ -76,7 +83,10 @@ fn for_each_object(
         let value: Value = serde_json::from_str(text)
             .map_err(|e| Error::input(format!("{name}:{line}"), format!("not valid JSON: {e}")))?;
         let Value::Object(obj) = value else {
-            return Err(Error::input(format!("{name}:{line}"), "expected a JSON object"));
+            return Err(Error::input(
+                format!("{name}:{line}"),
+                "expected a JSON object",
+            ));
         };
         f(line, obj).map_err(|msg| Error::input(format!("{name}:{line}"), msg))?;
     }
@@ -91,7 +101,9 @@ fn id_string(v: &Value, what: &str) -> Result<String, String> {
     match v {
         Value::String(s) => Ok(s.clone()),
         Value::Number(n) if n.is_i64() || n.is_u64() => Ok(n.to_string()),
-        other => Err(format!("{what} must be a string or an integer, got {other}")),
+        other => Err(format!(
+            "{what} must be a string or an integer, got {other}"
+        )),
     }
 }
 
@@ -110,7 +122,11 @@ impl Dataset {
     /// # Errors
     /// `invalid_input` naming `file:line` for the first malformed line, a duplicate person id, a
     /// distinct id owned by two persons, or an unreadable file.
-    pub fn from_paths(persons: &Path, events: Option<&Path>, opts: &mut LoadOptions<'_>) -> Result<Dataset, Error> {
+    pub fn from_paths(
+        persons: &Path,
+        events: Option<&Path>,
+        opts: &mut LoadOptions<'_>,
+    ) -> Result<Dataset, Error> {
         let p = open(persons)?;
         let pname = persons.display().to_string();
         match events {
@@ -174,7 +190,8 @@ impl Dataset {
                 let p = props_from_json(map, |k| Some(symbols.keys.intern(k)));
                 props.extend(p.into_vec());
             }
-            let end = u32::try_from(props.len()).map_err(|_| "too many person properties".to_string())?;
+            let end =
+                u32::try_from(props.len()).map_err(|_| "too many person properties".to_string())?;
             prop_offsets.push(end);
             ds.person_index.insert(id.clone().into_boxed_str(), index);
             ds.person_ids.push(id.into_boxed_str());
@@ -218,7 +235,12 @@ impl Dataset {
                     Some(m) => props_from_json(m, |k| Some(symbols.keys.intern(k))),
                     None => Box::default(),
                 };
-                raw.push(Raw { person, ts, name, props });
+                raw.push(Raw {
+                    person,
+                    ts,
+                    name,
+                    props,
+                });
                 Ok(())
             })?;
         }
@@ -242,7 +264,8 @@ impl Dataset {
             ds.ev_ts.push(r.ts);
             ds.ev_name.push(r.name);
             ds.ev_props.extend(r.props.into_vec());
-            let end = u32::try_from(ds.ev_props.len()).map_err(|_| Error::input("events", "too many event properties"))?;
+            let end = u32::try_from(ds.ev_props.len())
+                .map_err(|_| Error::input("events", "too many event properties"))?;
             ds.ev_prop_offsets.push(end);
         }
         ds.event_offsets = event_offsets;

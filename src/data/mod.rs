@@ -37,7 +37,10 @@ pub(crate) fn lookup(props: &[Prop], key: Sym) -> Option<&Val> {
 
 /// Converts a JSON properties object to a key-sorted slice, interning keys with `intern`
 /// (returning `None` drops the key: no leaf reads it). Null values are missing, so dropped.
-pub(crate) fn props_from_json(map: &Map<String, Value>, mut intern: impl FnMut(&str) -> Option<Sym>) -> Box<[Prop]> {
+pub(crate) fn props_from_json(
+    map: &Map<String, Value>,
+    mut intern: impl FnMut(&str) -> Option<Sym>,
+) -> Box<[Prop]> {
     let mut out: Vec<Prop> = map
         .iter()
         .filter_map(|(k, v)| Some((intern(k)?, Val::from_json(v)?)))
@@ -59,7 +62,10 @@ pub(crate) struct Events<'a> {
 #[derive(Clone, Copy)]
 pub(crate) enum EventProps<'a> {
     /// `offsets[i]..offsets[i + 1]` of `data` are event i's properties.
-    Flat { offsets: &'a [u32], data: &'a [Prop] },
+    Flat {
+        offsets: &'a [u32],
+        data: &'a [Prop],
+    },
     /// One boxed slice per event.
     Boxed(&'a [Box<[Prop]>]),
 }
@@ -144,24 +150,35 @@ impl Dataset {
 
     /// Approximate heap bytes used by events (timestamps, names, property offsets and values).
     pub fn event_bytes(&self) -> usize {
-        self.ev_ts.len() * 8 + self.ev_name.len() * 4 + self.ev_prop_offsets.len() * 4
+        self.ev_ts.len() * 8
+            + self.ev_name.len() * 4
+            + self.ev_prop_offsets.len() * 4
             + self.ev_props.len() * std::mem::size_of::<Prop>()
     }
 
     /// Approximate heap bytes used by persons (ids, indices, properties).
     pub fn person_bytes(&self) -> usize {
         let ids: usize = self.person_ids.iter().map(|s| s.len() + 16).sum();
-        ids * 2 + self.distinct_index.len() * 40 + self.prop_offsets.len() * 4 + self.event_offsets.len() * 4
+        ids * 2
+            + self.distinct_index.len() * 40
+            + self.prop_offsets.len() * 4
+            + self.event_offsets.len() * 4
             + self.props.len() * std::mem::size_of::<Prop>()
     }
 
     pub(crate) fn person_props(&self, p: usize) -> &[Prop] {
-        let (a, b) = (self.prop_offsets[p] as usize, self.prop_offsets[p + 1] as usize);
+        let (a, b) = (
+            self.prop_offsets[p] as usize,
+            self.prop_offsets[p + 1] as usize,
+        );
         &self.props[a..b]
     }
 
     pub(crate) fn person_events(&self, p: usize) -> Events<'_> {
-        let (a, b) = (self.event_offsets[p] as usize, self.event_offsets[p + 1] as usize);
+        let (a, b) = (
+            self.event_offsets[p] as usize,
+            self.event_offsets[p + 1] as usize,
+        );
         Events {
             ts: &self.ev_ts[a..b],
             name: &self.ev_name[a..b],

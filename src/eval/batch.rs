@@ -41,7 +41,12 @@ impl Dataset {
     ///
     /// # Errors
     /// `unknown_cohort` when a requested id is absent or deleted.
-    pub fn evaluate(&self, set: &CohortSet, now: Micros, opts: &BatchOptions) -> Result<Members, Error> {
+    pub fn evaluate(
+        &self,
+        set: &CohortSet,
+        now: Micros,
+        opts: &BatchOptions,
+    ) -> Result<Members, Error> {
         let program = Program::compile(set, &self.symbols)?;
         self.evaluate_program(&program, now, opts)
     }
@@ -51,10 +56,17 @@ impl Dataset {
     ///
     /// # Errors
     /// As [`Dataset::evaluate`].
-    pub fn evaluate_program(&self, program: &Program, now: Micros, opts: &BatchOptions) -> Result<Members, Error> {
+    pub fn evaluate_program(
+        &self,
+        program: &Program,
+        now: Micros,
+        opts: &BatchOptions,
+    ) -> Result<Members, Error> {
         let set = program.cohort_set();
         let requested: Vec<usize> = match &opts.cohorts {
-            None => (0..set.len()).filter(|&i| !set.cohorts()[i].is_deleted()).collect(),
+            None => (0..set.len())
+                .filter(|&i| !set.cohorts()[i].is_deleted())
+                .collect(),
             Some(ids) => {
                 let mut out = Vec::with_capacity(ids.len());
                 for id in ids {
@@ -88,13 +100,20 @@ impl Dataset {
                 });
             }
         }
-        let order: Vec<usize> = set.evaluation_order().iter().copied().filter(|&c| needed[c]).collect();
+        let order: Vec<usize> = set
+            .evaluation_order()
+            .iter()
+            .copied()
+            .filter(|&c| needed[c])
+            .collect();
         let statics = self.static_bitsets(program);
 
         let n = self.len();
         let selected = |p: usize| match opts.partition {
             None => true,
-            Some((i, parts)) => self.person_id(p).is_some_and(|id| fnv1a64(id.as_bytes()) % parts == i),
+            Some((i, parts)) => self
+                .person_id(p)
+                .is_some_and(|id| fnv1a64(id.as_bytes()) % parts == i),
         };
         let threads = match opts.threads {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
@@ -112,7 +131,10 @@ impl Dataset {
                 let subject = Subject {
                     props: self.person_props(p),
                     events: self.person_events(p),
-                    who: Who::Indexed { index: p, statics: &statics },
+                    who: Who::Indexed {
+                        index: p,
+                        statics: &statics,
+                    },
                 };
                 program.prepare(&mut scratch, now);
                 for &c in &order {
@@ -137,7 +159,10 @@ impl Dataset {
                         scope.spawn(move || run(range))
                     })
                     .collect();
-                handles.into_iter().map(|h| h.join().unwrap_or_default()).collect()
+                handles
+                    .into_iter()
+                    .map(|h| h.join().unwrap_or_default())
+                    .collect()
             })
         };
         let mut members = Members::new();

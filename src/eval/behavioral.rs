@@ -60,12 +60,23 @@ impl Matcher<'_, '_> {
 }
 
 /// Evaluates a behavioral leaf (before its `negation`).
-pub(crate) fn eval(test: &BehaviorTest, ev: &Events<'_>, times: &[Micros], now: Micros, buf: &mut String) -> bool {
+pub(crate) fn eval(
+    test: &BehaviorTest,
+    ev: &Events<'_>,
+    times: &[Micros],
+    now: Micros,
+    buf: &mut String,
+) -> bool {
     if test.event == Sym::ABSENT || ev.ts.is_empty() {
         return false;
     }
     let ts = ev.ts;
-    let mut m = Matcher { test, ev, times, buf };
+    let mut m = Matcher {
+        test,
+        ev,
+        times,
+        buf,
+    };
     let slot = |s: u32| times[s as usize];
     match test.kind {
         BehaviorKind::Performed { since } => {
@@ -95,7 +106,11 @@ pub(crate) fn eval(test: &BehaviorTest, ev: &Events<'_>, times: &[Micros], now: 
             let (a, b, c) = (after(ts, t), after(ts, s), after(ts, now));
             m.any(0, a) && !m.any(a, b.max(a)) && m.any(b.max(a), c)
         }
-        BehaviorKind::Sequence { start, seq_event, within } => {
+        BehaviorKind::Sequence {
+            start,
+            seq_event,
+            within,
+        } => {
             if seq_event == Sym::ABSENT {
                 return false;
             }
@@ -120,20 +135,32 @@ pub(crate) fn eval(test: &BehaviorTest, ev: &Events<'_>, times: &[Micros], now: 
             }
             false
         }
-        BehaviorKind::Regularly { bounds, op, value, min_periods, total } => {
+        BehaviorKind::Regularly {
+            bounds,
+            op,
+            value,
+            min_periods,
+            total,
+        } => {
             // Period k covers (back(time·(k+1)), back(time·k)], k = 0 ending at now.
-            let bound = |k: u64| if k == 0 { now } else { times[(bounds as u64 + k - 1) as usize] };
+            let bound = |k: u64| {
+                if k == 0 {
+                    now
+                } else {
+                    times[(bounds as u64 + k - 1) as usize]
+                }
+            };
             let (lo, hi) = (after(ts, bound(total)), after(ts, now));
             let mut any = false;
             let mut satisfied = 0u64;
             let mut k = total - 1; // current period, oldest first
             let mut count = 0u64;
-            for i in lo..hi {
+            for (i, &t) in ts.iter().enumerate().take(hi).skip(lo) {
                 if !m.is_match(i) {
                     continue;
                 }
                 any = true;
-                while k > 0 && ts[i] > bound(k) {
+                while k > 0 && t > bound(k) {
                     satisfied += op.test(count, value) as u64;
                     count = 0;
                     k -= 1;

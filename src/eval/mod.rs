@@ -44,9 +44,15 @@ impl Scratch {
 #[derive(Clone, Copy)]
 pub(crate) enum Who<'a> {
     /// A single person: static lists are matched against its id and distinct ids.
-    Person { id: &'a str, distinct_ids: &'a [Box<str>] },
+    Person {
+        id: &'a str,
+        distinct_ids: &'a [Box<str>],
+    },
     /// Person `index` of a dataset: static lists were resolved to bitsets per cohort position.
-    Indexed { index: usize, statics: &'a [Vec<u64>] },
+    Indexed {
+        index: usize,
+        statics: &'a [Vec<u64>],
+    },
 }
 
 /// One person's data as the evaluator reads it.
@@ -61,7 +67,10 @@ impl Program {
     /// Binds time slots to `now` (when it or the program changed) and starts a new memo
     /// generation. Call once per person evaluation.
     pub(crate) fn prepare(&self, scratch: &mut Scratch, now: Micros) {
-        if scratch.serial != self.serial || scratch.now != now || scratch.times.len() != self.times.len() {
+        if scratch.serial != self.serial
+            || scratch.now != now
+            || scratch.times.len() != self.times.len()
+        {
             scratch.serial = self.serial;
             scratch.now = now;
             scratch.times.clear();
@@ -87,7 +96,13 @@ impl Program {
     }
 
     /// Is the subject a member of the cohort at position `c`? Memoised per generation.
-    pub(crate) fn member(&self, c: usize, s: &Subject<'_>, scratch: &mut Scratch, now: Micros) -> bool {
+    pub(crate) fn member(
+        &self,
+        c: usize,
+        s: &Subject<'_>,
+        scratch: &mut Scratch,
+        now: Micros,
+    ) -> bool {
         if scratch.memo_stamp[c] == scratch.stamp {
             return scratch.memo_val[c];
         }
@@ -164,7 +179,13 @@ impl Program {
     }
 
     /// Evaluates a node (recursion depth is bounded by the nesting limit).
-    pub(crate) fn node(&self, id: NodeId, s: &Subject<'_>, scratch: &mut Scratch, now: Micros) -> bool {
+    pub(crate) fn node(
+        &self,
+        id: NodeId,
+        s: &Subject<'_>,
+        scratch: &mut Scratch,
+        now: Micros,
+    ) -> bool {
         let n = &self.nodes[id as usize];
         let r = match n.kind {
             NodeKind::And { start, len } => self.children[start as usize..(start + len) as usize]
@@ -173,11 +194,22 @@ impl Program {
             NodeKind::Or { start, len } => self.children[start as usize..(start + len) as usize]
                 .iter()
                 .any(|&c| self.node(c, s, scratch, now)),
-            NodeKind::Prop(i) => eval_prop(&self.props[i as usize], s.props, &scratch.times, &mut scratch.buf),
-            NodeKind::Behavior(i) => {
-                behavioral::eval(&self.behaviors[i as usize], &s.events, &scratch.times, now, &mut scratch.buf)
+            NodeKind::Prop(i) => eval_prop(
+                &self.props[i as usize],
+                s.props,
+                &scratch.times,
+                &mut scratch.buf,
+            ),
+            NodeKind::Behavior(i) => behavioral::eval(
+                &self.behaviors[i as usize],
+                &s.events,
+                &scratch.times,
+                now,
+                &mut scratch.buf,
+            ),
+            NodeKind::Cohort { target, invert } => {
+                self.member(target as usize, s, scratch, now) ^ invert
             }
-            NodeKind::Cohort { target, invert } => self.member(target as usize, s, scratch, now) ^ invert,
         };
         r ^ n.negate
     }

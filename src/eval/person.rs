@@ -41,7 +41,9 @@ pub(crate) fn test(t: &Test, v: &Val, times: &[Micros], buf: &mut String) -> boo
             buf.extend(s.chars().flat_map(char::to_lowercase));
             set.contains(buf.as_str())
         }),
-        Test::Contains(needles) => v.with_str(|s| needles.iter().any(|n| contains_lower(s, n, buf))),
+        Test::Contains(needles) => {
+            v.with_str(|s| needles.iter().any(|n| contains_lower(s, n, buf)))
+        }
         Test::Regex(res) => v.with_str(|s| res.iter().any(|r| r.is_match(s))),
         Test::Cmp(op, x) => v.num().is_some_and(|a| op.test(a, *x)),
         Test::Between(lo, hi) => v.num().is_some_and(|a| *lo <= a && a <= *hi),
@@ -55,6 +57,8 @@ pub(crate) fn test(t: &Test, v: &Val, times: &[Micros], buf: &mut String) -> boo
             })
         }
         Test::Semver(op, ver) => v.with_str(parse_version).is_some_and(|x| op.test(x, *ver)),
-        Test::SemverRange(lo, hi) => v.with_str(parse_version).is_some_and(|x| *lo <= x && x < *hi),
+        Test::SemverRange(lo, hi) => v
+            .with_str(parse_version)
+            .is_some_and(|x| *lo <= x && x < *hi),
     }
 }
