@@ -1,6 +1,8 @@
 //! The single-person facade: load a cohort set once, then ask "is this person in cohort N at time
 //! T?" cheaply and repeatedly, from many threads.
 
+use std::sync::{Arc, RwLock};
+
 use serde_json::{Map, Value};
 
 use crate::ast::{Definition, Leaf};
@@ -166,4 +168,51 @@ pub(crate) fn symbols_of(set: &CohortSet) -> Symbols {
         }
     }
     s
+}
+
+/// A live cohort set for services that change cohorts while serving: readers take a cheap
+/// [`Arc`] snapshot and keep using it; a writer validates and compiles a complete new engine
+/// before swapping it in. A rejected update changes nothing, and no reader ever sees a
+/// half-applied state.
+#[derive(Debug)]
+pub struct LiveEngine {
+    current: RwLock<Arc<Engine>>,
+}
+
+impl LiveEngine {
+    /// Starts from a compiled engine.
+    pub fn new(engine: Engine) -> LiveEngine {
+        LiveEngine { current: RwLock::new(Arc::new(engine)) }
+    }
+
+    /// The current engine. Evaluations on it are unaffected by later updates.
+    pub fn snapshot(&self) -> Arc<Engine> {
+        self.current.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Adds or replaces one cohort (the API's create / PATCH), returning its new `version`.
+    ///
+    /// # Errors
+    /// As [`CohortSet::upsert`]; on error the live set is unchanged.
+    pub fn upsert(&self, cohort: &Value) -> Result<u64, Errors> {
+        // Writers are serialised by the write lock; readers keep the old snapshot meanwhile.
+        let mut guard = self.current.write().unwrap_or_else(|e| e.into_inner());
+        let set = guard.cohort_set().upsert(cohort)?;
+        let engine = Engine::new(&set)?;
+        let id = cohort.get("id").and_then(Value::as_i64).unwrap_or_default();
+        let version = set.get(id).map_or(1, |c| c.version);
+        *guard = Arc::new(engine);
+        Ok(version)
+    }
+
+    /// Replaces a static cohort's members.
+    ///
+    /// # Errors
+    /// As [`CohortSet::with_static_members`]; on error nothing changes.
+    pub fn set_static_members(&self, id: CohortId, members: Vec<String>) -> Result<(), Error> {
+        let mut guard = self.current.write().unwrap_or_else(|e| e.into_inner());
+        let set = guard.cohort_set().with_static_members(id, members)?;
+        *guard = Arc::new(Engine::new(&set)?);
+        Ok(())
+    }
 }

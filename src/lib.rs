@@ -111,7 +111,7 @@ pub type CohortId = i64;
 
 pub use compile::Program;
 pub use data::{Dataset, History, LoadOptions, LoadStats, Person};
-pub use engine::Engine;
+pub use engine::{Engine, LiveEngine};
 pub use error::{Error, ErrorKind, Errors};
 pub use eval::batch::{fnv1a64, BatchOptions, Members};
 pub use eval::Scratch;

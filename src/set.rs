@@ -318,4 +318,37 @@ impl CohortSet {
             }),
         })
     }
+
+    /// Adds members (person ids or distinct ids) to a static cohort; ids already listed are
+    /// kept once.
+    ///
+    /// # Errors
+    /// As [`CohortSet::with_static_members`].
+    pub fn add_static_members(&self, id: CohortId, members: &[String]) -> Result<CohortSet, Error> {
+        let mut list = self.static_members(id)?;
+        for m in members {
+            if !list.contains(m) {
+                list.push(m.clone());
+            }
+        }
+        self.with_static_members(id, list)
+    }
+
+    /// Removes members from a static cohort.
+    ///
+    /// # Errors
+    /// As [`CohortSet::with_static_members`].
+    pub fn remove_static_members(&self, id: CohortId, members: &[String]) -> Result<CohortSet, Error> {
+        let mut list = self.static_members(id)?;
+        list.retain(|m| !members.contains(m));
+        self.with_static_members(id, list)
+    }
+
+    fn static_members(&self, id: CohortId) -> Result<Vec<String>, Error> {
+        match self.get(id).map(|c| &c.definition) {
+            Some(Definition::Static(m)) => Ok(m.clone()),
+            Some(_) => Err(Error::input(format!("cohort {id}"), "not a static cohort")),
+            None => Err(Error::new(ErrorKind::UnknownCohort, format!("cohort {id} is not in the set"))),
+        }
+    }
 }

@@ -7,9 +7,11 @@
 //! - [`Person`] + [`History`]: one person that a service holds, built against an
 //!   [`crate::Engine`]'s names, for the single-person fast path.
 
+mod csv;
 mod load;
 
-pub use load::{LoadOptions, LoadStats};
+pub use csv::CsvMembers;
+pub use load::{LoadOptions, LoadStats, Progress};
 
 use std::collections::HashMap;
 

@@ -30,6 +30,7 @@ pub struct Scratch {
     visit_stamp: Vec<u32>,
     work: Vec<u32>,
     closure: Vec<u32>,
+    evaluated: u32,
     pub(crate) buf: String,
 }
 
@@ -37,6 +38,12 @@ impl Scratch {
     /// An empty scratch space.
     pub fn new() -> Scratch {
         Scratch::default()
+    }
+
+    /// How many dynamic cohort definitions the last evaluation computed (each referenced cohort
+    /// is computed at most once per person, however many times it is referenced).
+    pub fn cohorts_evaluated(&self) -> u32 {
+        self.evaluated
     }
 }
 
@@ -87,6 +94,7 @@ impl Program {
             scratch.visit_stamp.resize(n, 0);
             scratch.stamp = 0;
         }
+        scratch.evaluated = 0;
         scratch.stamp = scratch.stamp.wrapping_add(1);
         if scratch.stamp == 0 {
             scratch.memo_stamp.iter_mut().for_each(|s| *s = 0);
@@ -128,7 +136,10 @@ impl Program {
                     .and_then(|bits| bits.get(index / 64))
                     .is_some_and(|w| w >> (index % 64) & 1 == 1),
             },
-            CohortCode::Dynamic(root) => self.node(*root, s, scratch, now),
+            CohortCode::Dynamic(root) => {
+                scratch.evaluated += 1;
+                self.node(*root, s, scratch, now)
+            }
         };
         scratch.memo_stamp[c] = scratch.stamp;
         scratch.memo_val[c] = r;
