@@ -1,0 +1,392 @@
+//! Property tests: the compiled evaluator (batch and single-person) agrees with the reference
+//! interpreter on random cohort sets, persons and event histories; evaluation is deterministic.
+//! `PROPTEST_CASES` sets the number of cases (256 by default).
+
+#[path = "support/reference.rs"]
+mod reference;
+
+use cohort_engine::time::parse_absolute;
+use cohort_engine::{BatchOptions, CohortSet, Dataset, Engine, Scratch};
+use proptest::prelude::*;
+use reference::RefPerson;
+use serde_json::{json, Map, Value};
+
+const HOUR: i64 = 3_600_000_000;
+const KEYS: [&str; 4] = ["plan", "age", "when", "v"];
+const EVENTS: [&str; 3] = ["a", "b", "c"];
+
+fn now() -> i64 {
+    parse_absolute("2024-03-31T12:00:00Z").unwrap()
+}
+
+fn person_value() -> impl Strategy<Value = Value> {
+    prop_oneof![
+        Just(json!("pro")),
+        Just(json!("Pro")),
+        Just(json!("FREE")),
+        Just(json!(5)),
+        Just(json!(5.0)),
+        Just(json!("5")),
+        Just(json!("30")),
+        Just(json!(31.5)),
+        Just(json!(-2)),
+        Just(json!(true)),
+        Just(json!("TRUE")),
+        Just(json!("false")),
+        Just(Value::Null),
+        Just(json!("2024-03-30")),
+        Just(json!("2024-03-31T12:00:00Z")),
+        Just(json!("2024-02-29T12:00:00Z")),
+        Just(json!(1711800000)),
+        Just(json!("1.2.3")),
+        Just(json!("v2.0.1")),
+        Just(json!("0.2.5-beta")),
+        Just(json!("éclair")),
+        Just(json!("ÉCLAIR x5")),
+        Just(json!([1, "x"])),
+        Just(json!({"a": 1})),
+        Just(json!("")),
+    ]
+}
+
+fn scalar() -> impl Strategy<Value = Value> {
+    prop_oneof![
+        Just(json!("pro")),
+        Just(json!("PRO")),
+        Just(json!("free")),
+        Just(json!(5)),
+        Just(json!(5.0)),
+        Just(json!("5")),
+        Just(json!(true)),
+        Just(json!("true")),
+        Just(json!("False")),
+        Just(json!("")),
+        Just(json!("éclair")),
+        Just(json!("x5")),
+    ]
+}
+
+fn list_or_scalar() -> impl Strategy<Value = Value> {
+    prop_oneof![
+        scalar(),
+        proptest::collection::vec(scalar(), 0..4).prop_map(Value::Array)
+    ]
+}
+
+/// A property filter object (without "type"), with a value its operator accepts.
+fn property_filter() -> impl Strategy<Value = Map<String, Value>> {
+    let key = proptest::sample::select(&KEYS[..]);
+    let op_value = prop_oneof![
+        (
+            proptest::sample::select(vec!["exact", "is_not", "in", "not_in"]),
+            list_or_scalar()
+        )
+            .prop_map(|(o, v)| (o, v)),
+        (
+            proptest::sample::select(vec![
+                "icontains",
+                "not_icontains",
+                "icontains_multi",
+                "not_icontains_multi"
+            ]),
+            prop_oneof![
+                Just(json!("o")),
+                Just(json!("PR")),
+                Just(json!("")),
+                Just(json!("É")),
+                Just(json!(5)),
+                Just(json!(["x", "é"]))
+            ]
+        )
+            .prop_map(|(o, v)| (o, v)),
+        (
+            proptest::sample::select(vec!["regex", "not_regex"]),
+            prop_oneof![
+                Just(json!("^p")),
+                Just(json!("o$")),
+                Just(json!("[0-9]+")),
+                Just(json!("(?i)pro")),
+                Just(json!(5)),
+                Just(json!(["^x", "1\\."]))
+            ]
+        )
+            .prop_map(|(o, v)| (o, v)),
+        (
+            proptest::sample::select(vec!["gt", "gte", "lt", "lte", "min", "max"]),
+            prop_oneof![
+                Just(json!(5)),
+                Just(json!("30")),
+                Just(json!(-1.5)),
+                Just(json!(0))
+            ]
+        )
+            .prop_map(|(o, v)| (o, v)),
+        (
+            proptest::sample::select(vec!["between", "not_between"]),
+            prop_oneof![
+                Just(json!([5, 30])),
+                Just(json!(["5", 5])),
+                Just(json!([-3, 0]))
+            ]
+        )
+            .prop_map(|(o, v)| (o, v)),
+        (
+            proptest::sample::select(vec!["is_set", "is_not_set"]),
+            Just(Value::Null)
+        )
+            .prop_map(|(o, v)| (o, v)),
+        (
+            proptest::sample::select(vec!["is_date_before", "is_date_after", "is_date_exact"]),
+            prop_oneof![
+                Just(json!("-1d")),
+                Just(json!("-1m")),
+                Just(json!("2024-03-30")),
+                Just(json!("2024-03-31T12:00:00Z")),
+                Just(json!("-2y")),
+                Just(json!("-3h"))
+            ]
+        )
+            .prop_map(|(o, v)| (o, v)),
+        (
+            proptest::sample::select(vec![
+                "semver_eq",
+                "semver_neq",
+                "semver_gt",
+                "semver_gte",
+                "semver_lt",
+                "semver_lte"
+            ]),
+            prop_oneof![
+                Just(json!("1.2.3")),
+                Just(json!("2.0.0")),
+                Just(json!("0.2")),
+                Just(json!(1))
+            ]
+        )
+            .prop_map(|(o, v)| (o, v)),
+        (
+            Just("semver_tilde"),
+            prop_oneof![Just(json!("~1.2")), Just(json!("0.2.0"))]
+        )
+            .prop_map(|(o, v)| (o, v)),
+        (
+            Just("semver_caret"),
+            prop_oneof![Just(json!("^0.2.1")), Just(json!("1.0.0"))]
+        )
+            .prop_map(|(o, v)| (o, v)),
+        (
+            Just("semver_wildcard"),
+            prop_oneof![Just(json!("1.*")), Just(json!("2.0.*"))]
+        )
+            .prop_map(|(o, v)| (o, v)),
+    ];
+    (key, op_value, proptest::bool::weighted(0.2)).prop_map(|(k, (op, v), neg)| {
+        let mut m = Map::new();
+        m.insert("key".into(), json!(k));
+        m.insert("operator".into(), json!(op));
+        if !v.is_null() {
+            m.insert("value".into(), v);
+        }
+        m.insert("negation".into(), json!(neg));
+        m
+    })
+}
+
+fn person_leaf() -> impl Strategy<Value = Value> {
+    property_filter().prop_map(|mut m| {
+        m.insert("type".into(), json!("person"));
+        Value::Object(m)
+    })
+}
+
+fn behavioral_leaf() -> impl Strategy<Value = Value> {
+    let unit = proptest::sample::select(vec!["hour", "day", "week", "month"]);
+    let kind = prop_oneof![
+        Just(json!({"value": "performed_event"})),
+        Just(json!({"value": "performed_event", "explicit_datetime": "-2d"})),
+        (proptest::sample::select(vec!["eq", "gt", "gte", "lt", "lte"]), 1u64..4)
+            .prop_map(|(o, n)| json!({"value": "performed_event_multiple", "operator": o, "operator_value": n})),
+        Just(json!({"value": "performed_event_first_time"})),
+        (1u64..3).prop_map(|s| json!({"value": "stopped_performing_event", "seq_time_value": s, "seq_time_interval": "hour"})),
+        (1u64..3).prop_map(|s| json!({"value": "restarted_performing_event", "seq_time_value": s, "seq_time_interval": "hour"})),
+        (proptest::sample::select(&EVENTS[..]), 1u64..30)
+            .prop_map(|(e, s)| json!({"value": "performed_event_sequence", "seq_event": e, "seq_event_type": "events", "seq_time_value": s, "seq_time_interval": "hour"})),
+        (proptest::sample::select(vec!["gte", "lt", "eq"]), 1u64..3, 1u64..3, 0u64..2).prop_map(|(o, v, m, extra)| json!({
+            "value": "performed_event_regularly", "operator": o, "operator_value": v,
+            "min_periods": m, "total_periods": m + extra})),
+    ];
+    let filters = proptest::collection::vec(property_filter(), 0..2);
+    (
+        proptest::sample::select(&EVENTS[..]),
+        kind,
+        1u64..30,
+        unit,
+        filters,
+        proptest::bool::weighted(0.2),
+    )
+        .prop_map(|(event, kind, n, unit, filters, neg)| {
+            let mut m = kind.as_object().unwrap().clone();
+            m.insert("type".into(), json!("behavioral"));
+            m.insert("key".into(), json!(event));
+            m.insert("event_type".into(), json!("events"));
+            m.insert("time_value".into(), json!(n));
+            m.insert("time_interval".into(), json!(unit));
+            m.insert("negation".into(), json!(neg));
+            let filters: Vec<Value> = filters
+                .into_iter()
+                .map(|mut f| {
+                    f.insert("type".into(), json!("event"));
+                    Value::Object(f)
+                })
+                .collect();
+            m.insert("event_filters".into(), Value::Array(filters));
+            // stopped/restarted need seq ≤ time; make time at least a day.
+            if matches!(
+                m["value"].as_str(),
+                Some("stopped_performing_event" | "restarted_performing_event")
+            ) {
+                m.insert("time_interval".into(), json!("day"));
+            }
+            Value::Object(m)
+        })
+}
+
+/// A leaf; `refs` is how many earlier cohorts (ids 0..refs) may be referenced.
+fn leaf(refs: i64) -> BoxedStrategy<Value> {
+    let base = prop_oneof![3 => person_leaf(), 2 => behavioral_leaf()];
+    if refs == 0 {
+        return base.boxed();
+    }
+    let reference = (0..refs, proptest::sample::select(vec!["in", "not_in"]), proptest::bool::weighted(0.2))
+        .prop_map(|(t, op, neg)| json!({"type": "cohort", "key": "id", "value": t, "operator": op, "negation": neg}));
+    prop_oneof![4 => base, 1 => reference].boxed()
+}
+
+fn tree(refs: i64) -> impl Strategy<Value = Value> {
+    leaf(refs).prop_recursive(3, 12, 4, move |inner| {
+        (
+            proptest::sample::select(vec!["AND", "OR"]),
+            proptest::collection::vec(inner, 1..4),
+        )
+            .prop_map(|(t, values)| json!({"type": t, "values": values}))
+    })
+}
+
+fn cohorts() -> impl Strategy<Value = Vec<Value>> {
+    // Cohort 0 is static; 1..=3 are dynamic and may reference any lower id (so no cycles).
+    let dynamic = (1i64..=3).map(|i| {
+        (tree(i), proptest::sample::select(vec!["AND", "OR"])).prop_map(
+            move |(t, op)| json!({"id": i, "filters": {"properties": {"type": op, "values": [t]}}}),
+        )
+    });
+    let members = proptest::collection::vec(
+        proptest::sample::select(vec!["p0", "p1", "d2a", "p3", "nobody"]),
+        0..3,
+    );
+    (members, dynamic.collect::<Vec<_>>()).prop_map(|(m, mut d)| {
+        d.insert(
+            0,
+            json!({"id": 0, "is_static": true, "static_person_ids": m}),
+        );
+        d
+    })
+}
+
+fn event() -> impl Strategy<Value = (String, i64, Map<String, Value>)> {
+    // Hour offsets around now, including exact window bounds (±1 µs nudges).
+    let offset = prop_oneof![
+        (-800i64..3).prop_map(|h| h * HOUR),
+        (
+            proptest::sample::select(vec![1i64, 2, 24, 48, 168, 720, 744]),
+            -1i64..=1
+        )
+            .prop_map(|(h, d)| -h * HOUR + d),
+    ];
+    let props =
+        proptest::collection::btree_map(proptest::sample::select(&KEYS[..]), person_value(), 0..3);
+    (proptest::sample::select(&EVENTS[..]), offset, props).prop_map(|(e, off, props)| {
+        (
+            e.to_string(),
+            now() + off,
+            props.into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
+        )
+    })
+}
+
+fn persons() -> impl Strategy<Value = Vec<RefPerson>> {
+    let person = (
+        proptest::collection::btree_map(proptest::sample::select(&KEYS[..]), person_value(), 0..4),
+        proptest::collection::vec(event(), 0..8),
+    );
+    proptest::collection::vec(person, 1..5).prop_map(|ps| {
+        ps.into_iter()
+            .enumerate()
+            .map(|(i, (props, events))| RefPerson {
+                id: format!("p{i}"),
+                distinct_ids: vec![format!("d{i}a"), format!("d{i}b")],
+                properties: props.into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
+                events,
+            })
+            .collect()
+    })
+}
+
+fn jsonl(persons: &[RefPerson]) -> (String, String) {
+    let mut p = String::new();
+    let mut e = String::new();
+    for person in persons {
+        p += &json!({"id": person.id, "distinct_ids": person.distinct_ids, "properties": person.properties}).to_string();
+        p.push('\n');
+        for (k, (name, ts, props)) in person.events.iter().enumerate() {
+            // Alternate distinct ids so both contribute.
+            let did = &person.distinct_ids[k % 2];
+            e += &json!({"distinct_id": did, "event": name, "timestamp": ts / 1_000_000, "properties": props}).to_string();
+            e.push('\n');
+        }
+    }
+    (p, e)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { max_global_rejects: 100_000, ..ProptestConfig::default() })]
+
+    #[test]
+    fn compiled_evaluator_agrees_with_reference(cohorts in cohorts(), mut persons in persons()) {
+        // Timestamps go through the files as whole seconds: truncate the reference's copy alike.
+        for p in &mut persons {
+            for e in &mut p.events {
+                e.1 = e.1 / 1_000_000 * 1_000_000;
+            }
+        }
+        let text = Value::Array(cohorts).to_string();
+        let set = match CohortSet::from_json(&text) {
+            Ok(s) => s,
+            Err(e) => {
+                // Only the negated-root rule may reject generated cohorts.
+                prop_assert!(e.iter().all(|e| e.message().contains("cannot be negated")), "{e}");
+                return Err(TestCaseError::reject("negated root"));
+            }
+        };
+        let (p, e) = jsonl(&persons);
+        let data = Dataset::from_jsonl(&p, &e).unwrap();
+        let batch = data.evaluate(&set, now(), &BatchOptions::default()).unwrap();
+        let again = data.evaluate(&set, now(), &BatchOptions { threads: 3, ..Default::default() }).unwrap();
+        prop_assert_eq!(&batch, &again, "deterministic, whatever the thread count");
+        let engine = Engine::new(&set).unwrap();
+        let mut scratch = Scratch::new();
+        for person in &persons {
+            let dids: Vec<&str> = person.distinct_ids.iter().map(String::as_str).collect();
+            let single = engine.person(&person.id, &dids, &person.properties);
+            let mut history = engine.history();
+            for (name, ts, props) in &person.events {
+                engine.record(&mut history, name, *ts, props);
+            }
+            for (id, members) in &batch {
+                let expected = reference::member(&set, *id, person, now());
+                prop_assert_eq!(members.contains(&person.id), expected, "batch, cohort {} person {}\n{}", id, person.id, text);
+                let got = engine.matches(*id, &single, &history, now(), &mut scratch).unwrap();
+                prop_assert_eq!(got, expected, "single, cohort {} person {}", id, person.id);
+            }
+        }
+    }
+}
