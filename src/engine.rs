@@ -55,6 +55,11 @@ impl Engine {
 
     /// Builds a person from its id, distinct ids and properties (a JSON object; null values are
     /// missing). Keys that no cohort reads are dropped.
+    ///
+    /// Static cohort lists are matched against this person's id and distinct ids. A single person
+    /// cannot know other persons' ids, so an entry that is another person's id *and* one of this
+    /// person's distinct ids counts for this person here (a [`crate::Dataset`] resolves it to the
+    /// other person, as the spec's "a person id wins" rule says).
     pub fn person(
         &self,
         id: &str,
@@ -182,12 +187,17 @@ pub struct LiveEngine {
 impl LiveEngine {
     /// Starts from a compiled engine.
     pub fn new(engine: Engine) -> LiveEngine {
-        LiveEngine { current: RwLock::new(Arc::new(engine)) }
+        LiveEngine {
+            current: RwLock::new(Arc::new(engine)),
+        }
     }
 
     /// The current engine. Evaluations on it are unaffected by later updates.
     pub fn snapshot(&self) -> Arc<Engine> {
-        self.current.read().unwrap_or_else(|e| e.into_inner()).clone()
+        self.current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Adds or replaces one cohort (the API's create / PATCH), returning its new `version`.

@@ -338,7 +338,11 @@ impl CohortSet {
     ///
     /// # Errors
     /// As [`CohortSet::with_static_members`].
-    pub fn remove_static_members(&self, id: CohortId, members: &[String]) -> Result<CohortSet, Error> {
+    pub fn remove_static_members(
+        &self,
+        id: CohortId,
+        members: &[String],
+    ) -> Result<CohortSet, Error> {
         let mut list = self.static_members(id)?;
         list.retain(|m| !members.contains(m));
         self.with_static_members(id, list)
@@ -348,7 +352,10 @@ impl CohortSet {
         match self.get(id).map(|c| &c.definition) {
             Some(Definition::Static(m)) => Ok(m.clone()),
             Some(_) => Err(Error::input(format!("cohort {id}"), "not a static cohort")),
-            None => Err(Error::new(ErrorKind::UnknownCohort, format!("cohort {id} is not in the set"))),
+            None => Err(Error::new(
+                ErrorKind::UnknownCohort,
+                format!("cohort {id} is not in the set"),
+            )),
         }
     }
 }

@@ -13,6 +13,8 @@
 //!  "expect": {"1": ["p1"]}            // members per cohort id, sorted
 //!  // or "errors": ["invalid_filter: cohort 1: filters.properties…: …"]  (exact lines, in order)
 //!  // or "error_kinds": ["invalid_filter", "cycle"]                        (kinds only, in order)
+//!  // optional: "absent": [5] — cohorts that must not be in the output (deleted ones)
+//!  // optional: "single_person_differs": "why" — skip the single-person cross-check
 //! }
 //! ```
 //! Besides the batch result, every case also checks that the single-person [`Engine`] gives the
@@ -92,6 +94,17 @@ fn run_case(case: &Value) -> Vec<String> {
         failures.push("expected errors, but the set loaded".into());
         return failures;
     }
+    // Printing the AST and parsing it again is a fixed point.
+    let printed = Value::Array(set.cohorts().iter().map(|c| c.to_json()).collect());
+    match CohortSet::from_json(&printed.to_string()) {
+        Ok(again) => {
+            let reprinted = Value::Array(again.cohorts().iter().map(|c| c.to_json()).collect());
+            if reprinted != printed {
+                failures.push(format!("round trip differs:\n  {printed}\n  {reprinted}"));
+            }
+        }
+        Err(e) => failures.push(format!("printed AST does not parse: {e}\n  {printed}")),
+    }
     let data = match Dataset::from_jsonl(&jsonl(case.get("persons")), &jsonl(case.get("events"))) {
         Ok(d) => d,
         Err(e) => return vec![format!("data did not load: {e}")],
@@ -109,7 +122,22 @@ fn run_case(case: &Value) -> Vec<String> {
             have => failures.push(format!("cohort {id}: expected {want:?}, got {have:?}")),
         }
     }
-    // The single-person path must agree with the batch path.
+    for id in case
+        .get("absent")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let id = id.to_string();
+        if got.contains_key(&id) {
+            failures.push(format!("cohort {id} must not be in the output"));
+        }
+    }
+    // The single-person path must agree with the batch path (unless the case says why it
+    // cannot: a single person cannot see the other persons' ids).
+    if case.get("single_person_differs").is_some() {
+        return failures;
+    }
     let engine = Engine::new(&set).expect("engine");
     let mut scratch = Scratch::new();
     for p in case

@@ -5,3 +5,4 @@ mod cases;
 mod cli;
 mod props;
 mod references;
+mod robustness;

@@ -367,6 +367,10 @@ proptest! {
                 return Err(TestCaseError::reject("negated root"));
             }
         };
+        // JSON → AST → JSON → AST gives the same AST.
+        let printed = Value::Array(set.cohorts().iter().map(|c| c.to_json()).collect()).to_string();
+        let reparsed = CohortSet::from_json(&printed).unwrap();
+        prop_assert_eq!(set.cohorts(), reparsed.cohorts());
         let (p, e) = jsonl(&persons);
         let data = Dataset::from_jsonl(&p, &e).unwrap();
         let batch = data.evaluate(&set, now(), &BatchOptions::default()).unwrap();

@@ -41,16 +41,22 @@ fn diamond_evaluates_the_shared_cohort_once() {
     let props = json!({"a": 1, "b": 1, "c": 1});
     let person = engine.person("p", &[], props.as_object().unwrap());
     let mut scratch = Scratch::new();
-    assert!(engine.matches(1, &person, &engine.history(), now(), &mut scratch).unwrap());
+    assert!(engine
+        .matches(1, &person, &engine.history(), now(), &mut scratch)
+        .unwrap());
     assert_eq!(scratch.cohorts_evaluated(), 4, "1, 2, 3 and 4 once each");
     let props = json!({"b": 1, "c": 1});
     let person = engine.person("q", &[], props.as_object().unwrap());
-    assert!(!engine.matches(1, &person, &engine.history(), now(), &mut scratch).unwrap());
+    assert!(!engine
+        .matches(1, &person, &engine.history(), now(), &mut scratch)
+        .unwrap());
 }
 
 fn chain(n: i64) -> String {
     // Cohort i references i + 1; the last one is a person leaf.
-    let mut cohorts: Vec<Value> = (0..n - 1).map(|i| cohort(i, vec![leaf_ref(i + 1, false)])).collect();
+    let mut cohorts: Vec<Value> = (0..n - 1)
+        .map(|i| cohort(i, vec![leaf_ref(i + 1, false)]))
+        .collect();
     cohorts.push(cohort(n - 1, vec![is_set("deep")]));
     Value::Array(cohorts).to_string()
 }
@@ -63,11 +69,22 @@ fn ten_thousand_cohort_chain_loads_and_evaluates() {
     let mut scratch = Scratch::new();
     let yes = json!({"deep": true});
     let person = engine.person("p", &[], yes.as_object().unwrap());
-    assert!(engine.matches(0, &person, &engine.history(), now(), &mut scratch).unwrap());
+    assert!(engine
+        .matches(0, &person, &engine.history(), now(), &mut scratch)
+        .unwrap());
     let person = engine.person("q", &[], &Default::default());
-    assert!(!engine.matches(0, &person, &engine.history(), now(), &mut scratch).unwrap());
-    let data = Dataset::from_jsonl("{\"id\": \"p\", \"properties\": {\"deep\": 1}}\n{\"id\": \"q\"}\n", "").unwrap();
-    let opts = BatchOptions { cohorts: Some(vec![0, 5000]), ..Default::default() };
+    assert!(!engine
+        .matches(0, &person, &engine.history(), now(), &mut scratch)
+        .unwrap());
+    let data = Dataset::from_jsonl(
+        "{\"id\": \"p\", \"properties\": {\"deep\": 1}}\n{\"id\": \"q\"}\n",
+        "",
+    )
+    .unwrap();
+    let opts = BatchOptions {
+        cohorts: Some(vec![0, 5000]),
+        ..Default::default()
+    };
     let members = data.evaluate(&set, now(), &opts).unwrap();
     assert_eq!(members[&0], ["p"]);
     assert_eq!(members[&5000], ["p"]);
@@ -76,7 +93,9 @@ fn ten_thousand_cohort_chain_loads_and_evaluates() {
 #[test]
 fn ten_thousand_cohort_cycle_is_named() {
     let n = 10_000i64;
-    let mut cohorts: Vec<Value> = (0..n).map(|i| cohort(i, vec![leaf_ref((i + 1) % n, false)])).collect();
+    let mut cohorts: Vec<Value> = (0..n)
+        .map(|i| cohort(i, vec![leaf_ref((i + 1) % n, false)]))
+        .collect();
     cohorts.push(cohort(n, vec![is_set("x")]));
     let errors = CohortSet::from_json(&Value::Array(cohorts).to_string()).unwrap_err();
     assert_eq!(errors.len(), 1);
@@ -89,19 +108,29 @@ fn ten_thousand_cohort_cycle_is_named() {
 #[test]
 fn rejected_updates_leave_the_set_untouched() {
     let set = CohortSet::from_json(
-        &json!([cohort(1, vec![leaf_ref(2, false), is_set("a")]), cohort(2, vec![is_set("b")])]).to_string(),
+        &json!([
+            cohort(1, vec![leaf_ref(2, false), is_set("a")]),
+            cohort(2, vec![is_set("b")])
+        ])
+        .to_string(),
     )
     .unwrap();
     let before = format!("{:?}", set.cohorts());
 
     // A cycle: 2 → 1 → 2.
-    let err = set.upsert(&cohort(2, vec![leaf_ref(1, true), is_set("b")])).unwrap_err();
+    let err = set
+        .upsert(&cohort(2, vec![leaf_ref(1, true), is_set("b")]))
+        .unwrap_err();
     assert_eq!(err.to_string(), "cycle: cohort 1 → 2 → 1");
     // An unknown reference.
-    let err = set.upsert(&cohort(3, vec![leaf_ref(99, false)])).unwrap_err();
+    let err = set
+        .upsert(&cohort(3, vec![leaf_ref(99, false)]))
+        .unwrap_err();
     assert_eq!(err.0[0].kind(), ErrorKind::UnknownCohort);
     // An invalid filter.
-    let err = set.upsert(&json!({"id": 2, "filters": {"properties": {"type": "XOR", "values": []}}})).unwrap_err();
+    let err = set
+        .upsert(&json!({"id": 2, "filters": {"properties": {"type": "XOR", "values": []}}}))
+        .unwrap_err();
     assert!(err.iter().all(|e| e.kind() == ErrorKind::InvalidFilter));
     // Deleting a referenced cohort is refused and names the referrer.
     let err = set.upsert(&json!({"id": 2, "deleted": true})).unwrap_err();
@@ -109,7 +138,11 @@ fn rejected_updates_leave_the_set_untouched() {
         err.to_string(),
         "in_use: cohort 2: cohort 2 is used by cohort 1: remove those references before deleting it"
     );
-    assert_eq!(format!("{:?}", set.cohorts()), before, "the original set is unchanged");
+    assert_eq!(
+        format!("{:?}", set.cohorts()),
+        before,
+        "the original set is unchanged"
+    );
 
     // A good update replaces the cohort and increments its version.
     let updated = set.upsert(&cohort(2, vec![is_set("c")])).unwrap();
@@ -119,14 +152,20 @@ fn rejected_updates_leave_the_set_untouched() {
     let updated = updated.upsert(&cohort(1, vec![is_set("a")])).unwrap();
     let deleted = updated.upsert(&json!({"id": 2, "deleted": true})).unwrap();
     assert!(deleted.get(2).unwrap().is_deleted());
-    let with_ref = deleted.upsert(&cohort(3, vec![leaf_ref(2, false), is_set("a")])).unwrap();
-    let err = with_ref.upsert(&cohort(2, vec![leaf_ref(3, false)])).unwrap_err();
+    let with_ref = deleted
+        .upsert(&cohort(3, vec![leaf_ref(2, false), is_set("a")]))
+        .unwrap();
+    let err = with_ref
+        .upsert(&cohort(2, vec![leaf_ref(3, false)]))
+        .unwrap_err();
     assert_eq!(err.to_string(), "cycle: cohort 2 → 3 → 2");
 }
 
 #[test]
 fn live_engine_swaps_whole_engines() {
-    let live = LiveEngine::new(Engine::from_json(&json!([cohort(1, vec![is_set("a")])]).to_string()).unwrap());
+    let live = LiveEngine::new(
+        Engine::from_json(&json!([cohort(1, vec![is_set("a")])]).to_string()).unwrap(),
+    );
     let old = live.snapshot();
     assert_eq!(live.upsert(&cohort(1, vec![is_set("b")])).unwrap(), 2);
     assert!(live.upsert(&cohort(1, vec![leaf_ref(1, false)])).is_err());
@@ -135,8 +174,14 @@ fn live_engine_swaps_whole_engines() {
     let mut s = Scratch::new();
     let p_old = old.person("p", &[], props.as_object().unwrap());
     let p_new = new.person("p", &[], props.as_object().unwrap());
-    assert!(old.matches(1, &p_old, &old.history(), now(), &mut s).unwrap(), "old snapshot keeps its meaning");
-    assert!(!new.matches(1, &p_new, &new.history(), now(), &mut s).unwrap());
+    assert!(
+        old.matches(1, &p_old, &old.history(), now(), &mut s)
+            .unwrap(),
+        "old snapshot keeps its meaning"
+    );
+    assert!(!new
+        .matches(1, &p_new, &new.history(), now(), &mut s)
+        .unwrap());
 }
 
 #[test]
@@ -158,12 +203,16 @@ fn static_members_through_the_library() {
     .unwrap();
     let eval = |s: &CohortSet| data.evaluate(s, now(), &BatchOptions::default()).unwrap();
     assert_eq!(eval(&set)[&2], ["p1"]);
-    let added = set.add_static_members(1, &["d2".to_string(), "nobody".to_string()]).unwrap();
+    let added = set
+        .add_static_members(1, &["d2".to_string(), "nobody".to_string()])
+        .unwrap();
     assert_eq!(eval(&added)[&1], ["p1", "p2"]);
     assert_eq!(eval(&added)[&2], ["p1", "p2"]);
     let removed = added.remove_static_members(1, &["p1".to_string()]).unwrap();
     assert_eq!(eval(&removed)[&1], ["p2"]);
-    let csv = data.static_members_from_csv("email\ntwo@x.io\n\"ONE@x.io\"\nmissing@x.io\n").unwrap();
+    let csv = data
+        .static_members_from_csv("email\ntwo@x.io\n\"ONE@x.io\"\nmissing@x.io\n")
+        .unwrap();
     assert_eq!(csv.person_ids, ["p2", "p1"]);
     assert_eq!(csv.unmatched, 1);
     let replaced = set.with_static_members(1, csv.person_ids).unwrap();

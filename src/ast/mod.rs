@@ -7,6 +7,7 @@
 //! its JSON path instead of stopping at the first.
 
 pub mod parse;
+mod print;
 
 use crate::semver::Version;
 use crate::time::{DateSpec, Unit};

@@ -1291,7 +1291,7 @@ impl Parser<'_> {
                 self.err(
                     gp,
                     format!(
-                        "count_operator: unknown count operator {got} (expected eq, gte or lte)"
+                        "count_operator: unknown count operator {got} (expected eq, exact, gt, gte, lt or lte)"
                     ),
                 );
                 return None;

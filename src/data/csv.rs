@@ -67,7 +67,11 @@ impl Dataset {
         let Some(header) = rows.first() else {
             return Err(Error::input("csv", "a header row is required"));
         };
-        let col = |name: &str| header.iter().position(|h| h.trim().eq_ignore_ascii_case(name));
+        let col = |name: &str| {
+            header
+                .iter()
+                .position(|h| h.trim().eq_ignore_ascii_case(name))
+        };
         let (column, kind) = match (col("person_id"), col("distinct_id"), col("email")) {
             (Some(c), _, _) => (c, 0),
             (None, Some(c), _) => (c, 1),
@@ -83,8 +87,7 @@ impl Dataset {
             let key = self.symbols.keys.get("email");
             (0..self.len())
                 .filter_map(|p| {
-                    lookup(self.person_props(p), key)
-                        .map(|v| (v.with_str(crate::value::lower), p))
+                    lookup(self.person_props(p), key).map(|v| (v.with_str(crate::value::lower), p))
                 })
                 .collect()
         } else {
@@ -137,10 +140,14 @@ mod tests {
             "",
         )
         .unwrap();
-        let m = d.static_members_from_csv("email,person_id\nignored,p2\nx,nobody\n").unwrap();
+        let m = d
+            .static_members_from_csv("email,person_id\nignored,p2\nx,nobody\n")
+            .unwrap();
         assert_eq!(m.person_ids, ["p2"]);
         assert_eq!(m.unmatched, 1);
-        let m = d.static_members_from_csv("distinct_id\nd1\nd2\nd1\nzz\n").unwrap();
+        let m = d
+            .static_members_from_csv("distinct_id\nd1\nd2\nd1\nzz\n")
+            .unwrap();
         assert_eq!(m.person_ids, ["p1", "p2"]);
         assert_eq!(m.unmatched, 1);
         let m = d.static_members_from_csv("Email\nada@x.IO\n").unwrap();
