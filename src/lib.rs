@@ -114,6 +114,7 @@ pub use data::{Dataset, History, LoadOptions, LoadStats, Person};
 pub use engine::{Engine, LiveEngine};
 pub use error::{Error, ErrorKind, Errors};
 pub use eval::batch::{fnv1a64, BatchOptions, Members};
+pub use eval::bitset::Bitset;
 pub use eval::Scratch;
 pub use limits::Limits;
 pub use set::CohortSet;

@@ -378,6 +378,13 @@ proptest! {
         prop_assert_eq!(&batch, &again, "deterministic, whatever the thread count");
         let engine = Engine::new(&set).unwrap();
         let mut scratch = Scratch::new();
+        let program = data.compile(&set).unwrap();
+        for (index, person) in persons.iter().enumerate() {
+            for (id, members) in &batch {
+                let one = data.matches(&program, *id, index, now(), &mut scratch).unwrap();
+                prop_assert_eq!(one, members.contains(&person.id), "dataset per-person path, cohort {}", id);
+            }
+        }
         for person in &persons {
             let dids: Vec<&str> = person.distinct_ids.iter().map(String::as_str).collect();
             let single = engine.person(&person.id, &dids, &person.properties);

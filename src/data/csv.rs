@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 
-use super::{lookup, Dataset};
+use super::Dataset;
 use crate::error::Error;
 
 /// The members a CSV upload names, resolved against a dataset.
@@ -85,11 +85,15 @@ impl Dataset {
         };
         let emails: HashMap<String, usize> = if kind == 2 {
             let key = self.symbols.keys.get("email");
-            (0..self.len())
-                .filter_map(|p| {
-                    lookup(self.person_props(p), key).map(|v| (v.with_str(crate::value::lower), p))
-                })
-                .collect()
+            match self.columns.get(key.0 as usize) {
+                Some(col) => col
+                    .persons
+                    .iter()
+                    .zip(&col.values)
+                    .map(|(&p, v)| (v.with_str(crate::value::lower), p as usize))
+                    .collect(),
+                None => HashMap::new(),
+            }
         } else {
             HashMap::new()
         };

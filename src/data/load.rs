@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Map, Value};
 
-use super::{props_from_json, Dataset, Prop};
+use super::{props_from_json, Column, Dataset, Prop};
 use crate::error::Error;
 use crate::intern::{Sym, Symbols};
 use crate::time::{parse_timestamp, Micros};
@@ -152,8 +152,7 @@ impl Dataset {
         let started = Instant::now();
         let mut ds = Dataset::default();
         let mut symbols = Symbols::default();
-        let mut props: Vec<Prop> = Vec::new();
-        let mut prop_offsets = vec![0u32];
+        let mut columns: Vec<Column> = Vec::new();
         for_each_object(persons, persons_name, started, opts, |_, obj| {
             let id = match obj.get("id") {
                 Some(v) if !v.is_null() => id_string(v, "id")?,
@@ -188,17 +187,20 @@ impl Dataset {
             }
             if let Some(map) = properties(&obj)? {
                 let p = props_from_json(map, |k| Some(symbols.keys.intern(k)));
-                props.extend(p.into_vec());
+                for (k, v) in p.into_vec() {
+                    let k = k.0 as usize;
+                    if columns.len() <= k {
+                        columns.resize_with(k + 1, Column::default);
+                    }
+                    columns[k].persons.push(index);
+                    columns[k].values.push(v);
+                }
             }
-            let end =
-                u32::try_from(props.len()).map_err(|_| "too many person properties".to_string())?;
-            prop_offsets.push(end);
             ds.person_index.insert(id.clone().into_boxed_str(), index);
             ds.person_ids.push(id.into_boxed_str());
             Ok(())
         })?;
-        ds.props = props;
-        ds.prop_offsets = prop_offsets;
+        ds.columns = columns;
 
         // Events: collect (person, ts, name, props), then order by person and time (stable, so
         // equal timestamps keep file order).

@@ -86,6 +86,13 @@ impl<'a> Events<'a> {
     }
 }
 
+/// One person property in columnar form: the persons that have it (ascending) and their values.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Column {
+    pub persons: Vec<u32>,
+    pub values: Vec<Val>,
+}
+
 /// A whole population: persons indexed `0..n`, their properties and events.
 #[derive(Debug, Default)]
 pub struct Dataset {
@@ -93,9 +100,8 @@ pub struct Dataset {
     person_ids: Vec<Box<str>>,
     person_index: HashMap<Box<str>, u32>,
     distinct_index: HashMap<Box<str>, u32>,
-    /// `prop_offsets[p]..prop_offsets[p + 1]` of `props` are person p's properties.
-    prop_offsets: Vec<u32>,
-    props: Vec<Prop>,
+    /// Person properties by key (indexed by the key's [`Sym`]), each a sparse column.
+    pub(crate) columns: Vec<Column>,
     /// `event_offsets[p]..event_offsets[p + 1]` are person p's events, in time order.
     event_offsets: Vec<u32>,
     ev_ts: Vec<Micros>,
@@ -144,10 +150,13 @@ impl Dataset {
     /// (used for CSV uploads keyed by email).
     pub fn find_by_property(&self, key: &str, value: &str) -> Option<usize> {
         let k = self.symbols.keys.get(key);
-        (0..self.len()).find(|&p| match lookup(self.person_props(p), k) {
-            Some(v) => v.with_str(|s| crate::value::eq_lower(s, &crate::value::lower(value))),
-            None => false,
-        })
+        let needle = crate::value::lower(value);
+        let col = self.columns.get(k.0 as usize)?;
+        col.persons
+            .iter()
+            .zip(&col.values)
+            .find(|(_, v)| v.with_str(|s| crate::value::eq_lower(s, &needle)))
+            .map(|(&p, _)| p as usize)
     }
 
     /// Approximate heap bytes used by events (timestamps, names, property offsets and values).
@@ -158,22 +167,27 @@ impl Dataset {
             + self.ev_props.len() * std::mem::size_of::<Prop>()
     }
 
-    /// Approximate heap bytes used by persons (ids, indices, properties).
+    /// Approximate heap bytes used by persons (ids, indices, property columns).
     pub fn person_bytes(&self) -> usize {
         let ids: usize = self.person_ids.iter().map(|s| s.len() + 16).sum();
-        ids * 2
-            + self.distinct_index.len() * 40
-            + self.prop_offsets.len() * 4
-            + self.event_offsets.len() * 4
-            + self.props.len() * std::mem::size_of::<Prop>()
+        let columns: usize = self
+            .columns
+            .iter()
+            .map(|c| c.persons.len() * 4 + c.values.len() * std::mem::size_of::<Val>())
+            .sum();
+        ids * 2 + self.distinct_index.len() * 40 + self.event_offsets.len() * 4 + columns
     }
 
-    pub(crate) fn person_props(&self, p: usize) -> &[Prop] {
-        let (a, b) = (
-            self.prop_offsets[p] as usize,
-            self.prop_offsets[p + 1] as usize,
-        );
-        &self.props[a..b]
+    /// Person `p`'s properties as a key-sorted slice (gathered from the columns; for
+    /// per-person paths such as explanations, not for batch evaluation).
+    pub(crate) fn person_props(&self, p: usize) -> Box<[Prop]> {
+        let mut out = Vec::new();
+        for (k, col) in self.columns.iter().enumerate() {
+            if let Ok(i) = col.persons.binary_search(&(p as u32)) {
+                out.push((Sym(k as u32), col.values[i].clone()));
+            }
+        }
+        out.into_boxed_slice()
     }
 
     pub(crate) fn person_events(&self, p: usize) -> Events<'_> {

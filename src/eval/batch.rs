@@ -1,14 +1,21 @@
-//! Batch evaluation over a whole [`Dataset`]: every requested cohort for every person, persons
-//! split across threads, each cohort's dependencies evaluated first and read from the memo.
+//! Batch evaluation over a whole [`Dataset`], column by column.
+//!
+//! Each cohort's membership is a [`Bitset`] over person indices, computed once, in dependency
+//! order, and read by every reference to it. A node is evaluated for a *mask* of candidate persons
+//! only: an AND narrows the mask child by child (cheap children first, as compiled), an OR removes
+//! the persons already known to match. Person-property leaves are one pass over the property's
+//! column; behavioral leaves scan the events of the persons still in the mask, split across
+//! threads. The result never depends on the thread count.
 
 use std::collections::BTreeMap;
 
-use crate::compile::{CohortCode, Program};
-use crate::data::Dataset;
+use crate::compile::{CohortCode, NodeId, NodeKind, Program, PropTest, TimeExpr};
+use crate::data::{Column, Dataset};
 use crate::error::{Error, ErrorKind};
-use crate::eval::{Scratch, Subject, Who};
+use crate::eval::bitset::Bitset;
+use crate::eval::{behavioral, person, Scratch, Subject, Who};
 use crate::set::CohortSet;
-use crate::time::Micros;
+use crate::time::{back, Micros};
 use crate::CohortId;
 
 /// What to evaluate and how.
@@ -36,6 +43,19 @@ pub fn fnv1a64(bytes: &[u8]) -> u64 {
     h
 }
 
+/// Behavioral leaves with fewer candidate persons than this run on one thread.
+const PARALLEL_MIN_PERSONS: usize = 4096;
+
+struct Batch<'a> {
+    data: &'a Dataset,
+    program: &'a Program,
+    now: Micros,
+    times: Vec<Micros>,
+    threads: usize,
+    /// Membership per cohort position, filled in evaluation order.
+    cohorts: Vec<Option<Bitset>>,
+}
+
 impl Dataset {
     /// Evaluates cohorts of `set` for every person at `now`.
     ///
@@ -51,8 +71,15 @@ impl Dataset {
         self.evaluate_program(&program, now, opts)
     }
 
-    /// Evaluates an already compiled program (compiled against this dataset's symbols with
-    /// [`Dataset::compile`]).
+    /// Compiles a set against this dataset's names.
+    ///
+    /// # Errors
+    /// As [`Program::compile`].
+    pub fn compile(&self, set: &CohortSet) -> Result<Program, Error> {
+        Program::compile(set, &self.symbols)
+    }
+
+    /// Evaluates an already compiled program (from [`Dataset::compile`]) and returns member ids.
     ///
     /// # Errors
     /// As [`Dataset::evaluate`].
@@ -62,6 +89,30 @@ impl Dataset {
         now: Micros,
         opts: &BatchOptions,
     ) -> Result<Members, Error> {
+        let bits = self.evaluate_bitsets(program, now, opts)?;
+        let mut members = Members::new();
+        for (id, b) in bits {
+            let mut ids: Vec<String> = b
+                .iter()
+                .filter_map(|p| self.person_id(p).map(str::to_string))
+                .collect();
+            ids.sort_unstable();
+            members.insert(id, ids);
+        }
+        Ok(members)
+    }
+
+    /// Evaluates a compiled program and returns each requested cohort's members as a bitset over
+    /// person indices (see [`Dataset::person_id`]).
+    ///
+    /// # Errors
+    /// As [`Dataset::evaluate`].
+    pub fn evaluate_bitsets(
+        &self,
+        program: &Program,
+        now: Micros,
+        opts: &BatchOptions,
+    ) -> Result<BTreeMap<CohortId, Bitset>, Error> {
         let set = program.cohort_set();
         let requested: Vec<usize> = match &opts.cohorts {
             None => (0..set.len())
@@ -80,8 +131,6 @@ impl Dataset {
                         }
                     }
                 }
-                out.sort_unstable();
-                out.dedup();
                 out
             }
         };
@@ -100,110 +149,218 @@ impl Dataset {
                 });
             }
         }
-        let order: Vec<usize> = set
-            .evaluation_order()
-            .iter()
-            .copied()
-            .filter(|&c| needed[c])
-            .collect();
-        let statics = self.static_bitsets(program);
-
         let n = self.len();
-        let selected = |p: usize| match opts.partition {
-            None => true,
-            Some((i, parts)) => self
-                .person_id(p)
-                .is_some_and(|id| fnv1a64(id.as_bytes()) % parts == i),
+        let selected = match opts.partition {
+            None => Bitset::ones(n),
+            Some((i, parts)) => {
+                let mut b = Bitset::zeros(n);
+                for p in 0..n {
+                    if self
+                        .person_id(p)
+                        .is_some_and(|id| fnv1a64(id.as_bytes()) % parts == i)
+                    {
+                        b.set(p, true);
+                    }
+                }
+                b
+            }
         };
         let threads = match opts.threads {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
             t => t,
-        }
-        .clamp(1, n.max(1));
-        let chunk = n.div_ceil(threads).max(1);
-        let run = |range: std::ops::Range<usize>| -> Vec<Vec<u32>> {
-            let mut scratch = Scratch::new();
-            let mut out = vec![Vec::new(); requested.len()];
-            for p in range {
-                if !selected(p) {
-                    continue;
-                }
-                let subject = Subject {
-                    props: self.person_props(p),
-                    events: self.person_events(p),
-                    who: Who::Indexed {
-                        index: p,
-                        statics: &statics,
-                    },
-                };
-                program.prepare(&mut scratch, now);
-                for &c in &order {
-                    program.member(c, &subject, &mut scratch, now);
-                }
-                for (k, &c) in requested.iter().enumerate() {
-                    if program.member(c, &subject, &mut scratch, now) {
-                        out[k].push(p as u32);
-                    }
-                }
-            }
-            out
         };
-        let parts: Vec<Vec<Vec<u32>>> = if threads == 1 {
-            vec![run(0..n)]
-        } else {
-            std::thread::scope(|scope| {
-                let handles: Vec<_> = (0..threads)
-                    .map(|t| {
-                        let range = (t * chunk).min(n)..((t + 1) * chunk).min(n);
-                        let run = &run;
-                        scope.spawn(move || run(range))
-                    })
-                    .collect();
-                handles
-                    .into_iter()
-                    .map(|h| h.join().unwrap_or_default())
-                    .collect()
-            })
-        };
-        let mut members = Members::new();
-        for (k, &c) in requested.iter().enumerate() {
-            let mut ids: Vec<String> = parts
+        let mut batch = Batch {
+            data: self,
+            program,
+            now,
+            times: program
+                .times
                 .iter()
-                .flat_map(|part| part[k].iter())
-                .filter_map(|&p| self.person_id(p as usize).map(str::to_string))
-                .collect();
-            ids.sort_unstable();
-            members.insert(set.cohorts()[c].id, ids);
-        }
-        Ok(members)
-    }
-
-    /// Compiles a set against this dataset's names.
-    ///
-    /// # Errors
-    /// As [`Program::compile`].
-    pub fn compile(&self, set: &CohortSet) -> Result<Program, Error> {
-        Program::compile(set, &self.symbols)
-    }
-
-    /// Static member lists resolved to person bitsets, per cohort position (empty for others).
-    fn static_bitsets(&self, program: &Program) -> Vec<Vec<u64>> {
-        let words = self.len().div_ceil(64);
-        program
-            .cohorts
-            .iter()
-            .map(|c| match c {
+                .map(|t| match t {
+                    TimeExpr::Back(span) => back(now, span.n, span.unit),
+                    TimeExpr::Date(d) => d.resolve(now),
+                })
+                .collect(),
+            threads,
+            cohorts: vec![None; set.len()],
+        };
+        for &c in set.evaluation_order() {
+            if !needed[c] {
+                continue;
+            }
+            let bits = match &program.cohorts[c] {
+                CohortCode::Deleted => Bitset::zeros(n),
                 CohortCode::Static(members) => {
-                    let mut bits = vec![0u64; words];
+                    let mut b = Bitset::zeros(n);
                     for m in members {
                         if let Some(p) = self.resolve(m) {
-                            bits[p / 64] |= 1 << (p % 64);
+                            b.set(p, true);
                         }
                     }
-                    bits
+                    b.and_assign(&selected);
+                    b
                 }
-                _ => Vec::new(),
-            })
-            .collect()
+                CohortCode::Dynamic(root) => batch.node(*root, &selected),
+            };
+            batch.cohorts[c] = Some(bits);
+        }
+        let mut out = BTreeMap::new();
+        for c in requested {
+            let bits = batch.cohorts[c].clone().unwrap_or_else(|| Bitset::zeros(n));
+            out.insert(set.cohorts()[c].id, bits);
+        }
+        Ok(out)
+    }
+}
+
+impl Dataset {
+    /// Is person `index` a member of `cohort` at `now`? The per-person path over a loaded
+    /// dataset (`program` from [`Dataset::compile`]); [`Dataset::evaluate`] is much faster for
+    /// many persons.
+    ///
+    /// # Errors
+    /// `unknown_cohort` when the cohort is not in the program's set.
+    pub fn matches(
+        &self,
+        program: &Program,
+        cohort: CohortId,
+        index: usize,
+        now: Micros,
+        scratch: &mut Scratch,
+    ) -> Result<bool, Error> {
+        let Some(c) = program.cohort_set().position(cohort) else {
+            return Err(Error::new(
+                ErrorKind::UnknownCohort,
+                format!("cohort {cohort} is not in the set"),
+            ));
+        };
+        if index >= self.len() {
+            return Ok(false);
+        }
+        let props = self.person_props(index);
+        let subject = Subject {
+            props: &props,
+            events: self.person_events(index),
+            who: Who::Indexed { index, data: self },
+        };
+        program.prepare(scratch, now);
+        Ok(program.member(c, &subject, scratch, now))
+    }
+}
+
+impl Batch<'_> {
+    /// The node's truth for every person in `mask` (the result is a subset of `mask`).
+    fn node(&self, id: NodeId, mask: &Bitset) -> Bitset {
+        let program = self.program;
+        let node = &program.nodes[id as usize];
+        let result = match node.kind {
+            NodeKind::And { start, len } => {
+                let mut acc = mask.clone();
+                for &c in &program.children[start as usize..(start + len) as usize] {
+                    if acc.none() {
+                        break;
+                    }
+                    let r = self.node(c, &acc);
+                    acc.and_assign(&r);
+                }
+                acc
+            }
+            NodeKind::Or { start, len } => {
+                let mut acc = Bitset::zeros(mask.len());
+                let mut rest = mask.clone();
+                for &c in &program.children[start as usize..(start + len) as usize] {
+                    if rest.none() {
+                        break;
+                    }
+                    let r = self.node(c, &rest);
+                    acc.or_assign(&r);
+                    rest.and_not_assign(&r);
+                }
+                acc
+            }
+            NodeKind::Prop(i) => self.column(&program.props[i as usize], mask),
+            NodeKind::Behavior(i) => self.behavior(i as usize, mask),
+            NodeKind::Cohort { target, invert } => {
+                let mut r = mask.clone();
+                if let Some(bits) = &self.cohorts[target as usize] {
+                    if invert {
+                        r.and_not_assign(bits);
+                    } else {
+                        r.and_assign(bits);
+                    }
+                } else if !invert {
+                    r = Bitset::zeros(mask.len());
+                }
+                r
+            }
+        };
+        if node.negate {
+            let mut r = mask.clone();
+            r.and_not_assign(&result);
+            r
+        } else {
+            result
+        }
+    }
+
+    /// A property condition, one pass over its column.
+    fn column(&self, t: &PropTest, mask: &Bitset) -> Bitset {
+        let missing = t.missing ^ t.negate;
+        let mut r = if missing {
+            mask.clone()
+        } else {
+            Bitset::zeros(mask.len())
+        };
+        let empty = Column::default();
+        let col = self.data.columns.get(t.key.0 as usize).unwrap_or(&empty);
+        let mut buf = String::new();
+        for (&p, v) in col.persons.iter().zip(&col.values) {
+            let p = p as usize;
+            if mask.get(p) {
+                let hit = person::test(&t.test, v, &self.times, &mut buf) ^ t.invert ^ t.negate;
+                if hit != missing {
+                    r.set(p, hit);
+                }
+            }
+        }
+        r
+    }
+
+    /// A behavioral condition for the persons in `mask`, split across threads by 64-person words.
+    fn behavior(&self, i: usize, mask: &Bitset) -> Bitset {
+        let test = &self.program.behaviors[i];
+        let words = mask.words();
+        let run = |range: std::ops::Range<usize>, out: &mut [u64]| {
+            let mut buf = String::new();
+            for (k, wi) in range.enumerate() {
+                let mut w = words[wi];
+                let mut bits = 0u64;
+                while w != 0 {
+                    let t = w.trailing_zeros() as usize;
+                    w &= w - 1;
+                    let p = wi * 64 + t;
+                    let events = self.data.person_events(p);
+                    if behavioral::eval(test, &events, &self.times, self.now, &mut buf) {
+                        bits |= 1 << t;
+                    }
+                }
+                out[k] = bits;
+            }
+        };
+        let mut result = Bitset::zeros(mask.len());
+        let threads = self.threads.min(words.len()).max(1);
+        if threads == 1 || mask.count() < PARALLEL_MIN_PERSONS {
+            run(0..words.len(), result.words_mut());
+        } else {
+            let chunk = words.len().div_ceil(threads);
+            std::thread::scope(|s| {
+                for (t, out) in result.words_mut().chunks_mut(chunk).enumerate() {
+                    let run = &run;
+                    let start = t * chunk;
+                    s.spawn(move || run(start..start + out.len(), out));
+                }
+            });
+        }
+        result
     }
 }

@@ -7,6 +7,7 @@
 //! program serves many threads at once.
 
 mod behavioral;
+pub mod bitset;
 mod person;
 
 use smallvec::SmallVec;
@@ -55,10 +56,11 @@ pub(crate) enum Who<'a> {
         id: &'a str,
         distinct_ids: &'a [Box<str>],
     },
-    /// Person `index` of a dataset: static lists were resolved to bitsets per cohort position.
+    /// Person `index` of a dataset: static lists are resolved through the dataset (a person id
+    /// wins over a distinct id).
     Indexed {
         index: usize,
-        statics: &'a [Vec<u64>],
+        data: &'a crate::data::Dataset,
     },
 }
 
@@ -131,10 +133,9 @@ impl Program {
                 Who::Person { id, distinct_ids } => {
                     members.contains(id) || distinct_ids.iter().any(|d| members.contains(d))
                 }
-                Who::Indexed { index, statics } => statics
-                    .get(c)
-                    .and_then(|bits| bits.get(index / 64))
-                    .is_some_and(|w| w >> (index % 64) & 1 == 1),
+                Who::Indexed { index, data } => {
+                    members.iter().any(|m| data.resolve(m) == Some(index))
+                }
             },
             CohortCode::Dynamic(root) => {
                 scratch.evaluated += 1;

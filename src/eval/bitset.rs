@@ -1,0 +1,150 @@
+//! A fixed-length bitset over person indices, with word-wise boolean operations: the batch
+//! evaluator's unit of work (one per cohort and per group result).
+
+/// A set of person indices `0..len`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Bitset {
+    words: Vec<u64>,
+    len: usize,
+}
+
+impl Bitset {
+    /// The empty set over `len` persons.
+    pub fn zeros(len: usize) -> Bitset {
+        Bitset {
+            words: vec![0; len.div_ceil(64)],
+            len,
+        }
+    }
+
+    /// The full set over `len` persons.
+    pub fn ones(len: usize) -> Bitset {
+        let mut b = Bitset {
+            words: vec![u64::MAX; len.div_ceil(64)],
+            len,
+        };
+        b.clear_tail();
+        b
+    }
+
+    fn clear_tail(&mut self) {
+        let rem = self.len % 64;
+        if rem != 0 {
+            if let Some(last) = self.words.last_mut() {
+                *last &= (1u64 << rem) - 1;
+            }
+        }
+    }
+
+    /// Number of persons the set ranges over.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// True when the set ranges over no persons.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// True when no bit is set.
+    pub fn none(&self) -> bool {
+        self.words.iter().all(|&w| w == 0)
+    }
+
+    /// Number of members.
+    pub fn count(&self) -> usize {
+        self.words.iter().map(|w| w.count_ones() as usize).sum()
+    }
+
+    /// Is `i` a member?
+    #[inline]
+    pub fn get(&self, i: usize) -> bool {
+        self.words
+            .get(i / 64)
+            .is_some_and(|w| w >> (i % 64) & 1 == 1)
+    }
+
+    /// Adds or removes `i`.
+    #[inline]
+    pub fn set(&mut self, i: usize, value: bool) {
+        if let Some(w) = self.words.get_mut(i / 64) {
+            let bit = 1u64 << (i % 64);
+            if value {
+                *w |= bit;
+            } else {
+                *w &= !bit;
+            }
+        }
+    }
+
+    /// self ∩= other
+    pub fn and_assign(&mut self, other: &Bitset) {
+        self.words
+            .iter_mut()
+            .zip(&other.words)
+            .for_each(|(a, b)| *a &= b);
+    }
+
+    /// self ∪= other
+    pub fn or_assign(&mut self, other: &Bitset) {
+        self.words
+            .iter_mut()
+            .zip(&other.words)
+            .for_each(|(a, b)| *a |= b);
+    }
+
+    /// self −= other
+    pub fn and_not_assign(&mut self, other: &Bitset) {
+        self.words
+            .iter_mut()
+            .zip(&other.words)
+            .for_each(|(a, b)| *a &= !b);
+    }
+
+    /// The raw words (bit i of word w is person 64·w + i).
+    pub fn words(&self) -> &[u64] {
+        &self.words
+    }
+
+    pub(crate) fn words_mut(&mut self) -> &mut [u64] {
+        &mut self.words
+    }
+
+    /// Members in ascending order.
+    pub fn iter(&self) -> impl Iterator<Item = usize> + '_ {
+        self.words.iter().enumerate().flat_map(|(wi, &w)| {
+            let mut w = w;
+            std::iter::from_fn(move || {
+                if w == 0 {
+                    return None;
+                }
+                let t = w.trailing_zeros() as usize;
+                w &= w - 1;
+                Some(wi * 64 + t)
+            })
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn operations() {
+        let mut a = Bitset::ones(70);
+        assert_eq!(a.count(), 70);
+        let mut b = Bitset::zeros(70);
+        b.set(3, true);
+        b.set(69, true);
+        assert_eq!(b.iter().collect::<Vec<_>>(), [3, 69]);
+        a.and_not_assign(&b);
+        assert_eq!(a.count(), 68);
+        assert!(!a.get(69) && a.get(68));
+        a.and_assign(&b);
+        assert!(a.none());
+        a.or_assign(&b);
+        assert_eq!(a, b);
+        assert!(!b.get(1000));
+    }
+}
