@@ -194,7 +194,10 @@ fn eval(args: EvalArgs) -> Result<(), Vec<Error>> {
             );
         }
     };
-    let mut opts = LoadOptions::default();
+    let mut opts = LoadOptions {
+        threads,
+        ..Default::default()
+    };
     if !quiet {
         opts.progress = Some(&mut progress);
     }

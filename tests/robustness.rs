@@ -239,3 +239,65 @@ fn bad_data_files() {
     // A person listing its own distinct id twice is fine.
     assert!(load(b"{\"id\": \"a\", \"distinct_ids\": [\"x\", \"x\"]}\n", b"").is_ok());
 }
+
+#[test]
+fn parallel_loading_keeps_line_numbers_and_results() {
+    // ~6 MB of events: several parser blocks; the bad line is deep inside.
+    let persons: String = (0..1000)
+        .map(|i| format!("{{\"id\": \"p{i}\", \"distinct_ids\": [\"d{i}\"]}}\n"))
+        .collect();
+    let mut events = String::new();
+    for i in 0..60_000 {
+        events += &format!(
+            "{{\"distinct_id\": \"d{}\", \"event\": \"e{}\", \"timestamp\": {}, \"properties\": {{\"n\": {i}, \"pad\": \"{}\"}}}}\n",
+            i % 1000,
+            i % 7,
+            1_700_000_000 + (i * 7919) % 100_000,
+            "x".repeat(40)
+        );
+    }
+    let results: Vec<_> = [1, 2, 4]
+        .iter()
+        .map(|&threads| {
+            let mut opts = LoadOptions { threads, ..Default::default() };
+            let d = Dataset::from_readers(persons.as_bytes(), "p", Some((events.as_bytes(), "e")), &mut opts).unwrap();
+            let set = CohortSet::from_json(
+                &json!([{"id": 1, "filters": {"properties": {"type": "AND", "values": [
+                    {"type": "behavioral", "key": "e3", "event_type": "events", "value": "performed_event_multiple",
+                     "operator": "gte", "operator_value": 9, "explicit_datetime": "2023-11-15T00:00:00Z",
+                     "event_filters": [{"key": "n", "operator": "gt", "value": 1000}]}]}}}])
+                .to_string(),
+            )
+            .unwrap();
+            (d.event_count(), d.evaluate(&set, 1_800_000_000_000_000, &Default::default()).unwrap())
+        })
+        .collect();
+    assert_eq!(results[0].0, 60_000);
+    assert!(!results[0].1[&1].is_empty() && results[0].1[&1].len() < 1000);
+    assert!(results.iter().all(|r| *r == results[0]));
+
+    let mut bad = events.clone();
+    let at = bad.match_indices('\n').nth(49_999).unwrap().0 + 1; // start of line 50,001
+    bad.insert_str(
+        at,
+        "{\"distinct_id\": \"d1\", \"event\": \"x\", \"timestamp\": \"oops\"}\n",
+    );
+    bad.push_str("not json\n");
+    for threads in [1, 3] {
+        let mut opts = LoadOptions {
+            threads,
+            ..Default::default()
+        };
+        let e = Dataset::from_readers(
+            persons.as_bytes(),
+            "p",
+            Some((bad.as_bytes(), "e")),
+            &mut opts,
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "invalid_input: e:50001: timestamp \"oops\" is not a valid date-time"
+        );
+    }
+}
