@@ -9,6 +9,7 @@ use crate::ast::{Definition, Leaf};
 use crate::compile::Program;
 use crate::data::{frozen, props_from_json, History, Person};
 use crate::error::{Error, ErrorKind, Errors};
+use crate::eval::explain::Explanation;
 use crate::eval::{Scratch, Subject, Who};
 use crate::intern::Symbols;
 use crate::set::CohortSet;
@@ -113,6 +114,65 @@ impl Engine {
         let subject = subject(person, history);
         self.program.prepare(scratch, now);
         Ok(self.program.member(c, &subject, scratch, now))
+    }
+
+    /// Why `person` is (or is not) in `cohort` at `now`: the filter tree with every node's result
+    /// and evidence, and the validity horizon. Always agrees with [`Engine::matches`].
+    ///
+    /// # Errors
+    /// `unknown_cohort` when the set has no such cohort.
+    pub fn explain(
+        &self,
+        cohort: CohortId,
+        person: &Person,
+        history: &History,
+        now: Micros,
+        scratch: &mut Scratch,
+    ) -> Result<Explanation, Error> {
+        let c = self.position(cohort)?;
+        let subject = subject(person, history);
+        let horizon = self.program.horizon(c, &subject, scratch, now);
+        self.program.prepare(scratch, now);
+        let result = self.program.member(c, &subject, scratch, now);
+        let tree = self.program.explain_cohort(c, &subject, scratch, now, 0);
+        Ok(Explanation {
+            cohort,
+            person: person.id.to_string(),
+            now,
+            result,
+            horizon,
+            tree,
+        })
+    }
+
+    /// The earliest instant after `now` at which `person`'s membership of `cohort` can change if
+    /// no event and no property change arrives (windows sliding past events, relative dates
+    /// crossing property values, periods rolling over); `None` when it never changes. A service
+    /// can cache the answer of [`Engine::matches`] until then.
+    ///
+    /// # Errors
+    /// `unknown_cohort` when the set has no such cohort.
+    pub fn horizon(
+        &self,
+        cohort: CohortId,
+        person: &Person,
+        history: &History,
+        now: Micros,
+        scratch: &mut Scratch,
+    ) -> Result<Option<Micros>, Error> {
+        let c = self.position(cohort)?;
+        Ok(self
+            .program
+            .horizon(c, &subject(person, history), scratch, now))
+    }
+
+    fn position(&self, cohort: CohortId) -> Result<usize, Error> {
+        self.program.set.position(cohort).ok_or_else(|| {
+            Error::new(
+                ErrorKind::UnknownCohort,
+                format!("cohort {cohort} is not in the set"),
+            )
+        })
     }
 
     /// Every non-deleted cohort the person is a member of at `now`, by ascending id.

@@ -115,6 +115,7 @@ pub use engine::{Engine, LiveEngine};
 pub use error::{Error, ErrorKind, Errors};
 pub use eval::batch::{fnv1a64, BatchOptions, Members};
 pub use eval::bitset::Bitset;
+pub use eval::explain::{ExplainNode, Explanation};
 pub use eval::Scratch;
 pub use limits::Limits;
 pub use set::CohortSet;

@@ -347,6 +347,66 @@ fn jsonl(persons: &[RefPerson]) -> (String, String) {
     (p, e)
 }
 
+/// Walks an explanation alongside the cohort's AST: group results combine their children, leaf
+/// results equal the reference interpreter's.
+fn check_explanation(
+    set: &CohortSet,
+    id: i64,
+    node: &cohort_engine::ExplainNode,
+    person: &RefPerson,
+) -> Result<(), TestCaseError> {
+    use cohort_engine::ast::{Definition, Leaf, Node};
+    fn walk(
+        set: &CohortSet,
+        ast: &Node,
+        ex: &cohort_engine::ExplainNode,
+        p: &RefPerson,
+    ) -> Result<(), TestCaseError> {
+        prop_assert_eq!(
+            &ex.path,
+            match ast {
+                Node::Group(g) => &g.path,
+                Node::Leaf(Leaf::Person(l)) => &l.path,
+                Node::Leaf(Leaf::Behavioral(l)) => &l.path,
+                Node::Leaf(Leaf::Cohort(l)) => &l.path,
+            }
+        );
+        match ast {
+            Node::Group(g) => {
+                prop_assert_eq!(g.children.len(), ex.children.len());
+                for (a, e) in g.children.iter().zip(&ex.children) {
+                    walk(set, a, e, p)?;
+                }
+            }
+            Node::Leaf(Leaf::Person(f)) => {
+                prop_assert_eq!(
+                    ex.result,
+                    reference::property_matches(f, &p.properties, now()),
+                    "{}",
+                    ex.path
+                )
+            }
+            Node::Leaf(Leaf::Behavioral(b)) => {
+                prop_assert_eq!(
+                    ex.result,
+                    reference::behavioral_matches(b, p, now()),
+                    "{}",
+                    ex.path
+                )
+            }
+            Node::Leaf(Leaf::Cohort(c)) => {
+                let member = reference::member(set, c.target, p, now());
+                prop_assert_eq!(ex.result, (member != c.not_in) != c.negation, "{}", ex.path);
+            }
+        }
+        Ok(())
+    }
+    if let Some(Definition::Dynamic(root)) = set.get(id).map(|c| &c.definition) {
+        walk(set, &Node::Group(root.clone()), node, person)?;
+    }
+    Ok(())
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { max_global_rejects: 100_000, ..ProptestConfig::default() })]
 
@@ -397,6 +457,31 @@ proptest! {
                 prop_assert_eq!(members.contains(&person.id), expected, "batch, cohort {} person {}\n{}", id, person.id, text);
                 let got = engine.matches(*id, &single, &history, now(), &mut scratch).unwrap();
                 prop_assert_eq!(got, expected, "single, cohort {} person {}", id, person.id);
+                // The explanation agrees with the evaluator, node by node with the reference.
+                let explanation = engine.explain(*id, &single, &history, now(), &mut scratch).unwrap();
+                prop_assert_eq!(explanation.result, expected);
+                check_explanation(&set, *id, &explanation.tree, person)?;
+                // The horizon: the same result strictly before it, a different one at it.
+                let horizon = engine.horizon(*id, &single, &history, now(), &mut scratch).unwrap();
+                prop_assert_eq!(horizon, explanation.horizon);
+                let probe = |t: i64| reference::member(&set, *id, person, t);
+                match horizon {
+                    Some(h) => {
+                        prop_assert!(h > now());
+                        for t in [now() + 1, h - 1, now() + (h - now()) / 2, now() + (h - now()) / 3] {
+                            if t > now() && t < h {
+                                prop_assert_eq!(probe(t), expected, "cohort {} changes at {} before horizon {}", id, t, h);
+                            }
+                        }
+                        prop_assert_ne!(probe(h), expected, "cohort {}: nothing changes at horizon {}", id, h);
+                    }
+                    None => {
+                        for days in [1, 30, 400, 4000] {
+                            let t = now() + days * 24 * HOUR;
+                            prop_assert_eq!(probe(t), expected, "cohort {} changes at +{} days with no horizon", id, days);
+                        }
+                    }
+                }
             }
         }
     }

@@ -8,7 +8,7 @@
 //! leaves, then cohort references, then behavioral scans — leaves are pure, so order does not
 //! change results).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 
 use regex::Regex;
@@ -205,6 +205,8 @@ pub struct Program {
     pub(crate) times: Vec<TimeExpr>,
     /// A process-unique id, so a [`crate::Scratch`] knows which program its cached state is for.
     pub(crate) serial: u64,
+    /// The node of every leaf, by (cohort position, the leaf's JSON path), for explanations.
+    pub(crate) leaf_nodes: HashMap<(u32, String), NodeId>,
 }
 
 /// Above this many levels of references, dependencies are evaluated iteratively in evaluation
@@ -220,6 +222,8 @@ struct Compiler<'a> {
     behaviors: Vec<BehaviorTest>,
     times: Vec<TimeExpr>,
     positions: &'a dyn Fn(crate::CohortId) -> Option<usize>,
+    current: u32,
+    leaf_nodes: HashMap<(u32, String), NodeId>,
 }
 
 /// Relative cost of evaluating a node, for cheap-first ordering.
@@ -253,9 +257,12 @@ impl Program {
             behaviors: Vec::new(),
             times: Vec::new(),
             positions: &positions,
+            current: 0,
+            leaf_nodes: HashMap::new(),
         };
         let mut cohorts = Vec::with_capacity(set.len());
-        for cohort in set.cohorts() {
+        for (pos, cohort) in set.cohorts().iter().enumerate() {
+            c.current = pos as u32;
             cohorts.push(match &cohort.definition {
                 Definition::Dynamic(g) => {
                     let root = c
@@ -295,6 +302,7 @@ impl Program {
             behaviors: c.behaviors,
             times: c.times,
             serial: SERIAL.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            leaf_nodes: c.leaf_nodes,
         })
     }
 
@@ -325,24 +333,30 @@ impl Compiler<'_> {
                 let t = self.prop(p)?;
                 self.props.push(t);
                 let i = (self.props.len() - 1) as u32;
-                Ok(self.push(NodeKind::Prop(i), p.negation))
+                let id = self.push(NodeKind::Prop(i), p.negation);
+                self.leaf_nodes.insert((self.current, p.path.clone()), id);
+                Ok(id)
             }
             AstNode::Leaf(Leaf::Behavioral(b)) => {
                 let t = self.behavior(b)?;
                 self.behaviors.push(t);
                 let i = (self.behaviors.len() - 1) as u32;
-                Ok(self.push(NodeKind::Behavior(i), b.negation))
+                let id = self.push(NodeKind::Behavior(i), b.negation);
+                self.leaf_nodes.insert((self.current, b.path.clone()), id);
+                Ok(id)
             }
             AstNode::Leaf(Leaf::Cohort(c)) => {
                 let target = (self.positions)(c.target)
                     .ok_or_else(|| format!("cohort {} is not in the set", c.target))?;
-                Ok(self.push(
+                let id = self.push(
                     NodeKind::Cohort {
                         target: target as u32,
                         invert: c.not_in,
                     },
                     c.negation,
-                ))
+                );
+                self.leaf_nodes.insert((self.current, c.path.clone()), id);
+                Ok(id)
             }
         }
     }

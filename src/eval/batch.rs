@@ -248,6 +248,52 @@ impl Dataset {
     }
 }
 
+impl Dataset {
+    /// Explains person `index`'s membership of `cohort` at `now` (see [`crate::Engine::explain`]).
+    ///
+    /// # Errors
+    /// `unknown_cohort` when the cohort is not in the program's set.
+    pub fn explain(
+        &self,
+        program: &Program,
+        cohort: CohortId,
+        index: usize,
+        now: Micros,
+        scratch: &mut Scratch,
+    ) -> Result<crate::eval::explain::Explanation, Error> {
+        let Some(c) = program.cohort_set().position(cohort) else {
+            return Err(Error::new(
+                ErrorKind::UnknownCohort,
+                format!("cohort {cohort} is not in the set"),
+            ));
+        };
+        if index >= self.len() {
+            return Err(Error::input(
+                format!("person {index}"),
+                "no person at this index",
+            ));
+        }
+        let props = self.person_props(index);
+        let subject = Subject {
+            props: &props,
+            events: self.person_events(index),
+            who: Who::Indexed { index, data: self },
+        };
+        let horizon = program.horizon(c, &subject, scratch, now);
+        program.prepare(scratch, now);
+        let result = program.member(c, &subject, scratch, now);
+        let tree = program.explain_cohort(c, &subject, scratch, now, 0);
+        Ok(crate::eval::explain::Explanation {
+            cohort,
+            person: self.person_id(index).unwrap_or_default().to_string(),
+            now,
+            result,
+            horizon,
+            tree,
+        })
+    }
+}
+
 impl Batch<'_> {
     /// The node's truth for every person in `mask` (the result is a subset of `mask`).
     fn node(&self, id: NodeId, mask: &Bitset) -> Bitset {

@@ -177,3 +177,120 @@ pub(crate) fn eval(
         }
     }
 }
+
+/// The evidence behind a behavioral leaf's result: its windows as instants, the matching events
+/// counted in them (with the first and last counted), the pair that satisfied a sequence and the
+/// periods of a `regularly` leaf. Same window arithmetic as [`eval`].
+pub(crate) fn evidence(
+    test: &BehaviorTest,
+    ev: &Events<'_>,
+    times: &[Micros],
+    now: Micros,
+    buf: &mut String,
+) -> serde_json::Value {
+    use crate::time::format_micros as t;
+    use serde_json::json;
+    let ts = ev.ts;
+    let mut m = Matcher {
+        test,
+        ev,
+        times,
+        buf,
+    };
+    let slot = |s: u32| times[s as usize];
+    // Matching events in [lo, hi): count, first, last.
+    fn counted(m: &mut Matcher<'_, '_>, ts: &[Micros], lo: usize, hi: usize) -> serde_json::Value {
+        let hits: Vec<usize> = (lo..hi.max(lo)).filter(|&i| m.is_match(i)).collect();
+        serde_json::json!({
+            "matching_events": hits.len(),
+            "first": hits.first().map(|&i| crate::time::format_micros(ts[i])),
+            "last": hits.last().map(|&i| crate::time::format_micros(ts[i])),
+        })
+    }
+    let window = |from: Micros, from_incl: bool, to: Micros, to_incl: bool| json!({"from": t(from), "from_inclusive": from_incl, "to": t(to), "to_inclusive": to_incl});
+    let merge = |mut a: serde_json::Value, b: serde_json::Value| {
+        if let (Some(a), serde_json::Value::Object(b)) = (a.as_object_mut(), b) {
+            a.extend(b);
+        }
+        a
+    };
+    match test.kind {
+        BehaviorKind::Performed { since } | BehaviorKind::Multiple { since, .. } => {
+            let c = counted(&mut m, ts, after(ts, slot(since)), at_or_after(ts, now));
+            merge(json!({"window": window(slot(since), false, now, false)}), c)
+        }
+        BehaviorKind::FirstTime { start } => {
+            let first_ever = (0..ts.len()).find(|&i| m.is_match(i)).map(|i| t(ts[i]));
+            json!({"window": window(slot(start), true, now, false), "first_ever": first_ever})
+        }
+        BehaviorKind::Stopped { start, seq } | BehaviorKind::Restarted { start, seq } => {
+            let (a, b, c) = (after(ts, slot(start)), after(ts, slot(seq)), after(ts, now));
+            let before = matches!(test.kind, BehaviorKind::Restarted { .. })
+                .then(|| counted(&mut m, ts, 0, a));
+            json!({
+                "before_window": before,
+                "window": window(slot(start), false, slot(seq), true),
+                "in_window": counted(&mut m, ts, a, b.max(a)),
+                "recent_window": window(slot(seq), false, now, true),
+                "in_recent_window": counted(&mut m, ts, b.max(a), c),
+            })
+        }
+        BehaviorKind::Sequence {
+            start,
+            seq_event,
+            within,
+        } => {
+            let (lo, hi) = (after(ts, slot(start)), after(ts, now));
+            let mut pair = None;
+            let mut j = lo;
+            for i in lo..hi {
+                if !m.is_match(i) {
+                    continue;
+                }
+                while j < hi && (ts[j] <= ts[i] || ev.name[j] != seq_event) {
+                    j += 1;
+                }
+                if j >= hi {
+                    break;
+                }
+                if ts[j] <= forward(ts[i], within.n, within.unit) {
+                    pair = Some(json!([t(ts[i]), t(ts[j])]));
+                    break;
+                }
+            }
+            let c = counted(&mut m, ts, lo, hi);
+            merge(
+                json!({"window": window(slot(start), false, now, true), "pair": pair}),
+                c,
+            )
+        }
+        BehaviorKind::Regularly {
+            bounds,
+            op,
+            value,
+            total,
+            ..
+        } => {
+            let bound = |k: u64| {
+                if k == 0 {
+                    now
+                } else {
+                    times[(bounds as u64 + k - 1) as usize]
+                }
+            };
+            let periods: Vec<serde_json::Value> = (0..total)
+                .map(|k| {
+                    let (from, to) = (bound(k + 1), bound(k));
+                    let n = (after(ts, from)..after(ts, to)).filter(|&i| m.is_match(i)).count() as u64;
+                    json!({"from": t(from), "to": t(to), "matching_events": n, "satisfied": op.test(n, value)})
+                })
+                .collect();
+            let satisfied = periods.iter().filter(|p| p["satisfied"] == true).count();
+            let c = counted(&mut m, ts, after(ts, bound(total)), after(ts, now));
+            merge(
+                json!({"window": window(bound(total), false, now, true), "periods": periods, "satisfied_periods": satisfied}),
+                c,
+            )
+        }
+    }
+}

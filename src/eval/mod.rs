@@ -8,6 +8,8 @@
 
 mod behavioral;
 pub mod bitset;
+pub mod explain;
+mod horizon;
 mod person;
 
 use smallvec::SmallVec;
