@@ -26,6 +26,50 @@ struct Cli {
 enum Command {
     /// Evaluate cohorts over persons (and events); print each cohort's members as one JSON line.
     Eval(EvalArgs),
+    /// Explain one person's membership of one cohort: the filter tree with results and evidence.
+    Explain(ExplainArgs),
+    /// Track memberships: read events and property changes as JSONL on stdin, print transitions.
+    Watch(WatchArgs),
+}
+
+#[derive(Args, Debug)]
+struct DataArgs {
+    /// Cohorts file: a JSON array of cohort objects, or the API's paginated list response.
+    #[arg(long, value_name = "FILE")]
+    cohorts: PathBuf,
+    /// Persons file (JSONL; `.gz` read compressed).
+    #[arg(long, value_name = "FILE")]
+    persons: PathBuf,
+    /// Events file (JSONL; `.gz` read compressed).
+    #[arg(long, value_name = "FILE")]
+    events: Option<PathBuf>,
+    /// Evaluation instant: RFC 3339 with offset, or a naive date/date-time (UTC). Default: now.
+    #[arg(long, value_name = "TIME")]
+    now: Option<String>,
+    /// Print nothing on stderr except errors.
+    #[arg(long)]
+    quiet: bool,
+}
+
+#[derive(Args, Debug)]
+struct ExplainArgs {
+    #[command(flatten)]
+    data: DataArgs,
+    /// The cohort to explain.
+    #[arg(long = "cohort", value_name = "ID", allow_hyphen_values = true)]
+    cohort: String,
+    /// The person (person id, or one of its distinct ids).
+    #[arg(long = "person", value_name = "PID")]
+    person: String,
+    /// Output format: indented text (default) or one JSON line.
+    #[arg(long, value_name = "FORMAT", default_value = "text")]
+    format: String,
+}
+
+#[derive(Args, Debug)]
+struct WatchArgs {
+    #[command(flatten)]
+    data: DataArgs,
 }
 
 #[derive(Args, Debug)]
@@ -83,11 +127,14 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> i32 {
             return fail(&[Error::new(ErrorKind::Usage, first)]);
         }
     };
-    match cli.command {
-        Command::Eval(args) => match eval(args) {
-            Ok(()) => 0,
-            Err(errors) => fail(&errors),
-        },
+    let result = match cli.command {
+        Command::Eval(args) => eval(args),
+        Command::Explain(args) => explain(args),
+        Command::Watch(args) => watch(args),
+    };
+    match result {
+        Ok(()) => 0,
+        Err(errors) => fail(&errors),
     }
 }
 
@@ -149,79 +196,28 @@ fn eval(args: EvalArgs) -> Result<(), Vec<Error>> {
             }
         },
     };
-    let mut wanted: Vec<CohortId> = Vec::new();
-    for c in &args.cohort {
-        match c.parse::<CohortId>() {
-            Ok(id) if id >= 0 => wanted.push(id),
-            _ => {
-                return Err(usage(format!(
-                    "--cohort must be a cohort id (a non-negative integer), got {c:?}"
-                )))
-            }
-        }
-    }
-
-    let cohorts_name = args.cohorts.display().to_string();
-    let text = std::fs::read_to_string(&args.cohorts).map_err(|e| {
-        vec![Error::input(
-            cohorts_name.clone(),
-            format!("cannot read: {e}"),
-        )]
-    })?;
-    let set =
-        CohortSet::from_json_with(&text, &cohorts_name, &Limits::default()).map_err(|e| e.0)?;
-    let mut unknown = Vec::new();
-    for &id in &wanted {
-        if set.get(id).is_none_or(|c| c.is_deleted()) {
-            unknown.push(Error::new(
-                ErrorKind::UnknownCohort,
-                format!("--cohort {id}: cohort {id} is not in the set"),
-            ));
-        }
-    }
+    let wanted = args
+        .cohort
+        .iter()
+        .map(|c| parse_cohort_id(c))
+        .collect::<Result<Vec<_>, _>>()?;
+    let set = load_set(&args.cohorts)?;
+    let unknown: Vec<Error> = wanted
+        .iter()
+        .filter_map(|&id| check_cohort(&set, id).err())
+        .flatten()
+        .collect();
     if !unknown.is_empty() {
         return Err(unknown);
     }
-
-    let started = Instant::now();
-    let quiet = args.quiet;
-    let mut progress = |file: &str, lines: u64, elapsed: Duration| {
-        if elapsed.as_secs_f64() >= 1.0 {
-            let rate = lines as f64 / elapsed.as_secs_f64().max(1e-9);
-            eprintln!(
-                "{file}: {lines} lines read, {rate:.0} lines/s, {:.1} s",
-                elapsed.as_secs_f64()
-            );
-        }
+    let data_args = DataArgs {
+        cohorts: args.cohorts.clone(),
+        persons: args.persons.clone(),
+        events: args.events.clone(),
+        now: args.now.clone(),
+        quiet: args.quiet,
     };
-    let mut opts = LoadOptions {
-        threads,
-        ..Default::default()
-    };
-    if !quiet {
-        opts.progress = Some(&mut progress);
-    }
-    let data = Dataset::from_paths(&args.persons, args.events.as_deref(), &mut opts)
-        .map_err(|e| vec![e])?;
-    if !quiet {
-        let stats = data.stats();
-        let per_event = data.event_bytes() as f64 / (stats.events.max(1)) as f64;
-        let per_person = data.person_bytes() as f64 / (stats.persons.max(1)) as f64;
-        eprintln!(
-            "loaded {} persons and {} events in {:.2} s ({:.0} bytes/event, {:.0} bytes/person)",
-            stats.persons,
-            stats.events,
-            started.elapsed().as_secs_f64(),
-            per_event,
-            per_person
-        );
-        if stats.skipped_events > 0 {
-            eprintln!(
-                "skipped {} events whose distinct id no person owns",
-                stats.skipped_events
-            );
-        }
-    }
+    let data = load_data(&data_args, threads)?;
     let eval_started = Instant::now();
     let options = BatchOptions {
         cohorts: (!wanted.is_empty()).then_some(wanted),
@@ -229,7 +225,7 @@ fn eval(args: EvalArgs) -> Result<(), Vec<Error>> {
         partition,
     };
     let members = data.evaluate(&set, now, &options).map_err(|e| vec![e])?;
-    if !quiet {
+    if !args.quiet {
         eprintln!(
             "evaluated {} cohorts in {:.3} s",
             members.len(),
@@ -254,14 +250,183 @@ fn eval(args: EvalArgs) -> Result<(), Vec<Error>> {
         out.push(']');
     }
     out.push_str("}\n");
+    write_stdout(out.as_bytes())
+}
+
+/// Reads and validates the cohorts file.
+fn load_set(path: &std::path::Path) -> Result<CohortSet, Vec<Error>> {
+    let name = path.display().to_string();
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| vec![Error::input(name.clone(), format!("cannot read: {e}"))])?;
+    CohortSet::from_json_with(&text, &name, &Limits::default()).map_err(|e| e.0)
+}
+
+/// Loads the data files, with progress on stderr unless quiet.
+fn load_data(args: &DataArgs, threads: usize) -> Result<Dataset, Vec<Error>> {
+    let started = Instant::now();
+    let mut progress = |file: &str, lines: u64, elapsed: Duration| {
+        if elapsed.as_secs_f64() >= 1.0 {
+            let rate = lines as f64 / elapsed.as_secs_f64().max(1e-9);
+            eprintln!(
+                "{file}: {lines} lines read, {rate:.0} lines/s, {:.1} s",
+                elapsed.as_secs_f64()
+            );
+        }
+    };
+    let mut opts = LoadOptions {
+        threads,
+        ..Default::default()
+    };
+    if !args.quiet {
+        opts.progress = Some(&mut progress);
+    }
+    let data = Dataset::from_paths(&args.persons, args.events.as_deref(), &mut opts)
+        .map_err(|e| vec![e])?;
+    if !args.quiet {
+        let stats = data.stats();
+        eprintln!(
+            "loaded {} persons and {} events in {:.2} s ({:.0} bytes/event, {:.0} bytes/person)",
+            stats.persons,
+            stats.events,
+            started.elapsed().as_secs_f64(),
+            data.event_bytes() as f64 / (stats.events.max(1)) as f64,
+            data.person_bytes() as f64 / (stats.persons.max(1)) as f64
+        );
+        if stats.skipped_events > 0 {
+            eprintln!(
+                "skipped {} events whose distinct id no person owns",
+                stats.skipped_events
+            );
+        }
+    }
+    Ok(data)
+}
+
+fn parse_cohort_id(s: &str) -> Result<CohortId, Vec<Error>> {
+    match s.parse::<CohortId>() {
+        Ok(id) if id >= 0 => Ok(id),
+        _ => Err(usage(format!(
+            "--cohort must be a cohort id (a non-negative integer), got {s:?}"
+        ))),
+    }
+}
+
+fn check_cohort(set: &CohortSet, id: CohortId) -> Result<(), Vec<Error>> {
+    if set.get(id).is_none_or(|c| c.is_deleted()) {
+        return Err(vec![Error::new(
+            ErrorKind::UnknownCohort,
+            format!("--cohort {id}: cohort {id} is not in the set"),
+        )]);
+    }
+    Ok(())
+}
+
+fn explain(args: ExplainArgs) -> Result<(), Vec<Error>> {
+    let now = parse_now(&args.data.now)?;
+    let cohort = parse_cohort_id(&args.cohort)?;
+    let json = match args.format.as_str() {
+        "json" => true,
+        "text" => false,
+        other => {
+            return Err(usage(format!(
+                "--format must be text or json, got {other:?}"
+            )))
+        }
+    };
+    let set = load_set(&args.data.cohorts)?;
+    check_cohort(&set, cohort)?;
+    let data = load_data(&args.data, 0)?;
+    let Some(index) = data.resolve(&args.person) else {
+        return Err(usage(format!(
+            "--person {:?}: no person has this id or distinct id",
+            args.person
+        )));
+    };
+    let program = data.compile(&set).map_err(|e| vec![e])?;
+    let mut scratch = cohort_engine::Scratch::new();
+    let explanation = data
+        .explain(&program, cohort, index, now, &mut scratch)
+        .map_err(|e| vec![e])?;
+    let text = if json {
+        format!("{}\n", explanation.to_json_string())
+    } else {
+        explanation.to_string()
+    };
+    write_stdout(text.as_bytes())
+}
+
+fn write_stdout(bytes: &[u8]) -> Result<(), Vec<Error>> {
     let stdout = std::io::stdout();
     let mut w = stdout.lock();
-    w.write_all(out.as_bytes())
-        .and_then(|_| w.flush())
-        .map_err(|e| {
-            vec![Error::new(
-                ErrorKind::InvalidInput,
-                format!("cannot write output: {e}"),
-            )]
-        })
+    w.write_all(bytes).and_then(|_| w.flush()).map_err(|e| {
+        vec![Error::new(
+            ErrorKind::InvalidInput,
+            format!("cannot write output: {e}"),
+        )]
+    })
+}
+
+fn watch(args: WatchArgs) -> Result<(), Vec<Error>> {
+    use std::io::BufRead;
+    let Some(now_text) = &args.data.now else {
+        return Err(usage("watch needs --now TIME"));
+    };
+    let now = parse_now(&Some(now_text.clone()))?;
+    let set = load_set(&args.data.cohorts)?;
+    let data = load_data(&args.data, 0)?;
+    let engine = cohort_engine::Engine::new(&set).map_err(|e| vec![e])?;
+    let mut tracker = cohort_engine::Tracker::from_dataset(engine, &data, now);
+    drop(data);
+    let stdin = std::io::stdin();
+    let stdout = std::io::stdout();
+    let mut line_no = 0usize;
+    let mut buf = Vec::new();
+    let mut input = stdin.lock();
+    loop {
+        buf.clear();
+        match input.read_until(b'\n', &mut buf) {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(e) => {
+                eprintln!(
+                    "error: invalid_input: stdin:{}: cannot read: {e}",
+                    line_no + 1
+                );
+                break;
+            }
+        }
+        line_no += 1;
+        let text = match std::str::from_utf8(&buf) {
+            Ok(t) => t.trim(),
+            Err(_) => {
+                eprintln!("error: invalid_input: stdin:{line_no}: not valid UTF-8");
+                continue;
+            }
+        };
+        if text.is_empty() {
+            continue;
+        }
+        let update = match cohort_engine::Update::from_json(text) {
+            Ok(u) => u,
+            Err(msg) => {
+                eprintln!("error: invalid_input: stdin:{line_no}: {msg}");
+                continue;
+            }
+        };
+        match tracker.apply(update) {
+            Ok(transitions) => {
+                let mut out = String::new();
+                for t in transitions {
+                    out.push_str(&t.to_json_string());
+                    out.push('\n');
+                }
+                let mut w = stdout.lock();
+                if w.write_all(out.as_bytes()).and_then(|_| w.flush()).is_err() {
+                    break;
+                }
+            }
+            Err(e) => eprintln!("error: invalid_input: stdin:{line_no}: {}", e.message()),
+        }
+    }
+    Ok(())
 }

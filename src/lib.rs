@@ -104,6 +104,7 @@ pub mod model;
 pub mod semver;
 mod set;
 pub mod time;
+pub mod tracker;
 pub mod value;
 
 /// A cohort id, as the API uses it (0 ≤ id ≤ 2^63−1 in files).
@@ -119,3 +120,4 @@ pub use eval::explain::{ExplainNode, Explanation};
 pub use eval::Scratch;
 pub use limits::Limits;
 pub use set::CohortSet;
+pub use tracker::{Change, Tracker, Transition, Update};

@@ -415,3 +415,133 @@ fn paginated_list_response_is_accepted() {
     ]);
     assert_eq!(stdout(&o), "{\"7\":[\"b\"]}\n");
 }
+
+fn data_args() -> Vec<String> {
+    let ex = examples();
+    vec![
+        "--cohorts".into(),
+        ex.join("cohorts.json").display().to_string(),
+        "--persons".into(),
+        ex.join("persons.jsonl").display().to_string(),
+        "--events".into(),
+        ex.join("events.jsonl").display().to_string(),
+        "--now".into(),
+        NOW.into(),
+        "--quiet".into(),
+    ]
+}
+
+#[test]
+fn explain_text_and_json() {
+    let mut args = vec!["explain".to_string()];
+    args.extend(data_args());
+    args.extend(["--cohort", "4", "--person", "d-grace"].map(String::from));
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let o = run(&refs);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let text = stdout(&o);
+    // Grace is in cohort 4: paying (plan "pro"), logins on 05-20 and 06-01 inside (05-16, 06-08]
+    // and none since. The window slides past her 06-01 login at 07-01T08:00.
+    assert!(
+        text.starts_with(
+            "cohort 4 for person \"u-grace\" at 2024-06-15T12:00:00.000000Z: member\n"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("valid until 2024-07-01T08:00:00.000000Z"),
+        "{text}"
+    );
+    assert!(text.contains("✓ cohort {\"cohort\":1,\"member\":true,\"operator\":\"in\"}  @ filters.properties.values[0]"), "{text}");
+
+    args.extend(["--format", "json"].map(String::from));
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let o = run(&refs);
+    let line = stdout(&o);
+    assert!(line.starts_with("{\"cohort\":4,\"person\":\"u-grace\",\"now\":\"2024-06-15T12:00:00.000000Z\",\"result\":true,"), "{line}");
+    let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+    let tree = &v["tree"];
+    assert_eq!(tree["kind"], "AND");
+    assert_eq!(tree["children"][1]["type"], "stopped_performing_event");
+    assert_eq!(tree["children"][1]["in_window"]["matching_events"], 2);
+    assert_eq!(
+        tree["children"][1]["in_recent_window"]["matching_events"],
+        0
+    );
+    assert_eq!(
+        tree["children"][0]["children"][0]["children"][0]["seen"],
+        "pro"
+    );
+
+    let mut bad = vec!["explain".to_string()];
+    bad.extend(data_args());
+    bad.extend(["--cohort", "4", "--person", "nobody"].map(String::from));
+    let refs: Vec<&str> = bad.iter().map(String::as_str).collect();
+    expect_errors(
+        &run(&refs),
+        &["error: usage: --person \"nobody\": no person has this id or distinct id"],
+    );
+}
+
+#[test]
+fn watch_prints_transitions_per_input_line() {
+    let mut args = vec!["watch".to_string()];
+    args.extend(data_args());
+    let input = [
+        r#"{"distinct_id": "d-linus", "$set": {"plan": "PRO"}}"#,
+        r#"{"distinct_id": "d-grace", "event": "login", "timestamp": "2024-06-15T11:00:00Z"}"#,
+        "garbage",
+        r#"{"$now": "2024-06-17T08:00:00Z"}"#,
+        r#"{"$now": "2024-06-16T00:00:00Z"}"#,
+        r#"{"distinct_id": "d-margaret", "$delete": true}"#,
+        r#"{"distinct_id": "newbie", "$set": {"age": 20, "app_version": "2.2.0"}}"#,
+        r#"{"distinct_id": "d-ada", "$unset": ["plan"]}"#,
+        r#"{"distinct_id": "ghost", "event": "login", "timestamp": "2024-06-17T07:00:00Z"}"#,
+    ]
+    .join("\n");
+    let mut child = Command::new(BIN)
+        .args(&args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(0));
+    // Worked out by hand:
+    // 1 linus's plan becomes "PRO": enters 1 (case-insensitive); nothing else changes for him.
+    // 2 a login now inside grace's recent window: she leaves 4 (stopped performing).
+    // 4 at 06-17T08:00 ada's 06-10T08:00 login leaves the 7-day window: 2 logins, leaves 3.
+    // 5 time going backwards is refused (stderr), 3 is not JSON (stderr).
+    // 6 margaret is deleted: she leaves 1, 2, 8 and 10.
+    // 7 a new person (age 20, app 2.2.0, not in static 7) enters 8.
+    // 8 ada loses her plan: leaves 1. 9 an unknown distinct id changes nothing.
+    let at = "2024-06-17T08:00:00.000000Z";
+    let expected = [
+        r#"{"cohort":1,"person":"u-linus","change":"entered","at":"2024-06-15T12:00:00.000000Z"}"#
+            .to_string(),
+        r#"{"cohort":4,"person":"u-grace","change":"exited","at":"2024-06-15T12:00:00.000000Z"}"#
+            .to_string(),
+        format!(r#"{{"cohort":3,"person":"u-ada","change":"exited","at":"{at}"}}"#),
+        format!(r#"{{"cohort":1,"person":"u-margaret","change":"exited","at":"{at}"}}"#),
+        format!(r#"{{"cohort":2,"person":"u-margaret","change":"exited","at":"{at}"}}"#),
+        format!(r#"{{"cohort":8,"person":"u-margaret","change":"exited","at":"{at}"}}"#),
+        format!(r#"{{"cohort":10,"person":"u-margaret","change":"exited","at":"{at}"}}"#),
+        format!(r#"{{"cohort":8,"person":"newbie","change":"entered","at":"{at}"}}"#),
+        format!(r#"{{"cohort":1,"person":"u-ada","change":"exited","at":"{at}"}}"#),
+    ];
+    assert_eq!(stdout(&o).lines().collect::<Vec<_>>(), expected);
+    assert_eq!(
+        stderr(&o).lines().collect::<Vec<_>>(),
+        [
+            "error: invalid_input: stdin:3: not valid JSON: expected value at line 1 column 1",
+            "error: invalid_input: stdin:5: time cannot go backwards (now is 2024-06-17T08:00:00.000000Z)",
+        ]
+    );
+}

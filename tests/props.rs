@@ -460,6 +460,8 @@ proptest! {
                 // The explanation agrees with the evaluator, node by node with the reference.
                 let explanation = engine.explain(*id, &single, &history, now(), &mut scratch).unwrap();
                 prop_assert_eq!(explanation.result, expected);
+                let reparsed: Value = serde_json::from_str(&explanation.to_json_string()).unwrap();
+                prop_assert_eq!(reparsed, explanation.to_json());
                 check_explanation(&set, *id, &explanation.tree, person)?;
                 // The horizon: the same result strictly before it, a different one at it.
                 let horizon = engine.horizon(*id, &single, &history, now(), &mut scratch).unwrap();
@@ -483,6 +485,141 @@ proptest! {
                     }
                 }
             }
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+enum Step {
+    Event(usize, (String, i64, Map<String, Value>)),
+    Set(usize, Map<String, Value>),
+    SetNew(Map<String, Value>),
+    Unset(usize, Vec<String>),
+    Delete(usize),
+    Advance(i64),
+}
+
+fn steps() -> impl Strategy<Value = Vec<Step>> {
+    fn props() -> impl Strategy<Value = Map<String, Value>> {
+        proptest::collection::btree_map(proptest::sample::select(&KEYS[..]), person_value(), 0..3)
+            .prop_map(|m| {
+                m.into_iter()
+                    .map(|(k, v)| (k.to_string(), v))
+                    .collect::<Map<String, Value>>()
+            })
+    }
+    let step = prop_oneof![
+        3 => (0usize..5, event()).prop_map(|(p, e)| Step::Event(p, e)),
+        2 => (0usize..5, props()).prop_map(|(p, m)| Step::Set(p, m)),
+        1 => props().prop_map(Step::SetNew),
+        1 => (0usize..5, proptest::collection::vec(proptest::sample::select(&KEYS[..]), 1..3))
+            .prop_map(|(p, k)| Step::Unset(p, k.into_iter().map(str::to_string).collect())),
+        1 => (0usize..5).prop_map(Step::Delete),
+        3 => prop_oneof![(0i64..300).prop_map(|h| h * HOUR), (0i64..3).prop_map(|u| u), Just(24 * HOUR - 1)]
+            .prop_map(Step::Advance),
+    ];
+    proptest::collection::vec(step, 1..12)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { max_global_rejects: 100_000, ..ProptestConfig::default() })]
+
+    /// After every change the tracker's memberships equal a fresh evaluation of the changed state,
+    /// and the transitions it reports are exactly the differences.
+    #[test]
+    fn tracker_matches_fresh_evaluation(cohorts in cohorts(), persons in persons(), steps in steps()) {
+        use cohort_engine::{Change, Tracker, Update};
+        let text = Value::Array(cohorts).to_string();
+        let Ok(set) = CohortSet::from_json(&text) else {
+            return Err(TestCaseError::reject("negated root"));
+        };
+        let mut persons: Vec<RefPerson> = persons
+            .into_iter()
+            .map(|mut p| {
+                for e in &mut p.events {
+                    e.1 = e.1 / 1_000_000 * 1_000_000;
+                }
+                p
+            })
+            .collect();
+        let (p, e) = jsonl(&persons);
+        let data = Dataset::from_jsonl(&p, &e).unwrap();
+        let mut tracker = Tracker::from_dataset(Engine::new(&set).unwrap(), &data, now());
+        let ids: Vec<i64> = set.cohorts().iter().filter(|c| !c.is_deleted()).map(|c| c.id).collect();
+        let snapshot = |persons: &[RefPerson], t: i64| -> Vec<(i64, String)> {
+            let mut out = Vec::new();
+            for id in &ids {
+                for p in persons {
+                    if reference::member(&set, *id, p, t) {
+                        out.push((*id, p.id.clone()));
+                    }
+                }
+            }
+            out.sort();
+            out
+        };
+        let mut before = snapshot(&persons, now());
+        for id in &ids {
+            let want: Vec<String> = before.iter().filter(|(c, _)| c == id).map(|(_, p)| p.clone()).collect();
+            prop_assert_eq!(tracker.members(*id), want, "initial, cohort {}", id);
+        }
+        let mut new_persons = 0;
+        for step in steps {
+            let update = match step {
+                Step::Event(i, (name, off, props)) => {
+                    let Some(p) = persons.get_mut(i) else { continue };
+                    let ts = tracker.now() + (off - now()) / 1_000_000 * 1_000_000;
+                    p.events.push((name.clone(), ts, props.clone()));
+                    Update::Event { distinct_id: p.distinct_ids[0].clone(), event: name, timestamp: ts, properties: props }
+                }
+                Step::Set(i, props) => {
+                    let Some(p) = persons.get_mut(i) else { continue };
+                    for (k, v) in &props {
+                        p.properties.insert(k.clone(), v.clone());
+                    }
+                    Update::Set { distinct_id: p.distinct_ids.last().unwrap().clone(), properties: props }
+                }
+                Step::SetNew(props) => {
+                    new_persons += 1;
+                    let id = format!("new{new_persons}");
+                    persons.push(RefPerson { id: id.clone(), distinct_ids: vec![id.clone()], properties: props.clone(), events: vec![] });
+                    Update::Set { distinct_id: id, properties: props }
+                }
+                Step::Unset(i, keys) => {
+                    let Some(p) = persons.get_mut(i) else { continue };
+                    for k in &keys {
+                        p.properties.remove(k);
+                    }
+                    Update::Unset { distinct_id: p.distinct_ids[0].clone(), keys }
+                }
+                Step::Delete(i) => {
+                    if i >= persons.len() {
+                        continue;
+                    }
+                    let p = persons.remove(i);
+                    Update::Delete { distinct_id: p.distinct_ids[0].clone() }
+                }
+                Step::Advance(d) => Update::Now(tracker.now() + d),
+            };
+            let description = format!("{update:?}");
+            let transitions = tracker.apply(update).unwrap();
+            let after = snapshot(&persons, tracker.now());
+            let mut expected: Vec<(i64, String, Change)> = Vec::new();
+            for x in &after {
+                if !before.contains(x) {
+                    expected.push((x.0, x.1.clone(), Change::Entered));
+                }
+            }
+            for x in &before {
+                if !after.contains(x) {
+                    expected.push((x.0, x.1.clone(), Change::Exited));
+                }
+            }
+            expected.sort();
+            let got: Vec<(i64, String, Change)> = transitions.iter().map(|t| (t.cohort, t.person.clone(), t.change)).collect();
+            prop_assert_eq!(got, expected, "after {}\n{}", description, text);
+            prop_assert!(transitions.iter().all(|t| t.at == tracker.now()));
+            before = after;
         }
     }
 }

@@ -137,6 +137,11 @@ impl Dataset {
         self.person_ids.get(index).map(|s| &**s)
     }
 
+    /// Every distinct id with the index of the person owning it (in no particular order).
+    pub fn distinct_owners(&self) -> impl Iterator<Item = (&str, usize)> {
+        self.distinct_index.iter().map(|(d, &p)| (&**d, p as usize))
+    }
+
     /// The index of the person with this id, or else the person owning this distinct id
     /// (a person id wins over a distinct id with the same text).
     pub fn resolve(&self, id_or_distinct_id: &str) -> Option<usize> {

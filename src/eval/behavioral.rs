@@ -227,13 +227,16 @@ pub(crate) fn evidence(
             let (a, b, c) = (after(ts, slot(start)), after(ts, slot(seq)), after(ts, now));
             let before = matches!(test.kind, BehaviorKind::Restarted { .. })
                 .then(|| counted(&mut m, ts, 0, a));
-            json!({
-                "before_window": before,
+            let mut e = json!({
                 "window": window(slot(start), false, slot(seq), true),
                 "in_window": counted(&mut m, ts, a, b.max(a)),
                 "recent_window": window(slot(seq), false, now, true),
                 "in_recent_window": counted(&mut m, ts, b.max(a), c),
-            })
+            });
+            if let (Some(before), Some(obj)) = (before, e.as_object_mut()) {
+                obj.insert("before_window".into(), before);
+            }
+            e
         }
         BehaviorKind::Sequence {
             start,

@@ -73,6 +73,39 @@ impl ExplainNode {
         Value::Object(obj)
     }
 
+    /// Compact JSON text with keys in the documented order (`kind`, `negated`, `result`, `path`,
+    /// the evidence, `children`).
+    pub fn to_json_string(&self) -> String {
+        let mut out = String::new();
+        self.write_json(&mut out);
+        out
+    }
+
+    fn write_json(&self, out: &mut String) {
+        let q = |s: &str| Value::String(s.to_string()).to_string();
+        out.push_str(&format!(
+            "{{\"kind\":{},\"negated\":{},\"result\":{},\"path\":{}",
+            q(self.kind),
+            self.negated,
+            self.result,
+            q(&self.path)
+        ));
+        for (k, v) in &self.evidence {
+            out.push_str(&format!(",{}:{}", q(k), v));
+        }
+        if !self.children.is_empty() || matches!(self.kind, "AND" | "OR") {
+            out.push_str(",\"children\":[");
+            for (i, c) in self.children.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                c.write_json(out);
+            }
+            out.push(']');
+        }
+        out.push('}');
+    }
+
     fn write(&self, f: &mut fmt::Formatter<'_>, depth: usize) -> fmt::Result {
         let mark = if self.result { "✓" } else { "✗" };
         let neg = if self.negated { "NOT " } else { "" };
@@ -105,6 +138,23 @@ impl Explanation {
             "horizon": self.horizon.map(format_micros),
             "tree": self.tree.to_json(),
         })
+    }
+}
+
+impl Explanation {
+    /// Compact JSON text with keys in the documented order: `cohort`, `person`, `now`, `result`,
+    /// `horizon`, `tree`.
+    pub fn to_json_string(&self) -> String {
+        format!(
+            "{{\"cohort\":{},\"person\":{},\"now\":{},\"result\":{},\"horizon\":{},\"tree\":{}}}",
+            self.cohort,
+            Value::String(self.person.clone()),
+            Value::String(format_micros(self.now)),
+            self.result,
+            self.horizon
+                .map_or(Value::Null, |h| Value::String(format_micros(h))),
+            self.tree.to_json_string()
+        )
     }
 }
 
