@@ -1,9 +1,24 @@
-//! Single-person evaluation of a person-property cohort (5 leaves), on one core, with the
-//! program compiled outside the timed loop.
+//! Evaluation benchmarks, each on one core unless it says otherwise, with compilation and data
+//! generation kept outside the timed loop:
+//! - `single_person/person_property_cohort_5_leaves`: one person, five person leaves.
+//! - `single_person/behavioral_cohort_1000_events`: one person with a 1,000-event history, a
+//!   cohort of four behavioral leaves (multiple, sequence, stopped, regularly) and a person leaf.
+//! - `batch/generated_small`: every generated cohort over the generated small dataset
+//!   (10,000 persons, ~500,000 events), `Throughput` in persons; all cores.
+//! - `tracker/event`: one event applied to a tracker holding the generated small dataset with
+//!   all its cohorts (membership re-evaluation, transitions and horizon upkeep).
 
-use cohort_engine::{Engine, Scratch};
-use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use std::path::PathBuf;
+
+use cohort_engine::generate::{generate, GenerateOptions};
+use cohort_engine::time::parse_absolute;
+use cohort_engine::{
+    BatchOptions, CohortSet, Dataset, Engine, LoadOptions, Scratch, Tracker, Update,
+};
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use serde_json::json;
+
+const NOW: &str = "2026-11-01T00:00:00Z";
 
 fn person_ops(c: &mut Criterion) {
     let engine = Engine::from_json(
@@ -20,7 +35,7 @@ fn person_ops(c: &mut Criterion) {
     let person = engine.person("p", &[], props.as_object().unwrap());
     let history = engine.history();
     let mut scratch = Scratch::new();
-    let now = 1_718_452_800_000_000;
+    let now = parse_absolute(NOW).unwrap();
     let mut g = c.benchmark_group("single_person");
     g.throughput(Throughput::Elements(1));
     g.bench_function("person_property_cohort_5_leaves", |b| {
@@ -30,8 +45,128 @@ fn person_ops(c: &mut Criterion) {
                 .unwrap()
         })
     });
+
+    let engine = Engine::from_json(
+        &json!([{"id": 1, "filters": {"properties": {"type": "AND", "values": [
+            {"type": "person", "key": "plan", "operator": "is_set"},
+            {"type": "OR", "values": [
+                {"type": "behavioral", "key": "login", "event_type": "events", "value": "performed_event_multiple",
+                 "operator": "gte", "operator_value": 400, "time_value": 30, "time_interval": "day"},
+                {"type": "behavioral", "key": "signup", "event_type": "events", "value": "performed_event_sequence",
+                 "time_value": 90, "time_interval": "day", "seq_event": "upgrade", "seq_event_type": "events",
+                 "seq_time_value": 3, "seq_time_interval": "day"}]},
+            {"type": "behavioral", "key": "purchase", "event_type": "events", "value": "stopped_performing_event",
+             "time_value": 60, "time_interval": "day", "seq_time_value": 7, "seq_time_interval": "day", "negation": true},
+            {"type": "behavioral", "key": "login", "event_type": "events", "value": "performed_event_regularly",
+             "operator": "gte", "operator_value": 1, "time_value": 1, "time_interval": "week",
+             "min_periods": 4, "total_periods": 8}]}}}])
+        .to_string(),
+    )
+    .unwrap();
+    let props = json!({"plan": "pro"});
+    let person = engine.person("p", &[], props.as_object().unwrap());
+    let mut history = engine.history();
+    let names = [
+        "login",
+        "$pageview",
+        "purchase",
+        "signup",
+        "upgrade",
+        "search",
+    ];
+    let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+    for _ in 0..1000 {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        let name = names[(seed % names.len() as u64) as usize];
+        let ts = now - ((seed >> 8) % (90 * 86_400_000_000)) as i64;
+        let props = json!({"amount": (seed % 500) as i64});
+        engine.record(&mut history, name, ts, props.as_object().unwrap());
+    }
+    g.bench_function("behavioral_cohort_1000_events", |b| {
+        b.iter(|| {
+            engine
+                .matches(1, &person, &history, now, &mut scratch)
+                .unwrap()
+        })
+    });
     g.finish();
 }
 
-criterion_group!(benches, person_ops);
+/// The generated small dataset, written once per process.
+fn small_dataset() -> PathBuf {
+    let dir = std::env::temp_dir().join("cohort-engine-bench-small");
+    if !dir.join("cohorts.json").exists() {
+        std::fs::create_dir_all(&dir).unwrap();
+        let opts = GenerateOptions {
+            persons: 10_000,
+            events_per_person: 50,
+            seed: 42,
+            ..Default::default()
+        };
+        generate(&opts, &dir).unwrap();
+    }
+    dir
+}
+
+fn batch(c: &mut Criterion) {
+    let dir = small_dataset();
+    let set =
+        CohortSet::from_json(&std::fs::read_to_string(dir.join("cohorts.json")).unwrap()).unwrap();
+    let data = Dataset::from_paths(
+        &dir.join("persons.jsonl"),
+        Some(&dir.join("events.jsonl")),
+        &mut LoadOptions::default(),
+    )
+    .unwrap();
+    let program = data.compile(&set).unwrap();
+    let now = parse_absolute(NOW).unwrap();
+    let mut g = c.benchmark_group("batch");
+    g.sample_size(20);
+    g.throughput(Throughput::Elements(data.len() as u64));
+    g.bench_function("generated_small", |b| {
+        b.iter(|| {
+            data.evaluate_bitsets(&program, now, &BatchOptions::default())
+                .unwrap()
+        })
+    });
+    g.finish();
+}
+
+fn tracker(c: &mut Criterion) {
+    let dir = small_dataset();
+    let set =
+        CohortSet::from_json(&std::fs::read_to_string(dir.join("cohorts.json")).unwrap()).unwrap();
+    let data = Dataset::from_paths(
+        &dir.join("persons.jsonl"),
+        Some(&dir.join("events.jsonl")),
+        &mut LoadOptions::default(),
+    )
+    .unwrap();
+    let now = parse_absolute(NOW).unwrap();
+    let mut t = Tracker::from_dataset(Engine::new(&set).unwrap(), &data, now);
+    let names = ["$pageview", "login", "purchase", "search", "upgrade"];
+    let mut k = 0u64;
+    let mut g = c.benchmark_group("tracker");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("event", |b| {
+        b.iter_batched(
+            || {
+                k += 1;
+                Update::Event {
+                    distinct_id: format!("u{:06}", (k * 7919) % 10_000),
+                    event: names[(k % 5) as usize].to_string(),
+                    timestamp: now - (k as i64 % 1000) * 1_000_000,
+                    properties: Default::default(),
+                }
+            },
+            |u| t.apply(u).unwrap(),
+            BatchSize::SmallInput,
+        )
+    });
+    g.finish();
+}
+
+criterion_group!(benches, person_ops, batch, tracker);
 criterion_main!(benches);

@@ -97,6 +97,7 @@ pub mod data;
 mod engine;
 pub mod error;
 pub mod eval;
+pub mod generate;
 pub mod graph;
 pub mod intern;
 pub mod limits;

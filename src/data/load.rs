@@ -3,8 +3,9 @@
 //! A file is streamed in blocks of whole lines (never held whole) by a reader thread; worker
 //! threads parse the blocks in parallel, interning names into block-local tables; the calling
 //! thread merges the blocks in file order, so errors keep their `file:line` and the first bad line
-//! in file order is the one reported. Events are then grouped by person and put in time order
-//! with a counting sort (stable: equal timestamps keep file order).
+//! in file order is the one reported. Events are then grouped by person (a counting sort) and
+//! ordered by event name and time within each person (stable: equal timestamps keep file order),
+//! so a behavioral leaf reads one contiguous, time-ordered run of events.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -506,7 +507,7 @@ impl Dataset {
         Ok(ds)
     }
 
-    /// Orders events by (person, timestamp), stable, and stores them column-wise.
+    /// Orders events by (person, event name, timestamp), stable, and stores them column-wise.
     fn group_events(
         &mut self,
         person: Vec<u32>,
@@ -533,7 +534,7 @@ impl Dataset {
         }
         for p in 0..n {
             let slice = &mut order[offsets[p] as usize..offsets[p + 1] as usize];
-            slice.sort_by_key(|&i| ts[i as usize]);
+            slice.sort_by_key(|&i| (name[i as usize], ts[i as usize]));
         }
         let mut out_props = Vec::with_capacity(props.len());
         let mut out_offsets = Vec::with_capacity(m + 1);

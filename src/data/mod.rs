@@ -52,7 +52,16 @@ pub(crate) fn props_from_json(
     out.into_boxed_slice()
 }
 
-/// A read-only view of one person's events, in time order.
+/// The positions of `name` in a name column sorted by name.
+#[inline]
+pub(crate) fn name_range(names: &[Sym], name: Sym) -> std::ops::Range<usize> {
+    let lo = names.partition_point(|&n| n < name);
+    let hi = lo + names[lo..].partition_point(|&n| n == name);
+    lo..hi
+}
+
+/// A read-only view of one person's events, ordered by (event name, timestamp): the events of
+/// one name are contiguous and in time order (ties keep their input order).
 #[derive(Clone, Copy)]
 pub(crate) struct Events<'a> {
     pub ts: &'a [Micros],
@@ -73,6 +82,12 @@ pub(crate) enum EventProps<'a> {
 }
 
 impl<'a> Events<'a> {
+    /// The positions of the events named `name` (in time order).
+    #[inline]
+    pub(crate) fn name_range(&self, name: Sym) -> std::ops::Range<usize> {
+        name_range(self.name, name)
+    }
+
     /// The properties of event `i`.
     #[inline]
     pub(crate) fn props(&self, i: usize) -> &'a [Prop] {
@@ -232,9 +247,9 @@ impl Person {
     }
 }
 
-/// One person's event history for the single-person fast path, kept in time order. Events may be
-/// pushed slightly out of order; each is inserted at its place (after events with the same
-/// timestamp). Build it with [`crate::Engine::history`].
+/// One person's event history for the single-person fast path, kept ordered by event name and
+/// time. Events may be pushed out of order; each is inserted at its place (after events of the
+/// same name and timestamp). Build it with [`crate::Engine::history`].
 #[derive(Clone, Debug, Default)]
 pub struct History {
     pub(crate) ts: Vec<Micros>,
@@ -254,7 +269,9 @@ impl History {
     }
 
     pub(crate) fn insert(&mut self, ts: Micros, name: Sym, props: Box<[Prop]>) {
-        let at = self.ts.partition_point(|&t| t <= ts);
+        // Keep (name, time) order: a leaf reads one name's events, in time order.
+        let range = name_range(&self.name, name);
+        let at = range.start + self.ts[range].partition_point(|&t| t <= ts);
         self.ts.insert(at, ts);
         self.name.insert(at, name);
         self.props.insert(at, props);
@@ -262,10 +279,13 @@ impl History {
 
     /// Drops events older than `before`, for services that keep a bounded history.
     pub fn truncate_before(&mut self, before: Micros) {
-        let n = self.ts.partition_point(|&t| t < before);
-        self.ts.drain(..n);
-        self.name.drain(..n);
-        self.props.drain(..n);
+        let keep: Vec<bool> = self.ts.iter().map(|&t| t >= before).collect();
+        let mut k = keep.iter();
+        self.ts.retain(|_| *k.next().unwrap_or(&true));
+        let mut k = keep.iter();
+        self.name.retain(|_| *k.next().unwrap_or(&true));
+        let mut k = keep.iter();
+        self.props.retain(|_| *k.next().unwrap_or(&true));
     }
 
     pub(crate) fn events(&self) -> Events<'_> {

@@ -20,32 +20,41 @@ fn at_or_after(ts: &[Micros], t: Micros) -> usize {
     ts.partition_point(|&x| x < t)
 }
 
+/// Tests the leaf's event filters on the events of its name, `base..` in the person's events.
 struct Matcher<'a, 'b> {
     test: &'a BehaviorTest,
     ev: &'a Events<'a>,
+    base: usize,
     times: &'a [Micros],
     buf: &'b mut String,
 }
 
 impl Matcher<'_, '_> {
-    /// Does event `i` match the leaf's event name and every event filter?
+    /// Does event `base + i` (of the leaf's name) meet every event filter?
     #[inline]
     fn is_match(&mut self, i: usize) -> bool {
-        self.ev.name[i] == self.test.event
-            && (self.test.filters.is_empty()
-                || self
-                    .test
-                    .filters
-                    .iter()
-                    .all(|f| eval_prop(f, self.ev.props(i), self.times, self.buf)))
+        self.test.filters.is_empty()
+            || self
+                .test
+                .filters
+                .iter()
+                .all(|f| eval_prop(f, self.ev.props(self.base + i), self.times, self.buf))
     }
 
+    /// Is any of positions `lo..hi` a match? Without filters, a comparison of indices.
     fn any(&mut self, lo: usize, hi: usize) -> bool {
+        if self.test.filters.is_empty() {
+            return hi > lo;
+        }
         (lo..hi).any(|i| self.is_match(i))
     }
 
-    /// Counts up to `cap` matches (enough to decide a comparison against `cap - 1`).
+    /// Counts matches in `lo..hi`, stopping at `cap` (enough to decide a comparison against
+    /// `cap - 1`). Without filters, a subtraction.
     fn count_capped(&mut self, lo: usize, hi: usize, cap: u64) -> u64 {
+        if self.test.filters.is_empty() {
+            return hi.saturating_sub(lo) as u64;
+        }
         let mut c = 0;
         for i in lo..hi {
             if self.is_match(i) {
@@ -57,9 +66,15 @@ impl Matcher<'_, '_> {
         }
         c
     }
+
+    fn count(&mut self, lo: usize, hi: usize) -> u64 {
+        self.count_capped(lo, hi, u64::MAX)
+    }
 }
 
-/// Evaluates a behavioral leaf (before its `negation`).
+/// Evaluates a behavioral leaf (before its `negation`). Every type reads only the events of its
+/// name (and, for sequences, of the second step's name), each a time-ordered run, so windows are
+/// binary searches and, without event filters, counts are index differences.
 pub(crate) fn eval(
     test: &BehaviorTest,
     ev: &Events<'_>,
@@ -67,13 +82,18 @@ pub(crate) fn eval(
     now: Micros,
     buf: &mut String,
 ) -> bool {
-    if test.event == Sym::ABSENT || ev.ts.is_empty() {
+    if test.event == Sym::ABSENT {
         return false;
     }
-    let ts = ev.ts;
+    let range = ev.name_range(test.event);
+    if range.is_empty() {
+        return false;
+    }
+    let ts = &ev.ts[range.clone()];
     let mut m = Matcher {
         test,
         ev,
+        base: range.start,
         times,
         buf,
     };
@@ -96,45 +116,19 @@ pub(crate) fn eval(
         }
         BehaviorKind::Stopped { start, seq } => {
             // Some in (T, S], none in (S, now].
-            let (t, s) = (slot(start), slot(seq));
-            let (a, b, c) = (after(ts, t), after(ts, s), after(ts, now));
-            m.any(a, b.max(a)) && !m.any(b, c)
+            let (a, b, c) = (after(ts, slot(start)), after(ts, slot(seq)), after(ts, now));
+            m.any(a, b.max(a)) && !m.any(b.max(a), c)
         }
         BehaviorKind::Restarted { start, seq } => {
             // Some at or before T, none in (T, S], some in (S, now].
-            let (t, s) = (slot(start), slot(seq));
-            let (a, b, c) = (after(ts, t), after(ts, s), after(ts, now));
+            let (a, b, c) = (after(ts, slot(start)), after(ts, slot(seq)), after(ts, now));
             m.any(0, a) && !m.any(a, b.max(a)) && m.any(b.max(a), c)
         }
         BehaviorKind::Sequence {
             start,
             seq_event,
             within,
-        } => {
-            if seq_event == Sym::ABSENT {
-                return false;
-            }
-            let (lo, hi) = (after(ts, slot(start)), after(ts, now));
-            // Two pointers: for each first step e0 (in time order), the earliest second-step
-            // event strictly after it is the only candidate that matters.
-            let mut j = lo;
-            for i in lo..hi {
-                if !m.is_match(i) {
-                    continue;
-                }
-                let t0 = ts[i];
-                while j < hi && (ts[j] <= t0 || ev.name[j] != seq_event) {
-                    j += 1;
-                }
-                if j >= hi {
-                    return false;
-                }
-                if ts[j] <= forward(t0, within.n, within.unit) {
-                    return true;
-                }
-            }
-            false
-        }
+        } => sequence_pair(&mut m, ts, ev, slot(start), now, seq_event, within).is_some(),
         BehaviorKind::Regularly {
             bounds,
             op,
@@ -150,32 +144,55 @@ pub(crate) fn eval(
                     times[(bounds as u64 + k - 1) as usize]
                 }
             };
-            let (lo, hi) = (after(ts, bound(total)), after(ts, now));
-            let mut any = false;
-            let mut satisfied = 0u64;
-            let mut k = total - 1; // current period, oldest first
-            let mut count = 0u64;
-            for (i, &t) in ts.iter().enumerate().take(hi).skip(lo) {
-                if !m.is_match(i) {
-                    continue;
-                }
-                any = true;
-                while k > 0 && t > bound(k) {
-                    satisfied += op.test(count, value) as u64;
-                    count = 0;
-                    k -= 1;
-                }
-                count += 1;
-            }
-            if !any {
+            if !m.any(after(ts, bound(total)), after(ts, now)) {
                 return false;
             }
-            // Close the current period and every later one (empty).
-            satisfied += op.test(count, value) as u64;
-            satisfied += k * op.test(0, value) as u64;
-            satisfied >= min_periods
+            let mut satisfied = 0u64;
+            for k in 0..total {
+                let c = m.count(after(ts, bound(k + 1)), after(ts, bound(k)));
+                satisfied += op.test(c, value) as u64;
+                if satisfied >= min_periods {
+                    return true;
+                }
+            }
+            false
         }
     }
+}
+
+/// The first (first step, second step) timestamps of a sequence in `(start, now]`: for each first
+/// step in time order, the earliest second-step event strictly after it is the only candidate.
+fn sequence_pair(
+    m: &mut Matcher<'_, '_>,
+    ts: &[Micros],
+    ev: &Events<'_>,
+    start: Micros,
+    now: Micros,
+    seq_event: Sym,
+    within: crate::ast::Span,
+) -> Option<(Micros, Micros)> {
+    if seq_event == Sym::ABSENT {
+        return None;
+    }
+    let second = &ev.ts[ev.name_range(seq_event)];
+    let (lo, hi) = (after(ts, start), after(ts, now));
+    let hi2 = after(second, now);
+    let mut j = 0;
+    for (i, &t0) in ts.iter().enumerate().take(hi).skip(lo) {
+        if !m.is_match(i) {
+            continue;
+        }
+        while j < hi2 && second[j] <= t0 {
+            j += 1;
+        }
+        if j >= hi2 {
+            return None;
+        }
+        if second[j] <= forward(t0, within.n, within.unit) {
+            return Some((t0, second[j]));
+        }
+    }
+    None
 }
 
 /// The evidence behind a behavioral leaf's result: its windows as instants, the matching events
@@ -190,10 +207,16 @@ pub(crate) fn evidence(
 ) -> serde_json::Value {
     use crate::time::format_micros as t;
     use serde_json::json;
-    let ts = ev.ts;
+    let range = if test.event == Sym::ABSENT {
+        0..0
+    } else {
+        ev.name_range(test.event)
+    };
+    let ts = &ev.ts[range.clone()];
     let mut m = Matcher {
         test,
         ev,
+        base: range.start,
         times,
         buf,
     };
@@ -225,16 +248,17 @@ pub(crate) fn evidence(
         }
         BehaviorKind::Stopped { start, seq } | BehaviorKind::Restarted { start, seq } => {
             let (a, b, c) = (after(ts, slot(start)), after(ts, slot(seq)), after(ts, now));
-            let before = matches!(test.kind, BehaviorKind::Restarted { .. })
-                .then(|| counted(&mut m, ts, 0, a));
             let mut e = json!({
                 "window": window(slot(start), false, slot(seq), true),
                 "in_window": counted(&mut m, ts, a, b.max(a)),
                 "recent_window": window(slot(seq), false, now, true),
                 "in_recent_window": counted(&mut m, ts, b.max(a), c),
             });
-            if let (Some(before), Some(obj)) = (before, e.as_object_mut()) {
-                obj.insert("before_window".into(), before);
+            if matches!(test.kind, BehaviorKind::Restarted { .. }) {
+                let before = counted(&mut m, ts, 0, a);
+                if let Some(obj) = e.as_object_mut() {
+                    obj.insert("before_window".into(), before);
+                }
             }
             e
         }
@@ -243,25 +267,9 @@ pub(crate) fn evidence(
             seq_event,
             within,
         } => {
-            let (lo, hi) = (after(ts, slot(start)), after(ts, now));
-            let mut pair = None;
-            let mut j = lo;
-            for i in lo..hi {
-                if !m.is_match(i) {
-                    continue;
-                }
-                while j < hi && (ts[j] <= ts[i] || ev.name[j] != seq_event) {
-                    j += 1;
-                }
-                if j >= hi {
-                    break;
-                }
-                if ts[j] <= forward(ts[i], within.n, within.unit) {
-                    pair = Some(json!([t(ts[i]), t(ts[j])]));
-                    break;
-                }
-            }
-            let c = counted(&mut m, ts, lo, hi);
+            let pair = sequence_pair(&mut m, ts, ev, slot(start), now, seq_event, within)
+                .map(|(a, b)| json!([t(a), t(b)]));
+            let c = counted(&mut m, ts, after(ts, slot(start)), after(ts, now));
             merge(
                 json!({"window": window(slot(start), false, now, true), "pair": pair}),
                 c,
@@ -284,7 +292,7 @@ pub(crate) fn evidence(
             let periods: Vec<serde_json::Value> = (0..total)
                 .map(|k| {
                     let (from, to) = (bound(k + 1), bound(k));
-                    let n = (after(ts, from)..after(ts, to)).filter(|&i| m.is_match(i)).count() as u64;
+                    let n = m.count(after(ts, from), after(ts, to));
                     json!({"from": t(from), "to": t(to), "matching_events": n, "satisfied": op.test(n, value)})
                 })
                 .collect();
