@@ -23,9 +23,8 @@ pub struct CohortSet {
 
 #[derive(Debug)]
 struct Inner {
-    /// Cohorts sorted by id.
+    /// Cohorts sorted by id (looked up by binary search).
     cohorts: Vec<Cohort>,
-    index: HashMap<CohortId, usize>,
     /// Indices into `cohorts`, each after every cohort it references; deleted cohorts included.
     order: Vec<usize>,
     limits: Limits,
@@ -95,11 +94,9 @@ impl CohortSet {
         if !errors.is_empty() {
             return Err(Errors(errors));
         }
-        let index = cohorts.iter().enumerate().map(|(i, c)| (c.id, i)).collect();
         Ok(CohortSet {
             inner: Arc::new(Inner {
                 cohorts,
-                index,
                 order: analysis.order,
                 limits: limits.clone(),
             }),
@@ -113,7 +110,7 @@ impl CohortSet {
 
     /// The cohort with this id (deleted ones included).
     pub fn get(&self, id: CohortId) -> Option<&Cohort> {
-        self.inner.index.get(&id).map(|&i| &self.inner.cohorts[i])
+        self.position(id).map(|i| &self.inner.cohorts[i])
     }
 
     /// All cohorts, sorted by id (deleted ones included).
@@ -133,7 +130,8 @@ impl CohortSet {
 
     /// Position of a cohort in [`CohortSet::cohorts`].
     pub(crate) fn position(&self, id: CohortId) -> Option<usize> {
-        self.inner.index.get(&id).copied()
+        // Cohorts are sorted by id: a binary search, no hashing.
+        self.inner.cohorts.binary_search_by_key(&id, |c| c.id).ok()
     }
 
     /// Positions in [`CohortSet::cohorts`], each after the cohorts it references.
@@ -219,11 +217,9 @@ impl CohortSet {
         if !errors.is_empty() {
             return Err(Errors(errors));
         }
-        let index = cohorts.iter().enumerate().map(|(i, c)| (c.id, i)).collect();
         Ok(CohortSet {
             inner: Arc::new(Inner {
                 cohorts,
-                index,
                 order: analysis.order,
                 limits: self.inner.limits.clone(),
             }),
@@ -312,7 +308,6 @@ impl CohortSet {
         Ok(CohortSet {
             inner: Arc::new(Inner {
                 cohorts,
-                index: self.inner.index.clone(),
                 order: self.inner.order.clone(),
                 limits: self.inner.limits.clone(),
             }),
