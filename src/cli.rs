@@ -32,6 +32,26 @@ enum Command {
     Watch(WatchArgs),
     /// Write a deterministic synthetic dataset (persons.jsonl, events.jsonl, cohorts.json).
     Generate(GenerateArgs),
+    /// Serve the cohort API's endpoints locally (cargo feature `server`).
+    #[cfg(feature = "server")]
+    Serve(ServeArgs),
+}
+
+#[cfg(feature = "server")]
+#[derive(Args, Debug)]
+struct ServeArgs {
+    /// Directory holding persons.jsonl and events.jsonl.
+    #[arg(long, value_name = "DIR")]
+    data: PathBuf,
+    /// SQLite file storing cohort definitions and static members (created if missing).
+    #[arg(long, value_name = "FILE")]
+    db: PathBuf,
+    /// Address to listen on.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8010")]
+    listen: String,
+    /// API key clients must send as `Authorization: Bearer KEY` (default: $COHORT_ENGINE_API_KEY).
+    #[arg(long, value_name = "KEY")]
+    api_key: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -153,6 +173,8 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> i32 {
         Command::Explain(args) => explain(args),
         Command::Watch(args) => watch(args),
         Command::Generate(args) => generate(args),
+        #[cfg(feature = "server")]
+        Command::Serve(args) => serve(args),
     };
     match result {
         Ok(()) => 0,
@@ -483,4 +505,21 @@ fn generate(args: GenerateArgs) -> Result<(), Vec<Error>> {
         started.elapsed().as_secs_f64()
     );
     Ok(())
+}
+
+#[cfg(feature = "server")]
+fn serve(args: ServeArgs) -> Result<(), Vec<Error>> {
+    let listen = args.listen.parse().map_err(|_| {
+        usage(format!(
+            "--listen must be an address such as 127.0.0.1:8010, got {:?}",
+            args.listen
+        ))
+    })?;
+    cohort_engine::server::serve(cohort_engine::server::ServeOptions {
+        data_dir: args.data,
+        db_path: args.db,
+        listen,
+        api_key: args.api_key,
+    })
+    .map_err(|e| vec![e])
 }

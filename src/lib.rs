@@ -103,7 +103,10 @@ pub mod intern;
 pub mod limits;
 pub mod model;
 pub mod semver;
+#[cfg(feature = "server")]
+pub mod server;
 mod set;
+pub mod store;
 pub mod time;
 pub mod tracker;
 pub mod value;

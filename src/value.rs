@@ -9,7 +9,7 @@ use serde_json::{Number, Value};
 ///
 /// JSON null is not representable: a null property is *missing* (§B.1). Arrays and objects keep
 /// only their string form (compact JSON, object keys sorted), which is all any operator reads.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Val {
     /// A JSON boolean.
     Bool(bool),

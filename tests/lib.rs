@@ -6,3 +6,6 @@ mod cli;
 mod props;
 mod references;
 mod robustness;
+#[cfg(feature = "server")]
+mod server;
+mod store;

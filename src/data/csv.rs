@@ -87,10 +87,8 @@ impl Dataset {
             let key = self.symbols.keys.get("email");
             match self.columns.get(key.0 as usize) {
                 Some(col) => col
-                    .persons
                     .iter()
-                    .zip(&col.values)
-                    .map(|(&p, v)| (v.with_str(crate::value::lower), p as usize))
+                    .map(|(p, v)| (v.with_str(crate::value::lower), p as usize))
                     .collect(),
                 None => HashMap::new(),
             }

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Map, Value};
 
-use super::{Column, Dataset, Prop};
+use super::{Column, Dataset, NameRun, Prop};
 use crate::error::Error;
 use crate::intern::{Interner, Sym, Symbols};
 use crate::time::{parse_timestamp, Micros};
@@ -407,8 +407,7 @@ impl Dataset {
                         if columns.len() <= k {
                             columns.resize_with(k + 1, Column::default);
                         }
-                        columns[k].persons.push(index);
-                        columns[k].values.push(v);
+                        columns[k].push(index, v);
                     }
                     ds.person_index.insert(r.id.clone().into_boxed_str(), index);
                     ds.person_ids.push(r.id.into_boxed_str());
@@ -416,6 +415,7 @@ impl Dataset {
                 Ok(())
             },
         )?;
+        columns.iter_mut().for_each(Column::finish);
         ds.columns = columns;
 
         // Events, in file order, as parallel columns; grouped by person afterwards.
@@ -551,6 +551,29 @@ impl Dataset {
         }
         self.ev_props = out_props;
         self.ev_prop_offsets = out_offsets;
+        // Runs of one name within one person, by name: what a behavioral leaf scans in batch.
+        let names = self
+            .ev_name
+            .iter()
+            .map(|s| s.0 as usize + 1)
+            .max()
+            .unwrap_or(0);
+        let mut runs: Vec<Vec<NameRun>> = vec![Vec::new(); names];
+        for p in 0..n {
+            let (a, b) = (offsets[p] as usize, offsets[p + 1] as usize);
+            let mut i = a;
+            while i < b {
+                let name = self.ev_name[i];
+                let len = self.ev_name[i..b].partition_point(|&x| x == name);
+                runs[name.0 as usize].push(NameRun {
+                    person: p as u32,
+                    start: (i - a) as u32,
+                    len: len as u32,
+                });
+                i += len;
+            }
+        }
+        self.name_runs = runs;
         self.event_offsets = offsets;
     }
 

@@ -101,11 +101,60 @@ impl<'a> Events<'a> {
     }
 }
 
-/// One person property in columnar form: the persons that have it (ascending) and their values.
+/// One person property in columnar form, dictionary-encoded: the persons that have it
+/// (ascending), each one's value as a code into `dict` (the column's distinct values). Operators
+/// run once per distinct value, and the per-person pass is a table lookup.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Column {
     pub persons: Vec<u32>,
-    pub values: Vec<Val>,
+    pub codes: Vec<u32>,
+    pub dict: Vec<Val>,
+    /// Value → code, while loading.
+    index: std::collections::HashMap<Val, u32>,
+}
+
+impl Column {
+    /// Appends person `p`'s value (persons must come in ascending order).
+    pub(crate) fn push(&mut self, p: u32, v: Val) {
+        let code = match self.index.get(&v) {
+            Some(&c) => c,
+            None => {
+                let c = self.dict.len() as u32;
+                self.dict.push(v.clone());
+                self.index.insert(v, c);
+                c
+            }
+        };
+        self.persons.push(p);
+        self.codes.push(code);
+    }
+
+    /// Drops the loading index.
+    pub(crate) fn finish(&mut self) {
+        self.index = Default::default();
+    }
+
+    /// Person `p`'s value, if it has one.
+    pub(crate) fn get(&self, p: u32) -> Option<&Val> {
+        let i = self.persons.binary_search(&p).ok()?;
+        self.dict.get(self.codes[i] as usize)
+    }
+
+    /// (person, value) pairs in person order.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (u32, &Val)> {
+        self.persons
+            .iter()
+            .zip(&self.codes)
+            .map(|(&p, &c)| (p, &self.dict[c as usize]))
+    }
+}
+
+/// The events of one name for one person: positions `start..start + len` of the person's events.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct NameRun {
+    pub person: u32,
+    pub start: u32,
+    pub len: u32,
 }
 
 /// A whole population: persons indexed `0..n`, their properties and events.
@@ -123,6 +172,8 @@ pub struct Dataset {
     ev_name: Vec<Sym>,
     ev_prop_offsets: Vec<u32>,
     ev_props: Vec<Prop>,
+    /// For each event name, the persons having events of it and where they lie.
+    pub(crate) name_runs: Vec<Vec<NameRun>>,
     skipped_events: u64,
 }
 
@@ -172,16 +223,15 @@ impl Dataset {
         let k = self.symbols.keys.get(key);
         let needle = crate::value::lower(value);
         let col = self.columns.get(k.0 as usize)?;
-        col.persons
-            .iter()
-            .zip(&col.values)
+        col.iter()
             .find(|(_, v)| v.with_str(|s| crate::value::eq_lower(s, &needle)))
-            .map(|(&p, _)| p as usize)
+            .map(|(p, _)| p as usize)
     }
 
     /// Approximate heap bytes used by events (timestamps, names, property offsets and values).
     pub fn event_bytes(&self) -> usize {
-        self.ev_ts.len() * 8
+        self.name_runs.iter().map(|r| r.len() * 12).sum::<usize>()
+            + self.ev_ts.len() * 8
             + self.ev_name.len() * 4
             + self.ev_prop_offsets.len() * 4
             + self.ev_props.len() * std::mem::size_of::<Prop>()
@@ -193,7 +243,7 @@ impl Dataset {
         let columns: usize = self
             .columns
             .iter()
-            .map(|c| c.persons.len() * 4 + c.values.len() * std::mem::size_of::<Val>())
+            .map(|c| c.persons.len() * 8 + c.dict.len() * (std::mem::size_of::<Val>() + 16))
             .sum();
         ids * 2 + self.distinct_index.len() * 40 + self.event_offsets.len() * 4 + columns
     }
@@ -203,8 +253,8 @@ impl Dataset {
     pub(crate) fn person_props(&self, p: usize) -> Box<[Prop]> {
         let mut out = Vec::new();
         for (k, col) in self.columns.iter().enumerate() {
-            if let Ok(i) = col.persons.binary_search(&(p as u32)) {
-                out.push((Sym(k as u32), col.values[i].clone()));
+            if let Some(v) = col.get(p as u32) {
+                out.push((Sym(k as u32), v.clone()));
             }
         }
         out.into_boxed_slice()

@@ -10,7 +10,7 @@
 use std::collections::BTreeMap;
 
 use crate::compile::{CohortCode, NodeId, NodeKind, Program, PropTest, TimeExpr};
-use crate::data::{Column, Dataset};
+use crate::data::Dataset;
 use crate::error::{Error, ErrorKind};
 use crate::eval::bitset::Bitset;
 use crate::eval::{behavioral, person, Scratch, Subject, Who};
@@ -349,7 +349,8 @@ impl Batch<'_> {
         }
     }
 
-    /// A property condition, one pass over its column.
+    /// A property condition, one pass over its column: the operator runs once per distinct
+    /// value (lazily, only for values some person in the mask has), then each person is a lookup.
     fn column(&self, t: &PropTest, mask: &Bitset) -> Bitset {
         let missing = t.missing ^ t.negate;
         let mut r = if missing {
@@ -357,55 +358,90 @@ impl Batch<'_> {
         } else {
             Bitset::zeros(mask.len())
         };
-        let empty = Column::default();
-        let col = self.data.columns.get(t.key.0 as usize).unwrap_or(&empty);
+        let Some(col) = self.data.columns.get(t.key.0 as usize) else {
+            return r;
+        };
+        const UNKNOWN: u8 = 2;
+        let mut results = vec![UNKNOWN; col.dict.len()];
         let mut buf = String::new();
-        for (&p, v) in col.persons.iter().zip(&col.values) {
-            let p = p as usize;
-            if mask.get(p) {
-                let hit = person::test(&t.test, v, &self.times, &mut buf) ^ t.invert ^ t.negate;
-                if hit != missing {
-                    r.set(p, hit);
+        // A large dictionary (emails, dates, versions) is evaluated up front, on every thread.
+        if self.threads > 1 && col.dict.len() >= PARALLEL_MIN_PERSONS {
+            let chunk = col.dict.len().div_ceil(self.threads);
+            std::thread::scope(|s| {
+                for (values, out) in col.dict.chunks(chunk).zip(results.chunks_mut(chunk)) {
+                    s.spawn(move || {
+                        let mut buf = String::new();
+                        for (v, r) in values.iter().zip(out) {
+                            *r = (person::test(&t.test, v, &self.times, &mut buf)
+                                ^ t.invert
+                                ^ t.negate) as u8;
+                        }
+                    });
                 }
+            });
+        }
+        for (&p, &code) in col.persons.iter().zip(&col.codes) {
+            let p = p as usize;
+            if !mask.get(p) {
+                continue;
+            }
+            let slot = &mut results[code as usize];
+            if *slot == UNKNOWN {
+                let v = &col.dict[code as usize];
+                *slot =
+                    (person::test(&t.test, v, &self.times, &mut buf) ^ t.invert ^ t.negate) as u8;
+            }
+            let hit = *slot == 1;
+            if hit != missing {
+                r.set(p, hit);
             }
         }
         r
     }
 
-    /// A behavioral condition for the persons in `mask`, split across threads by 64-person words.
+    /// A behavioral condition for the persons in `mask`. Only persons with events of the leaf's
+    /// name can match, so this walks that name's runs (one per person having it), split across
+    /// threads; everyone else is false without being looked at.
     fn behavior(&self, i: usize, mask: &Bitset) -> Bitset {
         let test = &self.program.behaviors[i];
-        let words = mask.words();
-        let run = |range: std::ops::Range<usize>, out: &mut [u64]| {
-            let mut buf = String::new();
-            for (k, wi) in range.enumerate() {
-                let mut w = words[wi];
-                let mut bits = 0u64;
-                while w != 0 {
-                    let t = w.trailing_zeros() as usize;
-                    w &= w - 1;
-                    let p = wi * 64 + t;
-                    let events = self.data.person_events(p);
-                    if behavioral::eval(test, &events, &self.times, self.now, &mut buf) {
-                        bits |= 1 << t;
-                    }
-                }
-                out[k] = bits;
-            }
-        };
         let mut result = Bitset::zeros(mask.len());
-        let threads = self.threads.min(words.len()).max(1);
-        if threads == 1 || mask.count() < PARALLEL_MIN_PERSONS {
-            run(0..words.len(), result.words_mut());
-        } else {
-            let chunk = words.len().div_ceil(threads);
-            std::thread::scope(|s| {
-                for (t, out) in result.words_mut().chunks_mut(chunk).enumerate() {
-                    let run = &run;
-                    let start = t * chunk;
-                    s.spawn(move || run(start..start + out.len(), out));
+        let Some(runs) = self.data.name_runs.get(test.event.0 as usize) else {
+            return result;
+        };
+        let run = |runs: &[crate::data::NameRun]| -> Vec<u32> {
+            let mut buf = String::new();
+            let mut hits = Vec::new();
+            for r in runs {
+                let p = r.person as usize;
+                if !mask.get(p) {
+                    continue;
                 }
-            });
+                let events = self.data.person_events(p);
+                let range = r.start as usize..(r.start + r.len) as usize;
+                if behavioral::eval_range(test, &events, range, &self.times, self.now, &mut buf) {
+                    hits.push(r.person);
+                }
+            }
+            hits
+        };
+        let threads = self.threads.max(1);
+        let hits: Vec<Vec<u32>> = if threads == 1 || runs.len() < PARALLEL_MIN_PERSONS {
+            vec![run(runs)]
+        } else {
+            let chunk = runs.len().div_ceil(threads);
+            std::thread::scope(|s| {
+                let handles: Vec<_> = runs
+                    .chunks(chunk)
+                    .map(|c| s.spawn(move || run(c)))
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|h| h.join().unwrap_or_default())
+                    .collect()
+            })
+        };
+        for p in hits.into_iter().flatten() {
+            result.set(p as usize, true);
         }
         result
     }

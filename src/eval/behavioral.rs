@@ -85,7 +85,18 @@ pub(crate) fn eval(
     if test.event == Sym::ABSENT {
         return false;
     }
-    let range = ev.name_range(test.event);
+    eval_range(test, ev, ev.name_range(test.event), times, now, buf)
+}
+
+/// [`eval`] with the positions of the leaf's event name already known.
+pub(crate) fn eval_range(
+    test: &BehaviorTest,
+    ev: &Events<'_>,
+    range: std::ops::Range<usize>,
+    times: &[Micros],
+    now: Micros,
+    buf: &mut String,
+) -> bool {
     if range.is_empty() {
         return false;
     }
