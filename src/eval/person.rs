@@ -21,10 +21,17 @@ pub(crate) fn eval_prop(t: &PropTest, props: &[Prop], times: &[Micros], buf: &mu
 pub(crate) fn value_date(v: &Val) -> Option<Micros> {
     match v {
         Val::Num(n) => seconds_f64_to_micros(n.as_f64()?),
-        Val::Str(s) => match numeric_str(s) {
-            Some(x) => seconds_f64_to_micros(x),
-            None => parse_absolute(s),
-        },
+        Val::Str(s) => {
+            // `YYYY-MM-DD…` can never be a number: skip the float parse for the common case.
+            let b = s.as_bytes();
+            if b.len() >= 10 && b[4] == b'-' && b[7] == b'-' {
+                return parse_absolute(s);
+            }
+            match numeric_str(s) {
+                Some(x) => seconds_f64_to_micros(x),
+                None => parse_absolute(s),
+            }
+        }
         _ => None,
     }
 }
