@@ -2,6 +2,37 @@
 //! instead of hashing strings.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+
+/// FNV-1a, 64-bit, as a `Hasher`: short names (keys, event names, ids) hash several times faster
+/// than with SipHash. It is not DoS-resistant; the tables it serves are filled from the data files
+/// and cohort definitions a user loads into their own process.
+#[derive(Clone, Copy, Debug)]
+pub struct Fnv(u64);
+
+impl Default for Fnv {
+    fn default() -> Fnv {
+        Fnv(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl Hasher for Fnv {
+    #[inline]
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 ^= b as u64;
+            self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+
+    #[inline]
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+/// A `HashMap` keyed by short strings, hashed with [`Fnv`].
+pub type FnvMap<K, V> = HashMap<K, V, BuildHasherDefault<Fnv>>;
 
 /// A dense id for an interned name. [`Sym::ABSENT`] names nothing in the data: a key that no
 /// person has, an event name that no event carries.
@@ -16,7 +47,7 @@ impl Sym {
 /// A string → [`Sym`] table.
 #[derive(Clone, Debug, Default)]
 pub struct Interner {
-    map: HashMap<Box<str>, Sym>,
+    map: FnvMap<Box<str>, Sym>,
     names: Vec<Box<str>>,
 }
 

@@ -7,6 +7,7 @@
 //! ordered by event name and time within each person (stable: equal timestamps keep file order),
 //! so a behavioral leaf reads one contiguous, time-ordered run of events.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{BufRead, BufReader};
@@ -338,6 +339,17 @@ impl Dataset {
         let mut columns: Vec<Column> = Vec::new();
 
         let parse_person = |text: &str, local: &mut Symbols| -> Result<Option<PersonRec>, String> {
+            if let Some(line) = super::fast::person(text) {
+                return Ok(Some(PersonRec {
+                    id: line.id.into_owned(),
+                    distinct_ids: line.distinct_ids.into_iter().map(Cow::into_owned).collect(),
+                    props: line
+                        .props
+                        .into_iter()
+                        .map(|(k, v)| (local.keys.intern(&k), v))
+                        .collect(),
+                }));
+            }
             let mut obj = object(text)?;
             let id = match obj.get("id") {
                 Some(v) if !v.is_null() => id_string(v, "id")?,
@@ -429,6 +441,23 @@ impl Dataset {
             let distinct_index = &ds.distinct_index;
             let parse_event =
                 |text: &str, local: &mut Symbols| -> Result<Option<EventRec>, String> {
+                    if let Some(line) = super::fast::event(text) {
+                        let Some(&person) = distinct_index.get(line.distinct_id.as_ref()) else {
+                            return Ok(Some(EventRec::Skipped));
+                        };
+                        let props = line
+                            .props
+                            .into_iter()
+                            .map(|(k, v)| (local.keys.intern(&k), v))
+                            .collect();
+                        let name = local.events.intern(&line.event);
+                        return Ok(Some(EventRec::Kept {
+                            person,
+                            ts: line.ts,
+                            name,
+                            props,
+                        }));
+                    }
                     let mut obj = object(text)?;
                     let did = match obj.get("distinct_id") {
                         Some(v) if !v.is_null() => id_string(v, "distinct_id")?,

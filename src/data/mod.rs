@@ -8,12 +8,11 @@
 //!   [`crate::Engine`]'s names, for the single-person fast path.
 
 mod csv;
+mod fast;
 mod load;
 
 pub use csv::CsvMembers;
 pub use load::{LoadOptions, LoadStats, Progress};
-
-use std::collections::HashMap;
 
 use serde_json::{Map, Value};
 
@@ -110,7 +109,7 @@ pub(crate) struct Column {
     pub codes: Vec<u32>,
     pub dict: Vec<Val>,
     /// Value → code, while loading.
-    index: std::collections::HashMap<Val, u32>,
+    index: crate::intern::FnvMap<Val, u32>,
 }
 
 impl Column {
@@ -162,8 +161,8 @@ pub(crate) struct NameRun {
 pub struct Dataset {
     pub(crate) symbols: Symbols,
     person_ids: Vec<Box<str>>,
-    person_index: HashMap<Box<str>, u32>,
-    distinct_index: HashMap<Box<str>, u32>,
+    person_index: crate::intern::FnvMap<Box<str>, u32>,
+    distinct_index: crate::intern::FnvMap<Box<str>, u32>,
     /// Person properties by key (indexed by the key's [`Sym`]), each a sparse column.
     pub(crate) columns: Vec<Column>,
     /// `event_offsets[p]..event_offsets[p + 1]` are person p's events, in time order.

@@ -1,0 +1,321 @@
+//! The fast path of line parsing: a JSONL line deserialised straight into borrowed fields and
+//! [`Val`]s, without building a `serde_json::Value` tree (no per-key allocations, no map nodes).
+//! It accepts exactly the well-formed lines; anything unusual (a wrong type, a duplicate key, a
+//! bad timestamp) returns `None` and the caller re-parses the line on the slow path, which
+//! produces the precise error message, so both paths agree on every line.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::Deserialize;
+use serde_json::{Number, Value};
+
+use crate::time::{parse_absolute, parse_timestamp, Micros};
+use crate::value::Val;
+
+/// A parsed event line.
+pub(super) struct EventLine<'a> {
+    pub distinct_id: Cow<'a, str>,
+    pub event: Cow<'a, str>,
+    pub ts: Micros,
+    pub props: Vec<(Cow<'a, str>, Val)>,
+}
+
+/// A parsed person line.
+pub(super) struct PersonLine<'a> {
+    pub id: Cow<'a, str>,
+    pub distinct_ids: Vec<Cow<'a, str>>,
+    pub props: Vec<(Cow<'a, str>, Val)>,
+}
+
+/// Parses an event line, or `None` when the slow path must decide.
+pub(super) fn event(text: &str) -> Option<EventLine<'_>> {
+    let mut de = serde_json::Deserializer::from_str(text);
+    let line = de.deserialize_map(EventVisitor).ok()?;
+    de.end().ok()?;
+    line
+}
+
+/// Parses a person line, or `None` when the slow path must decide.
+pub(super) fn person(text: &str) -> Option<PersonLine<'_>> {
+    let mut de = serde_json::Deserializer::from_str(text);
+    let line = de.deserialize_map(PersonVisitor).ok()?;
+    de.end().ok()?;
+    line
+}
+
+/// Something the fast path does not handle: fall back.
+fn bail<E: de::Error>() -> E {
+    E::custom("slow path")
+}
+
+/// A string or an integer id, as its string form.
+struct Id<'a>(Cow<'a, str>);
+
+impl<'de> Deserialize<'de> for Id<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Id<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string or an integer")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, s: &'de str) -> Result<Id<'de>, E> {
+                Ok(Id(Cow::Borrowed(s)))
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<Id<'de>, E> {
+                Ok(Id(Cow::Owned(s.to_string())))
+            }
+            fn visit_string<E: de::Error>(self, s: String) -> Result<Id<'de>, E> {
+                Ok(Id(Cow::Owned(s)))
+            }
+            fn visit_u64<E: de::Error>(self, n: u64) -> Result<Id<'de>, E> {
+                Ok(Id(Cow::Owned(n.to_string())))
+            }
+            fn visit_i64<E: de::Error>(self, n: i64) -> Result<Id<'de>, E> {
+                Ok(Id(Cow::Owned(n.to_string())))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// A string (borrowed when it has no escapes).
+struct Str<'a>(Cow<'a, str>);
+
+impl<'de> Deserialize<'de> for Str<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Str<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, s: &'de str) -> Result<Str<'de>, E> {
+                Ok(Str(Cow::Borrowed(s)))
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<Str<'de>, E> {
+                Ok(Str(Cow::Owned(s.to_string())))
+            }
+            fn visit_string<E: de::Error>(self, s: String) -> Result<Str<'de>, E> {
+                Ok(Str(Cow::Owned(s)))
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+/// An event timestamp, with exactly `parse_timestamp`'s rules.
+struct Ts(Micros);
+
+impl<'de> Deserialize<'de> for Ts {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = Ts;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a timestamp")
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<Ts, E> {
+                parse_absolute(s).map(Ts).ok_or_else(bail)
+            }
+            fn visit_u64<E: de::Error>(self, n: u64) -> Result<Ts, E> {
+                parse_timestamp(&Value::Number(n.into()))
+                    .map(Ts)
+                    .map_err(|_| bail())
+            }
+            fn visit_i64<E: de::Error>(self, n: i64) -> Result<Ts, E> {
+                parse_timestamp(&Value::Number(n.into()))
+                    .map(Ts)
+                    .map_err(|_| bail())
+            }
+            fn visit_f64<E: de::Error>(self, x: f64) -> Result<Ts, E> {
+                let n = Number::from_f64(x).ok_or_else(bail)?;
+                parse_timestamp(&Value::Number(n))
+                    .map(Ts)
+                    .map_err(|_| bail())
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// A property value: `None` for JSON null (missing).
+struct PropValue(Option<Val>);
+
+impl<'de> Deserialize<'de> for PropValue {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = PropValue;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a JSON value")
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<PropValue, E> {
+                Ok(PropValue(None))
+            }
+            fn visit_bool<E: de::Error>(self, b: bool) -> Result<PropValue, E> {
+                Ok(PropValue(Some(Val::Bool(b))))
+            }
+            fn visit_u64<E: de::Error>(self, n: u64) -> Result<PropValue, E> {
+                Ok(PropValue(Some(Val::Num(n.into()))))
+            }
+            fn visit_i64<E: de::Error>(self, n: i64) -> Result<PropValue, E> {
+                Ok(PropValue(Some(Val::Num(n.into()))))
+            }
+            fn visit_f64<E: de::Error>(self, x: f64) -> Result<PropValue, E> {
+                Number::from_f64(x)
+                    .map(|n| PropValue(Some(Val::Num(n))))
+                    .ok_or_else(bail)
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<PropValue, E> {
+                Ok(PropValue(Some(Val::Str(s.into()))))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<PropValue, A::Error> {
+                let v = Value::deserialize(de::value::SeqAccessDeserializer::new(seq))?;
+                Ok(PropValue(Val::from_json(&v)))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<PropValue, A::Error> {
+                let v = Value::deserialize(de::value::MapAccessDeserializer::new(map))?;
+                Ok(PropValue(Val::from_json(&v)))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// `properties`: an object (null = none); a duplicate key falls back (JSON objects keep the last
+/// value, which the slow path implements).
+struct Props<'a>(Vec<(Cow<'a, str>, Val)>);
+
+impl<'de> Deserialize<'de> for Props<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Props<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an object")
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Props<'de>, E> {
+                Ok(Props(Vec::new()))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Props<'de>, A::Error> {
+                let mut out: Vec<(Cow<'de, str>, Val)> = Vec::new();
+                // Keys of null values (missing, so not kept) still count for the duplicate check.
+                let mut null_keys: Vec<Cow<'de, str>> = Vec::new();
+                while let Some(Str(k)) = map.next_key::<Str<'de>>()? {
+                    match map.next_value::<PropValue>()?.0 {
+                        Some(v) => out.push((k, v)),
+                        None => null_keys.push(k),
+                    }
+                }
+                let mut names: Vec<&str> = out
+                    .iter()
+                    .map(|(k, _)| k.as_ref())
+                    .chain(null_keys.iter().map(|k| k.as_ref()))
+                    .collect();
+                names.sort_unstable();
+                if names.windows(2).any(|w| w[0] == w[1]) {
+                    return Err(bail());
+                }
+                Ok(Props(out))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+struct EventVisitor;
+
+impl<'de> Visitor<'de> for EventVisitor {
+    type Value = Option<EventLine<'de>>;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an event object")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let (mut did, mut event, mut ts, mut props) = (None, None, None, None);
+        while let Some(Str(k)) = map.next_key::<Str<'de>>()? {
+            match k.as_ref() {
+                "distinct_id" if did.is_none() => did = Some(map.next_value::<Id<'de>>()?.0),
+                "event" if event.is_none() => event = Some(map.next_value::<Str<'de>>()?.0),
+                "timestamp" if ts.is_none() => ts = Some(map.next_value::<Ts>()?.0),
+                "properties" if props.is_none() => props = Some(map.next_value::<Props<'de>>()?.0),
+                "distinct_id" | "event" | "timestamp" | "properties" => return Err(bail()),
+                _ => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(Some(EventLine {
+            distinct_id: did.ok_or_else(bail)?,
+            event: event.ok_or_else(bail)?,
+            ts: ts.ok_or_else(bail)?,
+            props: props.unwrap_or_default(),
+        }))
+    }
+}
+
+struct Ids<'a>(Vec<Cow<'a, str>>);
+
+impl<'de> Deserialize<'de> for Ids<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Ids<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a list of ids")
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Ids<'de>, E> {
+                Ok(Ids(Vec::new()))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Ids<'de>, A::Error> {
+                let mut out = Vec::new();
+                while let Some(Id(id)) = seq.next_element::<Id<'de>>()? {
+                    out.push(id);
+                }
+                Ok(Ids(out))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// An id field that may be null (then `uuid` is used).
+struct MaybeId<'a>(Option<Cow<'a, str>>);
+
+impl<'de> Deserialize<'de> for MaybeId<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Option::<Id<'de>>::deserialize(d).map(|o| MaybeId(o.map(|i| i.0)))
+    }
+}
+
+struct PersonVisitor;
+
+impl<'de> Visitor<'de> for PersonVisitor {
+    type Value = Option<PersonLine<'de>>;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a person object")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let (mut id, mut uuid, mut dids, mut props) = (None, None, None, None);
+        while let Some(Str(k)) = map.next_key::<Str<'de>>()? {
+            match k.as_ref() {
+                "id" if id.is_none() => id = Some(map.next_value::<MaybeId<'de>>()?.0),
+                "uuid" if uuid.is_none() => uuid = Some(map.next_value::<MaybeId<'de>>()?.0),
+                "distinct_ids" if dids.is_none() => dids = Some(map.next_value::<Ids<'de>>()?.0),
+                "properties" if props.is_none() => props = Some(map.next_value::<Props<'de>>()?.0),
+                "id" | "uuid" | "distinct_ids" | "properties" => return Err(bail()),
+                _ => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        let id = id.flatten().or(uuid.flatten()).ok_or_else(bail)?;
+        Ok(Some(PersonLine {
+            id,
+            distinct_ids: dids.unwrap_or_default(),
+            props: props.unwrap_or_default(),
+        }))
+    }
+}
