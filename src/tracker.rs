@@ -197,6 +197,8 @@ struct Tracked {
     history: History,
     /// Membership per cohort position.
     members: Vec<bool>,
+    /// Validity horizon per cohort position (`None`: never, or not time-dependent).
+    horizons: Vec<Option<Micros>>,
     /// Earliest horizon over the time-dependent cohorts (`None`: never).
     horizon: Option<Micros>,
     /// Bumped whenever the horizon is recomputed, so stale heap entries are skipped.
@@ -217,6 +219,8 @@ pub struct Tracker {
     by_key: HashMap<String, Vec<usize>>,
     /// Cohorts whose membership can change with time alone, in evaluation order.
     timed: Vec<usize>,
+    /// The same, by cohort position.
+    is_timed: Vec<bool>,
     /// Non-deleted cohorts in evaluation order.
     live: Vec<usize>,
     heap: BinaryHeap<Reverse<(Micros, usize, u32)>>,
@@ -320,6 +324,7 @@ impl Tracker {
         for (r, &i) in order.iter().enumerate() {
             rank[i] = r;
         }
+        let is_timed = timed.clone();
         let timed: Vec<usize> = live.iter().copied().filter(|&i| timed[i]).collect();
         Tracker {
             engine,
@@ -331,6 +336,7 @@ impl Tracker {
             by_event,
             by_key,
             timed,
+            is_timed,
             live,
             heap: BinaryHeap::new(),
             static_related,
@@ -408,6 +414,7 @@ impl Tracker {
             person,
             history: self.engine.history(),
             members: vec![false; n],
+            horizons: vec![None; n],
             horizon: None,
             generation: 0,
         }));
@@ -441,17 +448,19 @@ impl Tracker {
                 });
             }
         }
-        // The person's horizon: the earliest over its time-dependent cohorts.
-        let mut horizon: Option<Micros> = None;
-        for &c in &self.timed {
-            let id = set.cohorts()[c].id;
-            if let Ok(Some(h)) =
-                self.engine
+        // Horizons of the re-evaluated time-dependent cohorts; the others' inputs did not change,
+        // so their horizons still hold. The person's horizon is the earliest.
+        for &c in list {
+            if self.is_timed[c] {
+                let id = set.cohorts()[c].id;
+                p.horizons[c] = self
+                    .engine
                     .horizon(id, &p.person, &p.history, now, &mut self.scratch)
-            {
-                horizon = Some(horizon.map_or(h, |x: Micros| x.min(h)));
+                    .ok()
+                    .flatten();
             }
         }
+        let horizon = p.horizons.iter().flatten().min().copied();
         p.generation = p.generation.wrapping_add(1);
         p.horizon = horizon;
         if let Some(h) = horizon {

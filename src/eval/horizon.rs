@@ -151,10 +151,11 @@ impl Program {
                                 _ => None,
                             })
                             .collect();
-                        for (k, &ts) in s.events.ts.iter().enumerate() {
-                            if names.contains(&s.events.name[k]) {
+                        // Only the events of the leaf's names matter; each name is one run.
+                        for &name in &names {
+                            for k in s.events.name_range(name) {
                                 for &b in &bounds {
-                                    push(b, ts);
+                                    push(b, s.events.ts[k]);
                                 }
                                 for &(key, b) in &date_filters {
                                     if let Some(d) =
