@@ -166,6 +166,19 @@ impl Engine {
             .horizon(c, &subject(person, history), scratch, now))
     }
 
+    /// A conservative horizon (never later than [`Engine::horizon`]): the first instant at which
+    /// any time comparison of the cohort can flip. Cheap; the tracker re-checks persons then.
+    pub(crate) fn next_check(
+        &self,
+        cohort: usize,
+        person: &Person,
+        history: &History,
+        now: Micros,
+    ) -> Option<Micros> {
+        self.program
+            .next_check(cohort, &subject(person, history), now)
+    }
+
     fn position(&self, cohort: CohortId) -> Result<usize, Error> {
         self.program.set.position(cohort).ok_or_else(|| {
             Error::new(

@@ -448,16 +448,12 @@ impl Tracker {
                 });
             }
         }
-        // Horizons of the re-evaluated time-dependent cohorts; the others' inputs did not change,
-        // so their horizons still hold. The person's horizon is the earliest.
+        // Horizons of the re-evaluated time-dependent cohorts (conservative ones: the first instant
+        // any of their time comparisons can flip); the others' inputs did not change, so their
+        // horizons still hold. The person's horizon is the earliest.
         for &c in list {
             if self.is_timed[c] {
-                let id = set.cohorts()[c].id;
-                p.horizons[c] = self
-                    .engine
-                    .horizon(id, &p.person, &p.history, now, &mut self.scratch)
-                    .ok()
-                    .flatten();
+                p.horizons[c] = self.engine.next_check(c, &p.person, &p.history, now);
             }
         }
         let horizon = p.horizons.iter().flatten().min().copied();

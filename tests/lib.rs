@@ -5,6 +5,7 @@ mod cases;
 mod cli;
 mod props;
 mod references;
+mod regressions;
 mod robustness;
 #[cfg(feature = "server")]
 mod server;

@@ -178,6 +178,22 @@ pub(crate) enum BehaviorKind {
     },
 }
 
+impl BehaviorKind {
+    /// The time slots this condition reads.
+    pub(crate) fn slots(&self) -> Vec<u32> {
+        match *self {
+            BehaviorKind::Performed { since } | BehaviorKind::Multiple { since, .. } => vec![since],
+            BehaviorKind::FirstTime { start } | BehaviorKind::Sequence { start, .. } => vec![start],
+            BehaviorKind::Stopped { start, seq } | BehaviorKind::Restarted { start, seq } => {
+                vec![start, seq]
+            }
+            BehaviorKind::Regularly { bounds, total, .. } => {
+                (0..total as u32).map(|k| bounds + k).collect()
+            }
+        }
+    }
+}
+
 /// How a cohort's membership is decided.
 #[derive(Clone, Debug)]
 pub(crate) enum CohortCode {

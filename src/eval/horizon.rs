@@ -12,7 +12,7 @@ use crate::compile::{BehaviorKind, CohortCode, NodeKind, Program, Test, TimeExpr
 use crate::data::lookup;
 use crate::eval::person::value_date;
 use crate::eval::{Scratch, Subject};
-use crate::time::{back, forward, DateSpec, Micros, RelUnit, Unit, POS_INF};
+use crate::time::{back, forward, DateSpec, Micros, RelUnit, Unit, NEG_INF, POS_INF};
 
 /// How many candidate instants are checked before settling for a conservative (early) answer.
 const MAX_CANDIDATES: usize = 4096;
@@ -39,47 +39,84 @@ fn bound_of(t: &TimeExpr) -> Bound {
     }
 }
 
-/// The first instant `t` with `b(t) ≥ x`, if any.
-fn first_reaching(b: Bound, x: Micros) -> Option<Micros> {
+/// Instants at which a comparison of `x` (or `x + 1µs`) with `b(t)` can flip, pushed to `out`.
+///
+/// `t` and `t − n·(exact unit)` move in lockstep, so there the flip is one instant. Calendar
+/// months are not monotone: with end-of-month clamping, `t − 1 month` for Mar 29, 30 and 31 is
+/// Feb 29 each time (at the same time of day), and jumps back at each midnight where clamping
+/// starts. So around the approximate preimage of `x`, every midnight is a candidate, and within
+/// each day (where `b(t)` is `t` minus a constant) the instant `b(t)` reaches `x` or `x + 1µs`.
+fn crossings(b: Bound, x: Micros, out: &mut Vec<Micros>) {
+    const DAY: i64 = 86_400_000_000;
     match b {
-        Bound::Fixed => None,
-        Bound::Now => Some(x),
+        Bound::Fixed => {}
+        Bound::Now => out.extend([x, x.saturating_add(1)]),
         Bound::Back(n, unit) => {
-            // back(t) ≤ t, and back(forward(x) + slack) ≥ x; binary search in between.
-            let approx = forward(x, n, unit);
-            if approx == POS_INF {
-                return None;
-            }
-            let mut lo = x; // back(lo) < x unless n == 0
-            let mut hi = approx.saturating_add(5 * 86_400_000_000);
-            if back(hi, n, unit) < x {
-                return None;
-            }
-            if back(lo, n, unit) >= x {
-                return Some(lo);
-            }
-            while hi - lo > 1 {
-                let mid = lo + (hi - lo) / 2;
-                if back(mid, n, unit) >= x {
-                    hi = mid;
-                } else {
-                    lo = mid;
+            let secs = match unit {
+                Unit::Minute => 60i64,
+                Unit::Hour => 3_600,
+                Unit::Day => 86_400,
+                Unit::Week => 604_800,
+                Unit::Month | Unit::Year => {
+                    let approx = forward(x, n, unit);
+                    if approx == POS_INF || approx == NEG_INF {
+                        return;
+                    }
+                    let first_day = approx.div_euclid(DAY) - 5;
+                    for d in first_day..=first_day + 10 {
+                        let Some(midnight) = d.checked_mul(DAY) else {
+                            continue;
+                        };
+                        let b0 = back(midnight, n, unit);
+                        out.push(midnight);
+                        if b0 == NEG_INF {
+                            continue;
+                        }
+                        for target in [x, x.saturating_add(1)] {
+                            let offset = target.saturating_sub(b0);
+                            if (0..DAY).contains(&offset) {
+                                out.push(midnight + offset);
+                            }
+                        }
+                    }
+                    return;
+                }
+            };
+            let Some(delta) = i64::try_from(n)
+                .ok()
+                .and_then(|n| n.checked_mul(secs)?.checked_mul(1_000_000))
+            else {
+                return;
+            };
+            for target in [x, x.saturating_add(1)] {
+                if let Some(t) = target.checked_add(delta) {
+                    out.push(t);
                 }
             }
-            Some(hi)
         }
     }
 }
 
 impl Program {
     /// Collects candidate change instants (> now) of cohort `c` for the subject.
-    fn candidates(&self, c: usize, s: &Subject<'_>, now: Micros, out: &mut Vec<Micros>) {
+    fn candidates(
+        &self,
+        c: usize,
+        s: &Subject<'_>,
+        now: Micros,
+        out: &mut Vec<Micros>,
+        slots: &mut Vec<u32>,
+    ) {
         let mut push = |b: Bound, x: Micros| {
-            for x in [x, x.saturating_add(1)] {
-                if let Some(t) = first_reaching(b, x) {
-                    if t > now {
-                        out.push(t);
-                    }
+            let from = out.len();
+            crossings(b, x, out);
+            // Only instants after now matter.
+            let mut k = from;
+            while k < out.len() {
+                if out[k] > now {
+                    k += 1;
+                } else {
+                    out.swap_remove(k);
                 }
             }
         };
@@ -101,6 +138,7 @@ impl Program {
                     NodeKind::Prop(i) => {
                         let t = &self.props[i as usize];
                         if let Test::Date(_, slot) = t.test {
+                            slots.push(slot);
                             let b = bound_of(&self.times[slot as usize]);
                             if let Some(d) = lookup(s.props, t.key).and_then(value_date) {
                                 push(b, d);
@@ -109,6 +147,12 @@ impl Program {
                     }
                     NodeKind::Behavior(i) => {
                         let test = &self.behaviors[i as usize];
+                        slots.extend(test.kind.slots());
+                        for f in &test.filters {
+                            if let Test::Date(_, slot) = f.test {
+                                slots.push(slot);
+                            }
+                        }
                         let mut bounds: Vec<Bound> = vec![Bound::Now];
                         let mut names = vec![test.event];
                         match test.kind {
@@ -173,6 +217,16 @@ impl Program {
     }
 
     /// The validity horizon of cohort `c` for the subject at `now`: `None` = never changes.
+    /// A conservative horizon, for trackers: the first instant after `now` at which any of the
+    /// cohort's comparisons can flip, without evaluating whether the membership actually changes
+    /// there. Never later than [`Program::horizon`], and much cheaper.
+    pub(crate) fn next_check(&self, c: usize, s: &Subject<'_>, now: Micros) -> Option<Micros> {
+        let mut cands = Vec::new();
+        let mut slots = Vec::new();
+        self.candidates(c, s, now, &mut cands, &mut slots);
+        cands.into_iter().min()
+    }
+
     pub(crate) fn horizon(
         &self,
         c: usize,
@@ -181,7 +235,10 @@ impl Program {
         now: Micros,
     ) -> Option<Micros> {
         let mut cands = Vec::new();
-        self.candidates(c, s, now, &mut cands);
+        let mut slots = Vec::new();
+        self.candidates(c, s, now, &mut cands, &mut slots);
+        slots.sort_unstable();
+        slots.dedup();
         cands.sort_unstable();
         cands.dedup();
         self.prepare(scratch, now);
@@ -192,7 +249,7 @@ impl Program {
                 self.prepare(scratch, now);
                 return Some(t);
             }
-            self.prepare(scratch, t);
+            self.prepare_slots(scratch, t, &slots);
             if self.member(c, s, scratch, t) != current {
                 self.prepare(scratch, now);
                 return Some(t);
@@ -209,15 +266,24 @@ mod tests {
     use crate::time::parse_absolute;
 
     #[test]
-    fn first_reaching_inverts_back() {
+    fn crossings_cover_calendar_plateaus() {
+        // From Mar 29 to Mar 31 (12:00), one month back is Feb 29 12:00 each day.
         let x = parse_absolute("2024-02-29T12:00:00Z").unwrap();
-        let t = first_reaching(Bound::Back(1, Unit::Month), x).unwrap();
-        assert!(back(t, 1, Unit::Month) >= x && back(t - 1, 1, Unit::Month) < x);
-        assert_eq!(
-            first_reaching(Bound::Back(7, Unit::Day), x),
-            Some(x + 7 * 86_400_000_000)
-        );
-        assert_eq!(first_reaching(Bound::Now, x), Some(x));
-        assert_eq!(first_reaching(Bound::Fixed, x), None);
+        let mut out = Vec::new();
+        crossings(Bound::Back(1, Unit::Month), x, &mut out);
+        for t in [
+            "2024-03-29T12:00:00Z",
+            "2024-03-30T12:00:00Z",
+            "2024-03-31T12:00:00Z",
+            "2024-03-30T00:00:00Z",
+        ] {
+            assert!(out.contains(&parse_absolute(t).unwrap()), "{t}");
+        }
+        out.clear();
+        crossings(Bound::Back(7, Unit::Day), x, &mut out);
+        assert_eq!(out, [x + 7 * 86_400_000_000, x + 7 * 86_400_000_000 + 1]);
+        out.clear();
+        crossings(Bound::Now, x, &mut out);
+        assert_eq!(out, [x, x + 1]);
     }
 }

@@ -107,6 +107,20 @@ impl Program {
         }
     }
 
+    /// Like [`Program::prepare`] at instant `t`, but binds only `slots` (the ones the cohorts
+    /// about to be evaluated read). The scratch is marked stale, so the next `prepare` binds all.
+    pub(crate) fn prepare_slots(&self, scratch: &mut Scratch, t: Micros, slots: &[u32]) {
+        self.prepare(scratch, scratch.now);
+        for &s in slots {
+            scratch.times[s as usize] = match &self.times[s as usize] {
+                TimeExpr::Back(span) => back(t, span.n, span.unit),
+                TimeExpr::Date(d) => d.resolve(t),
+            };
+        }
+        // No real instant is i64::MIN + 1: the next `prepare` recomputes every slot.
+        scratch.now = i64::MIN + 1;
+    }
+
     /// Is the subject a member of the cohort at position `c`? Memoised per generation.
     pub(crate) fn member(
         &self,
