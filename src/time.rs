@@ -156,8 +156,31 @@ fn shift(t: Micros, delta: i128, unit: Unit) -> Shift {
             None => Shift::AfterYear9999,
         };
     }
-    let months_per_unit: i128 = if unit == Unit::Year { 12 } else { 1 };
     let (y, m, d, tod) = split(t);
+    // The common case fits i64 arithmetic (128-bit division is several times slower).
+    if let Ok(small) = i64::try_from(delta) {
+        if small.unsigned_abs() < 1 << 40 {
+            let months = if unit == Unit::Year {
+                small * 12
+            } else {
+                small
+            };
+            let total = y * 12 + i64::from(m) - 1 + months;
+            let ny = total.div_euclid(12);
+            if ny < 1 {
+                return Shift::BeforeYear1;
+            }
+            if ny > 9999 {
+                return Shift::AfterYear9999;
+            }
+            let nm = (total.rem_euclid(12) + 1) as u32;
+            let nd = d.min(days_in_month(ny, nm));
+            return Shift::Value(i128::from(
+                days_from_civil(ny, nm, nd) * MICROS_PER_DAY + tod,
+            ));
+        }
+    }
+    let months_per_unit: i128 = if unit == Unit::Year { 12 } else { 1 };
     let total = delta
         .checked_mul(months_per_unit)
         .and_then(|dm| dm.checked_add(i128::from(y) * 12 + i128::from(m) - 1));
