@@ -6,6 +6,29 @@
 //! event name (and the cohorts that reference those), a property change the cohorts that read the
 //! key. Time advancing re-evaluates only persons whose validity horizon has passed, found in a
 //! min-heap of horizons.
+//!
+//! ```
+//! use cohort_engine::{Change, Engine, Tracker, Update, time};
+//!
+//! let engine = Engine::from_json(r#"[{"id": 1, "filters": {"properties": {"type": "AND", "values": [
+//!     {"type": "behavioral", "key": "login", "event_type": "events", "value": "performed_event",
+//!      "time_value": 1, "time_interval": "day"}]}}}]"#)?;
+//! let now = time::parse_absolute("2024-06-15T12:00:00Z").unwrap();
+//! let mut tracker = Tracker::new(engine, now);
+//! tracker.apply(Update::Set { distinct_id: "d1".into(), properties: Default::default() }).unwrap();
+//! let login = Update::Event {
+//!     distinct_id: "d1".into(),
+//!     event: "login".into(),
+//!     timestamp: now - 1,
+//!     properties: Default::default(),
+//! };
+//! let entered = tracker.apply(login).unwrap();
+//! assert_eq!((entered[0].cohort, entered[0].change), (1, Change::Entered));
+//! // A day later the login has left the window.
+//! let exited = tracker.apply(Update::Now(now + 86_400_000_000)).unwrap();
+//! assert_eq!(exited[0].change, Change::Exited);
+//! # Ok::<(), cohort_engine::Errors>(())
+//! ```
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
