@@ -338,9 +338,14 @@ fn jsonl(persons: &[RefPerson]) -> (String, String) {
         p += &json!({"id": person.id, "distinct_ids": person.distinct_ids, "properties": person.properties}).to_string();
         p.push('\n');
         for (k, (name, ts, props)) in person.events.iter().enumerate() {
-            // Alternate distinct ids so both contribute.
-            let did = &person.distinct_ids[k % 2];
-            e += &json!({"distinct_id": did, "event": name, "timestamp": ts / 1_000_000, "properties": props}).to_string();
+            // Alternate distinct ids so all contribute; alternate timestamp formats too.
+            let did = &person.distinct_ids[k % person.distinct_ids.len()];
+            let timestamp = if ts % 1_000_000 == 0 && k % 2 == 0 {
+                json!(ts / 1_000_000)
+            } else {
+                json!(cohort_engine::time::format_micros(*ts))
+            };
+            e += &json!({"distinct_id": did, "event": name, "timestamp": timestamp, "properties": props}).to_string();
             e.push('\n');
         }
     }
@@ -620,6 +625,13 @@ proptest! {
             prop_assert_eq!(got, expected, "after {}\n{}", description, text);
             prop_assert!(transitions.iter().all(|t| t.at == tracker.now()));
             before = after;
+        }
+        // At the end, the tracker equals a full batch evaluation of the changed state.
+        let (p, e) = jsonl(&persons);
+        let data = Dataset::from_jsonl(&p, &e).unwrap();
+        let batch = data.evaluate(&set, tracker.now(), &BatchOptions::default()).unwrap();
+        for (id, members) in &batch {
+            prop_assert_eq!(&tracker.members(*id), members, "final state, cohort {}", id);
         }
     }
 }
