@@ -32,6 +32,8 @@ enum Command {
     Watch(WatchArgs),
     /// Write a deterministic synthetic dataset (persons.jsonl, events.jsonl, cohorts.json).
     Generate(GenerateArgs),
+    /// Print ClickHouse SQL computing each cohort's members (same semantics as `eval`).
+    Sql(SqlArgs),
     /// Serve the cohort API's endpoints locally (cargo feature `server`).
     #[cfg(feature = "server")]
     Serve(ServeArgs),
@@ -52,6 +54,22 @@ struct ServeArgs {
     /// API key clients must send as `Authorization: Bearer KEY` (default: $COHORT_ENGINE_API_KEY).
     #[arg(long, value_name = "KEY")]
     api_key: Option<String>,
+}
+
+#[derive(Args, Debug)]
+struct SqlArgs {
+    /// Cohorts file.
+    #[arg(long, value_name = "FILE")]
+    cohorts: PathBuf,
+    /// Only these cohorts (repeatable); default: every non-deleted cohort.
+    #[arg(long = "cohort", value_name = "ID", allow_hyphen_values = true)]
+    cohort: Vec<String>,
+    /// The instant windows are computed from (they become literals). Default: now.
+    #[arg(long, value_name = "TIME")]
+    now: Option<String>,
+    /// SQL dialect; only `clickhouse` is supported.
+    #[arg(long, value_name = "DIALECT", default_value = "clickhouse")]
+    dialect: String,
 }
 
 #[derive(Args, Debug)]
@@ -173,6 +191,7 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> i32 {
         Command::Explain(args) => explain(args),
         Command::Watch(args) => watch(args),
         Command::Generate(args) => generate(args),
+        Command::Sql(args) => sql(args),
         #[cfg(feature = "server")]
         Command::Serve(args) => serve(args),
     };
@@ -246,14 +265,7 @@ fn eval(args: EvalArgs) -> Result<(), Vec<Error>> {
         .map(|c| parse_cohort_id(c))
         .collect::<Result<Vec<_>, _>>()?;
     let set = load_set(&args.cohorts)?;
-    let unknown: Vec<Error> = wanted
-        .iter()
-        .filter_map(|&id| check_cohort(&set, id).err())
-        .flatten()
-        .collect();
-    if !unknown.is_empty() {
-        return Err(unknown);
-    }
+    requested(&set, &wanted)?;
     let data_args = DataArgs {
         cohorts: args.cohorts.clone(),
         persons: args.persons.clone(),
@@ -352,6 +364,21 @@ fn parse_cohort_id(s: &str) -> Result<CohortId, Vec<Error>> {
         _ => Err(usage(format!(
             "--cohort must be a cohort id (a non-negative integer), got {s:?}"
         ))),
+    }
+}
+
+/// The `--cohort` ids, each checked against the set (after the file's own errors, before any data
+/// file is read).
+fn requested(set: &CohortSet, ids: &[CohortId]) -> Result<(), Vec<Error>> {
+    let unknown: Vec<Error> = ids
+        .iter()
+        .filter_map(|&id| check_cohort(set, id).err())
+        .flatten()
+        .collect();
+    if unknown.is_empty() {
+        Ok(())
+    } else {
+        Err(unknown)
     }
 }
 
@@ -522,4 +549,43 @@ fn serve(args: ServeArgs) -> Result<(), Vec<Error>> {
         api_key: args.api_key,
     })
     .map_err(|e| vec![e])
+}
+
+fn sql(args: SqlArgs) -> Result<(), Vec<Error>> {
+    if args.dialect != "clickhouse" {
+        return Err(usage(format!(
+            "--dialect {:?} is not supported (only clickhouse)",
+            args.dialect
+        )));
+    }
+    let now = parse_now(&args.now)?;
+    let wanted = args
+        .cohort
+        .iter()
+        .map(|c| parse_cohort_id(c))
+        .collect::<Result<Vec<_>, _>>()?;
+    let set = load_set(&args.cohorts)?;
+    requested(&set, &wanted)?;
+    let ids: Vec<CohortId> = if wanted.is_empty() {
+        set.cohorts()
+            .iter()
+            .filter(|c| !c.is_deleted())
+            .map(|c| c.id)
+            .collect()
+    } else {
+        wanted
+    };
+    let opts = cohort_engine::sql::SqlOptions::new(now);
+    let mut out = String::new();
+    let mut errors = Vec::new();
+    for id in ids {
+        match cohort_engine::sql::cohort_sql(&set, id, &opts) {
+            Ok(q) => out.push_str(&format!("-- cohort {id}\n{q};\n\n")),
+            Err(e) => errors.push(e),
+        }
+    }
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    write_stdout(out.as_bytes())
 }

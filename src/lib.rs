@@ -106,6 +106,7 @@ pub mod semver;
 #[cfg(feature = "server")]
 pub mod server;
 mod set;
+pub mod sql;
 pub mod store;
 pub mod time;
 pub mod tracker;

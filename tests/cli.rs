@@ -545,3 +545,46 @@ fn watch_prints_transitions_per_input_line() {
         ]
     );
 }
+
+#[test]
+fn sql_prints_one_select_per_cohort_or_refuses_clearly() {
+    let ex = examples().join("cohorts.json").display().to_string();
+    let o = run(&[
+        "sql",
+        "--cohorts",
+        &ex,
+        "--cohort",
+        "4",
+        "--cohort",
+        "1",
+        "--now",
+        NOW,
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(
+        out.starts_with("-- cohort 4\nSELECT person_id FROM"),
+        "{}",
+        &out[..80]
+    );
+    assert!(out.contains("\n-- cohort 1\nSELECT person_id FROM"));
+    assert_eq!(out.matches(";\n").count(), 2);
+
+    let dir = tempdir();
+    let cohorts = write(
+        &dir,
+        "c.json",
+        r#"[{"id": 1, "filters": {"properties": {"type": "AND", "values": [
+            {"type": "person", "key": "name", "operator": "regex", "value": "\\bpro"}]}}}]"#,
+    );
+    let o = run(&["sql", "--cohorts", &cohorts, "--now", NOW]);
+    assert_eq!(o.status.code(), Some(2));
+    assert_eq!(stdout(&o), "");
+    let err = stderr(&o);
+    assert!(err.starts_with("error: invalid_filter: cohort 1: filters.properties.values[0]: not supported by the ClickHouse SQL back end: regex"), "{err}");
+    let o = run(&["sql", "--cohorts", &ex, "--dialect", "duckdb"]);
+    expect_errors(
+        &o,
+        &["error: usage: --dialect \"duckdb\" is not supported (only clickhouse)"],
+    );
+}

@@ -9,4 +9,5 @@ mod regressions;
 mod robustness;
 #[cfg(feature = "server")]
 mod server;
+mod sql;
 mod store;

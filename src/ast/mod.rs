@@ -258,6 +258,21 @@ impl Scalar {
     }
 }
 
+/// The boolean mode of `exact` (§B.3): a one-element value that is a JSON boolean or a string
+/// equal case-insensitively to "true"/"false" gives its target; anything else is list or scalar
+/// mode (`None`).
+pub fn boolean_target(items: &[Scalar]) -> Option<bool> {
+    match items {
+        [Scalar::Bool(b)] => Some(*b),
+        [Scalar::Str(s)] => match crate::value::lower(s).as_str() {
+            "true" => Some(true),
+            "false" => Some(false),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
 /// A validated filter value, typed for its operator.
 #[derive(Clone, Debug, PartialEq)]
 pub enum FilterValue {

@@ -543,19 +543,8 @@ impl Compiler<'_> {
 
 /// `exact` with its boolean, list and scalar modes (§B.3).
 fn exact_test(items: &[Scalar]) -> Test {
-    if let [one] = items {
-        let target = match one {
-            Scalar::Bool(b) => Some(*b),
-            Scalar::Str(s) => match lower(s).as_str() {
-                "true" => Some(true),
-                "false" => Some(false),
-                _ => None,
-            },
-            Scalar::Num(_) => None,
-        };
-        if let Some(t) = target {
-            return Test::Bool(t);
-        }
+    if let Some(t) = crate::ast::boolean_target(items) {
+        return Test::Bool(t);
     }
     let needles: Vec<Box<str>> = items
         .iter()
