@@ -133,18 +133,8 @@ struct WatchArgs {
 
 #[derive(Args, Debug)]
 struct EvalArgs {
-    /// Cohorts file: a JSON array of cohort objects, or the API's paginated list response.
-    #[arg(long, value_name = "FILE")]
-    cohorts: PathBuf,
-    /// Persons file (JSONL; `.gz` read compressed).
-    #[arg(long, value_name = "FILE")]
-    persons: PathBuf,
-    /// Events file (JSONL; `.gz` read compressed).
-    #[arg(long, value_name = "FILE")]
-    events: Option<PathBuf>,
-    /// Evaluation instant: RFC 3339 with offset, or a naive date/date-time (UTC). Default: now.
-    #[arg(long, value_name = "TIME")]
-    now: Option<String>,
+    #[command(flatten)]
+    data: DataArgs,
     /// Only print these cohorts (repeatable); referenced cohorts are still evaluated.
     #[arg(long = "cohort", value_name = "ID", allow_hyphen_values = true)]
     cohort: Vec<String>,
@@ -154,9 +144,6 @@ struct EvalArgs {
     /// Worker threads (default: all cores); never changes the output.
     #[arg(long, value_name = "N", allow_hyphen_values = true)]
     threads: Option<String>,
-    /// Print nothing on stderr except errors.
-    #[arg(long)]
-    quiet: bool,
 }
 
 /// Runs the CLI and returns the exit status.
@@ -246,7 +233,7 @@ fn parse_partition(s: &Option<String>) -> Result<Option<(u64, u64)>, Vec<Error>>
 }
 
 fn eval(args: EvalArgs) -> Result<(), Vec<Error>> {
-    let now = parse_now(&args.now)?;
+    let now = parse_now(&args.data.now)?;
     let partition = parse_partition(&args.partition)?;
     let threads = match &args.threads {
         None => 0,
@@ -264,16 +251,9 @@ fn eval(args: EvalArgs) -> Result<(), Vec<Error>> {
         .iter()
         .map(|c| parse_cohort_id(c))
         .collect::<Result<Vec<_>, _>>()?;
-    let set = load_set(&args.cohorts)?;
+    let set = load_set(&args.data.cohorts)?;
     requested(&set, &wanted)?;
-    let data_args = DataArgs {
-        cohorts: args.cohorts.clone(),
-        persons: args.persons.clone(),
-        events: args.events.clone(),
-        now: args.now.clone(),
-        quiet: args.quiet,
-    };
-    let data = load_data(&data_args, threads)?;
+    let data = load_data(&args.data, threads)?;
     let eval_started = Instant::now();
     let options = BatchOptions {
         cohorts: (!wanted.is_empty()).then_some(wanted),
@@ -281,7 +261,7 @@ fn eval(args: EvalArgs) -> Result<(), Vec<Error>> {
         partition,
     };
     let members = data.evaluate(&set, now, &options).map_err(|e| vec![e])?;
-    if !args.quiet {
+    if !args.data.quiet {
         eprintln!(
             "evaluated {} cohorts in {:.3} s",
             members.len(),
