@@ -166,6 +166,20 @@ impl Engine {
             .horizon(c, &subject(person, history), scratch, now))
     }
 
+    /// [`Engine::matches`] for the cohort at position `c` of the set (no id lookup).
+    pub(crate) fn matches_at(
+        &self,
+        c: usize,
+        person: &Person,
+        history: &History,
+        now: Micros,
+        scratch: &mut Scratch,
+    ) -> bool {
+        self.program.prepare(scratch, now);
+        self.program
+            .member(c, &subject(person, history), scratch, now)
+    }
+
     /// A conservative horizon (never later than [`Engine::horizon`]): the first instant at which
     /// any time comparison of the cohort can flip. Cheap; the tracker re-checks persons then.
     pub(crate) fn next_check(

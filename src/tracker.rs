@@ -32,6 +32,9 @@
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
+use std::sync::Arc;
+
+use crate::intern::FnvMap;
 
 use serde_json::{Map, Value};
 
@@ -233,13 +236,13 @@ pub struct Tracker {
     engine: Engine,
     now: Micros,
     persons: Vec<Option<Tracked>>,
-    by_distinct: HashMap<String, usize>,
-    by_id: HashMap<String, usize>,
+    by_distinct: FnvMap<String, usize>,
+    by_id: FnvMap<String, usize>,
     scratch: Scratch,
     /// Cohort positions affected by an event name / a property key (with their dependents), in
     /// evaluation order.
-    by_event: HashMap<String, Vec<usize>>,
-    by_key: HashMap<String, Vec<usize>>,
+    by_event: FnvMap<String, Arc<[usize]>>,
+    by_key: FnvMap<String, Arc<[usize]>>,
     /// Cohorts whose membership can change with time alone, in evaluation order.
     timed: Vec<usize>,
     /// The same, by cohort position.
@@ -353,11 +356,14 @@ impl Tracker {
             engine,
             now,
             persons: Vec::new(),
-            by_distinct: HashMap::new(),
-            by_id: HashMap::new(),
+            by_distinct: FnvMap::default(),
+            by_id: FnvMap::default(),
             scratch: Scratch::new(),
-            by_event,
-            by_key,
+            by_event: by_event
+                .into_iter()
+                .map(|(k, v)| (k, Arc::from(v)))
+                .collect(),
+            by_key: by_key.into_iter().map(|(k, v)| (k, Arc::from(v))).collect(),
             timed,
             is_timed,
             live,
@@ -452,15 +458,13 @@ impl Tracker {
         let Some(p) = self.persons[idx].as_mut() else {
             return out;
         };
-        let all = self.live.clone();
-        let list = cohorts.unwrap_or(&all);
-        let set = self.engine.cohort_set().clone();
+        let list = cohorts.unwrap_or(&self.live);
+        let set = self.engine.cohort_set();
         for &c in list {
             let id = set.cohorts()[c].id;
             let m = self
                 .engine
-                .matches(id, &p.person, &p.history, now, &mut self.scratch)
-                .unwrap_or(false);
+                .matches_at(c, &p.person, &p.history, now, &mut self.scratch);
             if m != p.members[c] {
                 p.members[c] = m;
                 out.push(Transition {
@@ -541,7 +545,11 @@ impl Tracker {
                     self.engine
                         .record(&mut p.history, &event, timestamp, &properties);
                 }
-                let affected = self.by_event.get(&event).cloned().unwrap_or_default();
+                let affected = self
+                    .by_event
+                    .get(&event)
+                    .cloned()
+                    .unwrap_or_else(|| Arc::from(Vec::new()));
                 // A future event changes nothing now but moves the horizon.
                 self.recompute(idx, Some(&affected))
             }
@@ -621,7 +629,7 @@ impl Tracker {
         self.rebuild_person(idx);
         let mut list: Vec<usize> = keys
             .iter()
-            .flat_map(|k| self.by_key.get(k).cloned().unwrap_or_default())
+            .flat_map(|k| self.by_key.get(k).map(|v| v.to_vec()).unwrap_or_default())
             .collect();
         // A new person may enter static cohorts (they list ids), and the cohorts referencing them.
         list.extend_from_slice(&self.static_related);

@@ -8,10 +8,11 @@
 //! cohort reads (through references too), are the only candidates; the horizon is the first
 //! candidate at which the membership actually differs, found by evaluating there.
 
-use crate::compile::{BehaviorKind, CohortCode, NodeKind, Program, Test, TimeExpr};
+use crate::compile::{BehaviorKind, CohortCode, NodeId, NodeKind, Program, Test, TimeExpr};
 use crate::data::lookup;
 use crate::eval::person::value_date;
 use crate::eval::{Scratch, Subject};
+use crate::intern::Sym;
 use crate::time::{back, forward, DateSpec, Micros, RelUnit, Unit, NEG_INF, POS_INF};
 
 /// How many candidate instants are checked before settling for a conservative (early) answer.
@@ -36,6 +37,56 @@ fn bound_of(t: &TimeExpr) -> Bound {
             RelUnit::Month => Bound::Back(amount as u64, Unit::Month),
             RelUnit::Year => Bound::Back(amount as u64, Unit::Year),
         },
+    }
+}
+
+/// The earliest instant after `now` at which a comparison of any event of `run` (time-ordered)
+/// with `b(t)` can flip: the minimum over the run of [`crossings`], by binary search.
+fn next_crossing(b: Bound, run: &[Micros], now: Micros) -> Option<Micros> {
+    const DAY: i64 = 86_400_000_000;
+    // The first event e whose crossings e + Δ and e + Δ + 1µs can lie after now.
+    let linear = |delta: i64| {
+        let lim = now.checked_sub(delta)?;
+        let i = run.partition_point(|&e| e < lim);
+        let t = run.get(i)?.checked_add(delta)?;
+        Some(if t > now { t } else { now.saturating_add(1) })
+    };
+    match b {
+        Bound::Fixed => None,
+        Bound::Now => linear(0),
+        Bound::Back(n, unit) => {
+            let secs = match unit {
+                Unit::Minute => 60i64,
+                Unit::Hour => 3_600,
+                Unit::Day => 86_400,
+                Unit::Week => 604_800,
+                Unit::Month | Unit::Year => {
+                    // Crossings of e lie within six days of forward(e), which grows with e.
+                    let start = run
+                        .partition_point(|&e| forward(e, n, unit).saturating_add(6 * DAY) <= now);
+                    let mut best: Option<Micros> = None;
+                    let mut buf = Vec::new();
+                    for &e in &run[start..] {
+                        if best.is_some_and(|b| forward(e, n, unit).saturating_sub(6 * DAY) > b) {
+                            break;
+                        }
+                        buf.clear();
+                        crossings(b, e, &mut buf);
+                        for &t in &buf {
+                            if t > now && best.is_none_or(|x| t < x) {
+                                best = Some(t);
+                            }
+                        }
+                    }
+                    return best;
+                }
+            };
+            let delta = i64::try_from(n)
+                .ok()?
+                .checked_mul(secs)?
+                .checked_mul(1_000_000)?;
+            linear(delta)
+        }
     }
 }
 
@@ -216,17 +267,93 @@ impl Program {
         }
     }
 
-    /// The validity horizon of cohort `c` for the subject at `now`: `None` = never changes.
     /// A conservative horizon, for trackers: the first instant after `now` at which any of the
     /// cohort's comparisons can flip, without evaluating whether the membership actually changes
-    /// there. Never later than [`Program::horizon`], and much cheaper.
+    /// there. Never later than [`Program::horizon`]. It is the minimum of the same candidates,
+    /// found per leaf and bound by binary search on the leaf's time-ordered event run instead of
+    /// by listing every candidate.
     pub(crate) fn next_check(&self, c: usize, s: &Subject<'_>, now: Micros) -> Option<Micros> {
-        let mut cands = Vec::new();
-        let mut slots = Vec::new();
-        self.candidates(c, s, now, &mut cands, &mut slots);
-        cands.into_iter().min()
+        let mut best: Option<Micros> = None;
+        let mut consider = |t: Micros| {
+            if t > now && best.is_none_or(|b| t < b) {
+                best = Some(t);
+            }
+        };
+        let mut visited: smallvec::SmallVec<[usize; 8]> = smallvec::SmallVec::new();
+        let mut stack: smallvec::SmallVec<[usize; 8]> = smallvec::smallvec![c];
+        let mut crossings_buf = Vec::new();
+        while let Some(c) = stack.pop() {
+            if visited.contains(&c) {
+                continue;
+            }
+            visited.push(c);
+            let CohortCode::Dynamic(root) = self.cohorts[c] else {
+                continue;
+            };
+            let mut nodes: smallvec::SmallVec<[NodeId; 16]> = smallvec::smallvec![root];
+            while let Some(n) = nodes.pop() {
+                match self.nodes[n as usize].kind {
+                    NodeKind::And { start, len } | NodeKind::Or { start, len } => nodes
+                        .extend_from_slice(&self.children[start as usize..(start + len) as usize]),
+                    NodeKind::Cohort { target, .. } => stack.push(target as usize),
+                    NodeKind::Prop(i) => {
+                        let t = &self.props[i as usize];
+                        if let Test::Date(_, slot) = t.test {
+                            if let Some(d) = lookup(s.props, t.key).and_then(value_date) {
+                                crossings_buf.clear();
+                                crossings(
+                                    bound_of(&self.times[slot as usize]),
+                                    d,
+                                    &mut crossings_buf,
+                                );
+                                crossings_buf.iter().for_each(|&t| consider(t));
+                            }
+                        }
+                    }
+                    NodeKind::Behavior(i) => {
+                        let test = &self.behaviors[i as usize];
+                        let mut names: smallvec::SmallVec<[Sym; 2]> =
+                            smallvec::smallvec![test.event];
+                        if let BehaviorKind::Sequence { seq_event, .. } = test.kind {
+                            names.push(seq_event);
+                        }
+                        for &name in &names {
+                            let range = s.events.name_range(name);
+                            let run = &s.events.ts[range.clone()];
+                            if let Some(t) = next_crossing(Bound::Now, run, now) {
+                                consider(t);
+                            }
+                            for slot in test.kind.slots() {
+                                if let Some(t) =
+                                    next_crossing(bound_of(&self.times[slot as usize]), run, now)
+                                {
+                                    consider(t);
+                                }
+                            }
+                            // Event filters comparing event-property dates with relative dates.
+                            for f in &test.filters {
+                                if let Test::Date(_, slot) = f.test {
+                                    let b = bound_of(&self.times[slot as usize]);
+                                    for k in range.clone() {
+                                        if let Some(d) =
+                                            lookup(s.events.props(k), f.key).and_then(value_date)
+                                        {
+                                            crossings_buf.clear();
+                                            crossings(b, d, &mut crossings_buf);
+                                            crossings_buf.iter().for_each(|&t| consider(t));
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        best
     }
 
+    /// The validity horizon of cohort `c` for the subject at `now`: `None` = never changes.
     pub(crate) fn horizon(
         &self,
         c: usize,
