@@ -82,11 +82,20 @@
 //! `invalid_filter` error naming it. Reference chains have no depth limit: all graph code is
 //! iterative.
 //!
+//! ## Beyond membership
+//! [`Engine::explain`] returns the filter tree with every node's result and evidence;
+//! [`Engine::horizon`] the instant until which an answer stays valid with no new data;
+//! [`Tracker`] keeps memberships up to date over a stream of events and property changes;
+//! [`sql::cohort_sql`] compiles a cohort to ClickHouse SQL with the same semantics;
+//! [`store::CohortStore`] implements the cohort API's rules (and the `server` feature serves them).
+//!
 //! ## Performance
 //! Keys and event names are interned at compile/load time; regexes, needles, dates and versions
-//! are prepared once; time windows are bound to `now` once per evaluation instant; events are
-//! stored per person in time order, so a window is a binary search plus a scan. Evaluating a
-//! person does not allocate once its [`Scratch`] has warmed up.
+//! are prepared once; time windows are bound to `now` once per evaluation instant. Each person's
+//! events are ordered by (event name, time), so a behavioral leaf reads one run of events: a
+//! window is a binary search and, without event filters, a count is an index difference. In batch,
+//! person properties are dictionary-encoded columns and each cohort is a bitset computed once.
+//! Evaluating a person does not allocate once its [`Scratch`] has warmed up.
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
