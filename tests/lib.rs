@@ -1,6 +1,7 @@
 //! One integration-test binary (as regex does): data-driven cases, CLI golden tests, property
 //! tests and pinned regressions.
 
+mod alloc;
 mod cases;
 mod cli;
 mod props;
