@@ -8,6 +8,8 @@
 //! cohort reads (through references too), are the only candidates; the horizon is the first
 //! candidate at which the membership actually differs, found by evaluating there.
 
+use smallvec::SmallVec;
+
 use crate::compile::{BehaviorKind, CohortCode, NodeId, NodeKind, Program, Test, TimeExpr};
 use crate::data::lookup;
 use crate::eval::person::value_date;
@@ -38,6 +40,14 @@ fn bound_of(t: &TimeExpr) -> Bound {
             RelUnit::Year => Bound::Back(amount as u64, Unit::Year),
         },
     }
+}
+
+/// What a time comparison compares with its bound: one instant (a person's date, an event
+/// property's date), or every event of a time-ordered run.
+#[derive(Clone, Copy)]
+enum Comparand<'a> {
+    Instant(Micros),
+    Run(&'a [Micros]),
 }
 
 /// The earliest instant after `now` at which a comparison of any event of `run` (time-ordered)
@@ -149,7 +159,88 @@ fn crossings(b: Bound, x: Micros, out: &mut Vec<Micros>) {
 }
 
 impl Program {
-    /// Collects candidate change instants (> now) of cohort `c` for the subject.
+    /// Calls `f` with every property and behavioral leaf of cohort `c` and of the cohorts it
+    /// references, each cohort once. Iterative.
+    fn for_each_timed_leaf(&self, c: usize, f: &mut dyn FnMut(&NodeKind)) {
+        let mut visited: SmallVec<[usize; 8]> = SmallVec::new();
+        let mut stack: SmallVec<[usize; 8]> = smallvec::smallvec![c];
+        while let Some(c) = stack.pop() {
+            if visited.contains(&c) {
+                continue;
+            }
+            visited.push(c);
+            let CohortCode::Dynamic(root) = self.cohorts[c] else {
+                continue;
+            };
+            let mut nodes: SmallVec<[NodeId; 16]> = smallvec::smallvec![root];
+            while let Some(n) = nodes.pop() {
+                let kind = &self.nodes[n as usize].kind;
+                match *kind {
+                    NodeKind::And { start, len } | NodeKind::Or { start, len } => nodes
+                        .extend_from_slice(&self.children[start as usize..(start + len) as usize]),
+                    NodeKind::Cohort { target, .. } => stack.push(target as usize),
+                    NodeKind::Prop(_) | NodeKind::Behavior(_) => f(kind),
+                }
+            }
+        }
+    }
+
+    /// Calls `f` with every time-dependent comparison of cohort `c` for the subject: its bound and
+    /// what it compares with. Also collects the time slots those comparisons read.
+    fn for_each_comparison(
+        &self,
+        c: usize,
+        s: &Subject<'_>,
+        slots: &mut Vec<u32>,
+        f: &mut dyn FnMut(Bound, Comparand<'_>),
+    ) {
+        self.for_each_timed_leaf(c, &mut |kind| match *kind {
+            NodeKind::Prop(i) => {
+                let t = &self.props[i as usize];
+                if let Test::Date(_, slot) = t.test {
+                    slots.push(slot);
+                    if let Some(d) = lookup(s.props, t.key).and_then(value_date) {
+                        f(bound_of(&self.times[slot as usize]), Comparand::Instant(d));
+                    }
+                }
+            }
+            NodeKind::Behavior(i) => {
+                let test = &self.behaviors[i as usize];
+                let kind_slots = test.kind.slots();
+                slots.extend_from_slice(&kind_slots);
+                let mut names: SmallVec<[Sym; 2]> = smallvec::smallvec![test.event];
+                if let BehaviorKind::Sequence { seq_event, .. } = test.kind {
+                    names.push(seq_event);
+                }
+                for &name in &names {
+                    let range = s.events.name_range(name);
+                    let run = &s.events.ts[range.clone()];
+                    f(Bound::Now, Comparand::Run(run));
+                    for &slot in &kind_slots {
+                        f(bound_of(&self.times[slot as usize]), Comparand::Run(run));
+                    }
+                    // Event filters comparing event-property dates with relative dates.
+                    for filter in &test.filters {
+                        if let Test::Date(_, slot) = filter.test {
+                            slots.push(slot);
+                            let b = bound_of(&self.times[slot as usize]);
+                            for k in range.clone() {
+                                if let Some(d) =
+                                    lookup(s.events.props(k), filter.key).and_then(value_date)
+                                {
+                                    f(b, Comparand::Instant(d));
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            _ => {}
+        });
+    }
+
+    /// Collects candidate change instants (> now) of cohort `c` for the subject, and the time
+    /// slots the cohort reads.
     fn candidates(
         &self,
         c: usize,
@@ -158,9 +249,12 @@ impl Program {
         out: &mut Vec<Micros>,
         slots: &mut Vec<u32>,
     ) {
-        let mut push = |b: Bound, x: Micros| {
+        self.for_each_comparison(c, s, slots, &mut |b, x| {
             let from = out.len();
-            crossings(b, x, out);
+            match x {
+                Comparand::Instant(d) => crossings(b, d, out),
+                Comparand::Run(run) => run.iter().for_each(|&e| crossings(b, e, out)),
+            }
             // Only instants after now matter.
             let mut k = from;
             while k < out.len() {
@@ -170,186 +264,32 @@ impl Program {
                     out.swap_remove(k);
                 }
             }
-        };
-        let mut seen = vec![false; self.cohorts.len()];
-        let mut stack = vec![c];
-        while let Some(c) = stack.pop() {
-            if std::mem::replace(&mut seen[c], true) {
-                continue;
-            }
-            let CohortCode::Dynamic(root) = self.cohorts[c] else {
-                continue;
-            };
-            let mut nodes = vec![root];
-            while let Some(n) = nodes.pop() {
-                match self.nodes[n as usize].kind {
-                    NodeKind::And { start, len } | NodeKind::Or { start, len } => nodes
-                        .extend_from_slice(&self.children[start as usize..(start + len) as usize]),
-                    NodeKind::Cohort { target, .. } => stack.push(target as usize),
-                    NodeKind::Prop(i) => {
-                        let t = &self.props[i as usize];
-                        if let Test::Date(_, slot) = t.test {
-                            slots.push(slot);
-                            let b = bound_of(&self.times[slot as usize]);
-                            if let Some(d) = lookup(s.props, t.key).and_then(value_date) {
-                                push(b, d);
-                            }
-                        }
-                    }
-                    NodeKind::Behavior(i) => {
-                        let test = &self.behaviors[i as usize];
-                        slots.extend(test.kind.slots());
-                        for f in &test.filters {
-                            if let Test::Date(_, slot) = f.test {
-                                slots.push(slot);
-                            }
-                        }
-                        let mut bounds: Vec<Bound> = vec![Bound::Now];
-                        let mut names = vec![test.event];
-                        match test.kind {
-                            BehaviorKind::Performed { since }
-                            | BehaviorKind::Multiple { since, .. } => {
-                                bounds.push(bound_of(&self.times[since as usize]))
-                            }
-                            BehaviorKind::FirstTime { start } => {
-                                bounds.push(bound_of(&self.times[start as usize]))
-                            }
-                            BehaviorKind::Stopped { start, seq }
-                            | BehaviorKind::Restarted { start, seq } => {
-                                bounds.push(bound_of(&self.times[start as usize]));
-                                bounds.push(bound_of(&self.times[seq as usize]));
-                            }
-                            BehaviorKind::Sequence {
-                                start, seq_event, ..
-                            } => {
-                                bounds.push(bound_of(&self.times[start as usize]));
-                                names.push(seq_event);
-                            }
-                            BehaviorKind::Regularly {
-                                bounds: first,
-                                total,
-                                ..
-                            } => {
-                                for k in 0..total {
-                                    bounds.push(bound_of(&self.times[(first as u64 + k) as usize]));
-                                }
-                            }
-                        }
-                        // Event filters comparing event-property dates with relative dates.
-                        let date_filters: Vec<(crate::intern::Sym, Bound)> = test
-                            .filters
-                            .iter()
-                            .filter_map(|f| match f.test {
-                                Test::Date(_, slot) => {
-                                    Some((f.key, bound_of(&self.times[slot as usize])))
-                                }
-                                _ => None,
-                            })
-                            .collect();
-                        // Only the events of the leaf's names matter; each name is one run.
-                        for &name in &names {
-                            for k in s.events.name_range(name) {
-                                for &b in &bounds {
-                                    push(b, s.events.ts[k]);
-                                }
-                                for &(key, b) in &date_filters {
-                                    if let Some(d) =
-                                        lookup(s.events.props(k), key).and_then(value_date)
-                                    {
-                                        push(b, d);
-                                    }
-                                }
-                            }
-                        }
-                    }
-                }
-            }
-        }
+        });
     }
 
     /// A conservative horizon, for trackers: the first instant after `now` at which any of the
     /// cohort's comparisons can flip, without evaluating whether the membership actually changes
-    /// there. Never later than [`Program::horizon`]. It is the minimum of the same candidates,
-    /// found per leaf and bound by binary search on the leaf's time-ordered event run instead of
-    /// by listing every candidate.
+    /// there. Never later than [`Program::horizon`]: it is the minimum of the same candidates,
+    /// found for an event run by binary search instead of by listing every candidate.
     pub(crate) fn next_check(&self, c: usize, s: &Subject<'_>, now: Micros) -> Option<Micros> {
         let mut best: Option<Micros> = None;
-        let mut consider = |t: Micros| {
-            if t > now && best.is_none_or(|b| t < b) {
-                best = Some(t);
-            }
-        };
-        let mut visited: smallvec::SmallVec<[usize; 8]> = smallvec::SmallVec::new();
-        let mut stack: smallvec::SmallVec<[usize; 8]> = smallvec::smallvec![c];
-        let mut crossings_buf = Vec::new();
-        while let Some(c) = stack.pop() {
-            if visited.contains(&c) {
-                continue;
-            }
-            visited.push(c);
-            let CohortCode::Dynamic(root) = self.cohorts[c] else {
-                continue;
+        let mut buf = Vec::new();
+        let mut slots = Vec::new();
+        self.for_each_comparison(c, s, &mut slots, &mut |b, x| {
+            let found = match x {
+                Comparand::Run(run) => next_crossing(b, run, now),
+                Comparand::Instant(d) => {
+                    buf.clear();
+                    crossings(b, d, &mut buf);
+                    buf.iter().copied().filter(|&t| t > now).min()
+                }
             };
-            let mut nodes: smallvec::SmallVec<[NodeId; 16]> = smallvec::smallvec![root];
-            while let Some(n) = nodes.pop() {
-                match self.nodes[n as usize].kind {
-                    NodeKind::And { start, len } | NodeKind::Or { start, len } => nodes
-                        .extend_from_slice(&self.children[start as usize..(start + len) as usize]),
-                    NodeKind::Cohort { target, .. } => stack.push(target as usize),
-                    NodeKind::Prop(i) => {
-                        let t = &self.props[i as usize];
-                        if let Test::Date(_, slot) = t.test {
-                            if let Some(d) = lookup(s.props, t.key).and_then(value_date) {
-                                crossings_buf.clear();
-                                crossings(
-                                    bound_of(&self.times[slot as usize]),
-                                    d,
-                                    &mut crossings_buf,
-                                );
-                                crossings_buf.iter().for_each(|&t| consider(t));
-                            }
-                        }
-                    }
-                    NodeKind::Behavior(i) => {
-                        let test = &self.behaviors[i as usize];
-                        let mut names: smallvec::SmallVec<[Sym; 2]> =
-                            smallvec::smallvec![test.event];
-                        if let BehaviorKind::Sequence { seq_event, .. } = test.kind {
-                            names.push(seq_event);
-                        }
-                        for &name in &names {
-                            let range = s.events.name_range(name);
-                            let run = &s.events.ts[range.clone()];
-                            if let Some(t) = next_crossing(Bound::Now, run, now) {
-                                consider(t);
-                            }
-                            for slot in test.kind.slots() {
-                                if let Some(t) =
-                                    next_crossing(bound_of(&self.times[slot as usize]), run, now)
-                                {
-                                    consider(t);
-                                }
-                            }
-                            // Event filters comparing event-property dates with relative dates.
-                            for f in &test.filters {
-                                if let Test::Date(_, slot) = f.test {
-                                    let b = bound_of(&self.times[slot as usize]);
-                                    for k in range.clone() {
-                                        if let Some(d) =
-                                            lookup(s.events.props(k), f.key).and_then(value_date)
-                                        {
-                                            crossings_buf.clear();
-                                            crossings(b, d, &mut crossings_buf);
-                                            crossings_buf.iter().for_each(|&t| consider(t));
-                                        }
-                                    }
-                                }
-                            }
-                        }
-                    }
+            if let Some(t) = found {
+                if best.is_none_or(|x| t < x) {
+                    best = Some(t);
                 }
             }
-        }
+        });
         best
     }
 
