@@ -16,19 +16,31 @@ fn parse_with_precision(s: &str) -> Option<(Version, usize)> {
         .or_else(|| s.strip_prefix('V'))
         .unwrap_or(s);
     let s = s.find(['-', '+']).map_or(s, |i| &s[..i]);
+    // One pass over the bytes: digits accumulate with overflow checks, '.' closes a component.
     let mut parts = [0u64; 3];
     let mut count = 0usize;
-    for component in s.split('.') {
-        if count == 3 {
+    let (mut value, mut digits, mut leading_zero) = (0u64, 0usize, false);
+    let mut close = |value: u64, digits: usize, leading_zero: bool| -> Option<()> {
+        if digits == 0 || (digits > 1 && leading_zero) || count == 3 {
             return None;
         }
-        let b = component.as_bytes();
-        if b.is_empty() || !b.iter().all(u8::is_ascii_digit) || (b.len() > 1 && b[0] == b'0') {
-            return None;
-        }
-        parts[count] = component.parse::<u64>().ok()?;
+        parts[count] = value;
         count += 1;
+        Some(())
+    };
+    for &b in s.as_bytes() {
+        if b == b'.' {
+            close(value, digits, leading_zero)?;
+            (value, digits, leading_zero) = (0, 0, false);
+        } else if b.is_ascii_digit() {
+            leading_zero |= digits == 0 && b == b'0';
+            value = value.checked_mul(10)?.checked_add(u64::from(b - b'0'))?;
+            digits += 1;
+        } else {
+            return None;
+        }
     }
+    close(value, digits, leading_zero)?;
     Some(((parts[0], parts[1], parts[2]), count))
 }
 
