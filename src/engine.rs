@@ -8,7 +8,7 @@ use serde_json::{Map, Value};
 use crate::ast::{Definition, Leaf};
 use crate::compile::Program;
 use crate::data::{frozen, props_from_json, History, Person};
-use crate::error::{Error, ErrorKind, Errors};
+use crate::error::{Error, Errors};
 use crate::eval::explain::Explanation;
 use crate::eval::{Scratch, Subject, Who};
 use crate::intern::Symbols;
@@ -105,15 +105,13 @@ impl Engine {
         now: Micros,
         scratch: &mut Scratch,
     ) -> Result<bool, Error> {
-        let Some(c) = self.program.set.position(cohort) else {
-            return Err(Error::new(
-                ErrorKind::UnknownCohort,
-                format!("cohort {cohort} is not in the set"),
-            ));
-        };
-        let subject = subject(person, history);
-        self.program.prepare(scratch, now);
-        Ok(self.program.member(c, &subject, scratch, now))
+        Ok(self.matches_at(
+            self.program.position_of(cohort)?,
+            person,
+            history,
+            now,
+            scratch,
+        ))
     }
 
     /// Why `person` is (or is not) in `cohort` at `now`: the filter tree with every node's result
@@ -129,20 +127,10 @@ impl Engine {
         now: Micros,
         scratch: &mut Scratch,
     ) -> Result<Explanation, Error> {
-        let c = self.position(cohort)?;
-        let subject = subject(person, history);
-        let horizon = self.program.horizon(c, &subject, scratch, now);
-        self.program.prepare(scratch, now);
-        let result = self.program.member(c, &subject, scratch, now);
-        let tree = self.program.explain_cohort(c, &subject, scratch, now, 0);
-        Ok(Explanation {
-            cohort,
-            person: person.id.to_string(),
-            now,
-            result,
-            horizon,
-            tree,
-        })
+        let c = self.program.position_of(cohort)?;
+        Ok(self
+            .program
+            .explanation(c, &person.id, &subject(person, history), scratch, now))
     }
 
     /// The earliest instant after `now` at which `person`'s membership of `cohort` can change if
@@ -160,7 +148,7 @@ impl Engine {
         now: Micros,
         scratch: &mut Scratch,
     ) -> Result<Option<Micros>, Error> {
-        let c = self.position(cohort)?;
+        let c = self.program.position_of(cohort)?;
         Ok(self
             .program
             .horizon(c, &subject(person, history), scratch, now))
@@ -191,15 +179,6 @@ impl Engine {
     ) -> Option<Micros> {
         self.program
             .next_check(cohort, &subject(person, history), now)
-    }
-
-    fn position(&self, cohort: CohortId) -> Result<usize, Error> {
-        self.program.set.position(cohort).ok_or_else(|| {
-            Error::new(
-                ErrorKind::UnknownCohort,
-                format!("cohort {cohort} is not in the set"),
-            )
-        })
     }
 
     /// Every non-deleted cohort the person is a member of at `now`, by ascending id.

@@ -226,12 +226,7 @@ impl Dataset {
         now: Micros,
         scratch: &mut Scratch,
     ) -> Result<bool, Error> {
-        let Some(c) = program.cohort_set().position(cohort) else {
-            return Err(Error::new(
-                ErrorKind::UnknownCohort,
-                format!("cohort {cohort} is not in the set"),
-            ));
-        };
+        let c = program.position_of(cohort)?;
         if index >= self.len() {
             return Ok(false);
         }
@@ -259,12 +254,7 @@ impl Dataset {
         now: Micros,
         scratch: &mut Scratch,
     ) -> Result<crate::eval::explain::Explanation, Error> {
-        let Some(c) = program.cohort_set().position(cohort) else {
-            return Err(Error::new(
-                ErrorKind::UnknownCohort,
-                format!("cohort {cohort} is not in the set"),
-            ));
-        };
+        let c = program.position_of(cohort)?;
         if index >= self.len() {
             return Err(Error::input(
                 format!("person {index}"),
@@ -277,18 +267,8 @@ impl Dataset {
             events: self.person_events(index),
             who: Who::Indexed { index, data: self },
         };
-        let horizon = program.horizon(c, &subject, scratch, now);
-        program.prepare(scratch, now);
-        let result = program.member(c, &subject, scratch, now);
-        let tree = program.explain_cohort(c, &subject, scratch, now, 0);
-        Ok(crate::eval::explain::Explanation {
-            cohort,
-            person: self.person_id(index).unwrap_or_default().to_string(),
-            now,
-            result,
-            horizon,
-            tree,
-        })
+        let person = self.person_id(index).unwrap_or_default();
+        Ok(program.explanation(c, person, &subject, scratch, now))
     }
 }
 

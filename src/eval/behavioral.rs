@@ -72,6 +72,17 @@ impl Matcher<'_, '_> {
     }
 }
 
+/// The upper bound of period `k` of a `regularly` leaf: now for k = 0, else back(time·k), held in
+/// the slots starting at `bounds`.
+#[inline]
+fn period_bound(times: &[Micros], bounds: u32, now: Micros, k: u64) -> Micros {
+    if k == 0 {
+        now
+    } else {
+        times[(bounds as u64 + k - 1) as usize]
+    }
+}
+
 /// Evaluates a behavioral leaf (before its `negation`). Every type reads only the events of its
 /// name (and, for sequences, of the second step's name), each a time-ordered run, so windows are
 /// binary searches and, without event filters, counts are index differences.
@@ -148,13 +159,7 @@ pub(crate) fn eval_range(
             total,
         } => {
             // Period k covers (back(time·(k+1)), back(time·k)], k = 0 ending at now.
-            let bound = |k: u64| {
-                if k == 0 {
-                    now
-                } else {
-                    times[(bounds as u64 + k - 1) as usize]
-                }
-            };
+            let bound = |k: u64| period_bound(times, bounds, now, k);
             if !m.any(after(ts, bound(total)), after(ts, now)) {
                 return false;
             }
@@ -293,13 +298,7 @@ pub(crate) fn evidence(
             total,
             ..
         } => {
-            let bound = |k: u64| {
-                if k == 0 {
-                    now
-                } else {
-                    times[(bounds as u64 + k - 1) as usize]
-                }
-            };
+            let bound = |k: u64| period_bound(times, bounds, now, k);
             let periods: Vec<serde_json::Value> = (0..total)
                 .map(|k| {
                     let (from, to) = (bound(k + 1), bound(k));

@@ -196,6 +196,29 @@ pub(crate) fn val_json(v: &Val) -> Value {
 }
 
 impl Program {
+    /// The full explanation of cohort position `c` for a subject: result, horizon and tree.
+    pub(crate) fn explanation(
+        &self,
+        c: usize,
+        person: &str,
+        s: &Subject<'_>,
+        scratch: &mut Scratch,
+        now: Micros,
+    ) -> Explanation {
+        let horizon = self.horizon(c, s, scratch, now);
+        self.prepare(scratch, now);
+        let result = self.member(c, s, scratch, now);
+        let tree = self.explain_cohort(c, s, scratch, now, 0);
+        Explanation {
+            cohort: self.set.cohorts()[c].id,
+            person: person.to_string(),
+            now,
+            result,
+            horizon,
+            tree,
+        }
+    }
+
     /// Explains cohort `c` for the subject; `scratch` must be prepared for `now`.
     pub(crate) fn explain_cohort(
         &self,

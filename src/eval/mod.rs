@@ -107,6 +107,17 @@ impl Program {
         }
     }
 
+    /// The position of `cohort` in the program's set, or the `unknown_cohort` error every
+    /// per-person entry point reports.
+    pub(crate) fn position_of(&self, cohort: crate::CohortId) -> Result<usize, crate::Error> {
+        self.set.position(cohort).ok_or_else(|| {
+            crate::Error::new(
+                crate::ErrorKind::UnknownCohort,
+                format!("cohort {cohort} is not in the set"),
+            )
+        })
+    }
+
     /// Like [`Program::prepare`] at instant `t`, but binds only `slots` (the ones the cohorts
     /// about to be evaluated read). The scratch is marked stale, so the next `prepare` binds all.
     pub(crate) fn prepare_slots(&self, scratch: &mut Scratch, t: Micros, slots: &[u32]) {
