@@ -110,7 +110,8 @@ fn small_dataset() -> PathBuf {
     dir
 }
 
-fn batch(c: &mut Criterion) {
+/// The generated small dataset's cohorts and data, loaded.
+fn load_small() -> (CohortSet, Dataset) {
     let dir = small_dataset();
     let set =
         CohortSet::from_json(&std::fs::read_to_string(dir.join("cohorts.json")).unwrap()).unwrap();
@@ -120,6 +121,11 @@ fn batch(c: &mut Criterion) {
         &mut LoadOptions::default(),
     )
     .unwrap();
+    (set, data)
+}
+
+fn batch(c: &mut Criterion) {
+    let (set, data) = load_small();
     let program = data.compile(&set).unwrap();
     let now = parse_absolute(NOW).unwrap();
     let mut g = c.benchmark_group("batch");
@@ -135,15 +141,7 @@ fn batch(c: &mut Criterion) {
 }
 
 fn tracker(c: &mut Criterion) {
-    let dir = small_dataset();
-    let set =
-        CohortSet::from_json(&std::fs::read_to_string(dir.join("cohorts.json")).unwrap()).unwrap();
-    let data = Dataset::from_paths(
-        &dir.join("persons.jsonl"),
-        Some(&dir.join("events.jsonl")),
-        &mut LoadOptions::default(),
-    )
-    .unwrap();
+    let (set, data) = load_small();
     let now = parse_absolute(NOW).unwrap();
     let mut t = Tracker::from_dataset(Engine::new(&set).unwrap(), &data, now);
     let names = ["$pageview", "login", "purchase", "search", "upgrade"];
