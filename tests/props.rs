@@ -199,6 +199,13 @@ fn person_leaf() -> impl Strategy<Value = Value> {
     })
 }
 
+fn stopped_or_restarted() -> impl Strategy<Value = &'static str> {
+    proptest::sample::select(vec![
+        "stopped_performing_event",
+        "restarted_performing_event",
+    ])
+}
+
 fn behavioral_leaf() -> impl Strategy<Value = Value> {
     let unit = proptest::sample::select(vec!["hour", "day", "week", "month"]);
     let kind = prop_oneof![
@@ -207,8 +214,16 @@ fn behavioral_leaf() -> impl Strategy<Value = Value> {
         (proptest::sample::select(vec!["eq", "gt", "gte", "lt", "lte"]), 1u64..4)
             .prop_map(|(o, n)| json!({"value": "performed_event_multiple", "operator": o, "operator_value": n})),
         Just(json!({"value": "performed_event_first_time"})),
-        (1u64..3).prop_map(|s| json!({"value": "stopped_performing_event", "seq_time_value": s, "seq_time_interval": "hour"})),
-        (1u64..3).prop_map(|s| json!({"value": "restarted_performing_event", "seq_time_value": s, "seq_time_interval": "hour"})),
+        (stopped_or_restarted(), 1u64..3).prop_map(|(v, s)| json!({"value": v, "seq_time_value": s, "seq_time_interval": "hour"})),
+        // Calendar units mixed with fixed ones: at now() = 2024-03-31T12:00 these put S before T
+        // (52 weeks = 364 days vs 12 months = 366 days back), on T (2 months = 60 days back; 1
+        // year vs 12 months) and after T (1 month = 31 days back vs 30 days). The seq-vs-time
+        // validation compares fixed seconds, so all are valid.
+        (stopped_or_restarted(), proptest::sample::select(vec![
+            (52, "week", 12, "month"), (2, "month", 60, "day"), (1, "year", 12, "month"),
+            (1, "month", 30, "day"), (1, "year", 52, "week"), (2, "week", 14, "day"),
+        ])).prop_map(|(v, (t, tu, s, su))| json!({"value": v, "time_value": t, "time_interval": tu,
+            "seq_time_value": s, "seq_time_interval": su})),
         (proptest::sample::select(&EVENTS[..]), 1u64..30)
             .prop_map(|(e, s)| json!({"value": "performed_event_sequence", "seq_event": e, "seq_event_type": "events", "seq_time_value": s, "seq_time_interval": "hour"})),
         (proptest::sample::select(vec!["gte", "lt", "eq"]), 1u64..3, 1u64..3, 0u64..2).prop_map(|(o, v, m, extra)| json!({
@@ -229,8 +244,10 @@ fn behavioral_leaf() -> impl Strategy<Value = Value> {
             m.insert("type".into(), json!("behavioral"));
             m.insert("key".into(), json!(event));
             m.insert("event_type".into(), json!("events"));
-            m.insert("time_value".into(), json!(n));
-            m.insert("time_interval".into(), json!(unit));
+            if !m.contains_key("time_value") {
+                m.insert("time_value".into(), json!(n));
+                m.insert("time_interval".into(), json!(unit));
+            }
             m.insert("negation".into(), json!(neg));
             let filters: Vec<Value> = filters
                 .into_iter()
@@ -240,11 +257,13 @@ fn behavioral_leaf() -> impl Strategy<Value = Value> {
                 })
                 .collect();
             m.insert("event_filters".into(), Value::Array(filters));
-            // stopped/restarted need seq ≤ time; make time at least a day.
-            if matches!(
-                m["value"].as_str(),
-                Some("stopped_performing_event" | "restarted_performing_event")
-            ) {
+            // stopped/restarted with an hour seq need seq ≤ time; make time at least a day.
+            if m.get("seq_time_interval").is_some_and(|u| u == "hour")
+                && matches!(
+                    m["value"].as_str(),
+                    Some("stopped_performing_event" | "restarted_performing_event")
+                )
+            {
                 m.insert("time_interval".into(), json!("day"));
             }
             Value::Object(m)
@@ -297,7 +316,11 @@ fn event() -> impl Strategy<Value = (String, i64, Map<String, Value>)> {
     let offset = prop_oneof![
         (-800i64..3).prop_map(|h| h * HOUR),
         (
-            proptest::sample::select(vec![1i64, 2, 24, 48, 168, 720, 744]),
+            // …and the calendar bounds of the stopped/restarted mixes (60 days, 336 h = 2
+            // weeks, 364 and 366 days back) and an event before all of them.
+            proptest::sample::select(vec![
+                1i64, 2, 24, 48, 168, 336, 720, 744, 1440, 8736, 8784, 9000
+            ]),
             -1i64..=1
         )
             .prop_map(|(h, d)| -h * HOUR + d),

@@ -297,3 +297,24 @@ fn every_behavioral_type_generates() {
         code_outside_literals(&sql);
     }
 }
+
+#[test]
+fn restarted_recent_window_starts_at_s_even_before_t() {
+    // 52 weeks back is 2023-06-17T12:00 (T), 12 months back is 2023-06-15T12:00 (S < T): the
+    // recent window is (S, now] literally (SEMANTICS §C.3.5), not (max(T, S), now].
+    let cohorts = json!([{"id": 1, "filters": {"properties": {"type": "AND", "values": [
+        {"type": "behavioral", "key": "login", "event_type": "events",
+         "value": "restarted_performing_event", "time_value": 52, "time_interval": "week",
+         "seq_time_value": 12, "seq_time_interval": "month"}]}}}]);
+    let sql = cohort_sql(
+        &set(cohorts),
+        1,
+        &SqlOptions::new(time::parse_absolute("2024-06-15T12:00:00Z").unwrap()),
+    )
+    .unwrap();
+    let recent = sql.rsplit("countIf(").next().unwrap();
+    assert!(
+        recent.starts_with("e.timestamp > fromUnixTimestamp64Micro(toInt64(1686830400000000)"),
+        "{sql}"
+    );
+}

@@ -137,14 +137,17 @@ pub(crate) fn eval_range(
             first.is_some_and(|i| slot(start) <= ts[i] && ts[i] < now)
         }
         BehaviorKind::Stopped { start, seq } => {
-            // Some in (T, S], none in (S, now].
+            // Some in (T, S], none in (S, now]. With calendar units S can lie before T (the
+            // seq-vs-time validation uses fixed seconds): (T, S] is then empty, so never true.
             let (a, b, c) = (after(ts, slot(start)), after(ts, slot(seq)), after(ts, now));
-            m.any(a, b.max(a)) && !m.any(b.max(a), c)
+            m.any(a, b) && !m.any(b, c)
         }
         BehaviorKind::Restarted { start, seq } => {
-            // Some at or before T, none in (T, S], some in (S, now].
+            // Some at or before T, none in (T, S], some in (S, now] — literally, for every order
+            // of S and T: when S < T the gap (T, S] is empty and an event in (S, T] counts both
+            // as "at or before T" and as recent.
             let (a, b, c) = (after(ts, slot(start)), after(ts, slot(seq)), after(ts, now));
-            m.any(0, a) && !m.any(a, b.max(a)) && m.any(b.max(a), c)
+            m.any(0, a) && !m.any(a, b) && m.any(b, c)
         }
         BehaviorKind::Sequence {
             start,
@@ -266,9 +269,9 @@ pub(crate) fn evidence(
             let (a, b, c) = (after(ts, slot(start)), after(ts, slot(seq)), after(ts, now));
             let mut e = json!({
                 "window": window(slot(start), false, slot(seq), true),
-                "in_window": counted(&mut m, ts, a, b.max(a)),
+                "in_window": counted(&mut m, ts, a, b),
                 "recent_window": window(slot(seq), false, now, true),
-                "in_recent_window": counted(&mut m, ts, b.max(a), c),
+                "in_recent_window": counted(&mut m, ts, b, c),
             });
             if matches!(test.kind, BehaviorKind::Restarted { .. }) {
                 let before = counted(&mut m, ts, 0, a);

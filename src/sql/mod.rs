@@ -299,7 +299,7 @@ impl Gen<'_> {
                      HAVING countIf({}) > 0 AND countIf({}) = 0 AND countIf({}) > 0",
                     ts_cmp(ts, "<=", t),
                     window(t, ">", s, "<="),
-                    window(t.max(s), ">", now, "<=")
+                    window(s, ">", now, "<=")
                 )
             }
             Behavior::PerformedEventSequence {
