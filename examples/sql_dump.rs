@@ -13,7 +13,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::Write;
 
-use cohort_engine::ast::Definition;
+use cohort_engine::internal::ast::Definition;
 use cohort_engine::sql::{cohort_sql, SqlOptions};
 use cohort_engine::{time, CohortSet};
 use serde_json::{json, Map, Value};

@@ -7,7 +7,7 @@
 use std::time::Instant;
 
 use cohort_engine::time::parse_absolute;
-use cohort_engine::{CohortSet, Dataset, Engine, LoadOptions, Tracker, Update};
+use cohort_engine::{CohortSet, Dataset, Engine, LoadOptions, Timestamp, Tracker, Update};
 
 fn main() {
     let mut args = std::env::args().skip(1);
@@ -50,7 +50,7 @@ fn main() {
             distinct_id: ids[(k * 7919) % ids.len()].clone(),
             event: names[k % names.len()].to_string(),
             // Within the hour before now, so every event counts at once.
-            timestamp: now - 1 - (k as i64 % 3_600) * 1_000_000,
+            timestamp: Timestamp::from_micros(now - 1 - (k as i64 % 3_600) * 1_000_000),
             properties: Default::default(),
         })
         .collect();

@@ -484,7 +484,7 @@ fn watch(args: WatchArgs) -> Result<(), Vec<Error>> {
 
 fn generate(args: GenerateArgs) -> Result<(), Vec<Error>> {
     let now = parse_now(&Some(args.now.clone()))?;
-    let opts = cohort_engine::generate::GenerateOptions {
+    let opts = cohort_engine::internal::generate::GenerateOptions {
         persons: args.persons,
         events_per_person: args.events_per_person,
         seed: args.seed,
@@ -497,7 +497,7 @@ fn generate(args: GenerateArgs) -> Result<(), Vec<Error>> {
         )]
     })?;
     let started = Instant::now();
-    let stats = cohort_engine::generate::generate(&opts, &args.out).map_err(|e| {
+    let stats = cohort_engine::internal::generate::generate(&opts, &args.out).map_err(|e| {
         vec![Error::input(
             args.out.display().to_string(),
             format!("cannot write: {e}"),

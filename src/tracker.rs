@@ -8,24 +8,24 @@
 //! min-heap of horizons.
 //!
 //! ```
-//! use cohort_engine::{Change, Engine, Tracker, Update, time};
+//! use cohort_engine::{Change, Engine, Timestamp, Tracker, Update};
 //!
 //! let engine = Engine::from_json(r#"[{"id": 1, "filters": {"properties": {"type": "AND", "values": [
 //!     {"type": "behavioral", "key": "login", "event_type": "events", "value": "performed_event",
 //!      "time_value": 1, "time_interval": "day"}]}}}]"#)?;
-//! let now = time::parse_absolute("2024-06-15T12:00:00Z").unwrap();
+//! let now: Timestamp = "2024-06-15T12:00:00Z".parse().unwrap();
 //! let mut tracker = Tracker::new(engine, now);
 //! tracker.apply(Update::Set { distinct_id: "d1".into(), properties: Default::default() }).unwrap();
 //! let login = Update::Event {
 //!     distinct_id: "d1".into(),
 //!     event: "login".into(),
-//!     timestamp: now - 1,
+//!     timestamp: now.saturating_add_micros(-1),
 //!     properties: Default::default(),
 //! };
 //! let entered = tracker.apply(login).unwrap();
 //! assert_eq!((entered[0].cohort, entered[0].change), (1, Change::Entered));
 //! // A day later the login has left the window.
-//! let exited = tracker.apply(Update::Now(now + 86_400_000_000)).unwrap();
+//! let exited = tracker.apply(Update::Now(now.saturating_add_micros(86_400_000_000))).unwrap();
 //! assert_eq!(exited[0].change, Change::Exited);
 //! # Ok::<(), cohort_engine::Errors>(())
 //! ```
@@ -38,16 +38,18 @@ use crate::intern::FnvMap;
 
 use serde_json::{Map, Value};
 
-use crate::ast::{Behavior, Definition, Leaf};
 use crate::data::{Dataset, History, Person};
 use crate::engine::Engine;
 use crate::error::Error;
+use crate::error::Errors;
 use crate::eval::Scratch;
-use crate::time::{format_micros, parse_timestamp, Micros};
+use crate::time::{parse_timestamp, Micros};
 use crate::CohortId;
+use crate::Timestamp;
 
-/// Entered or exited.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+/// Entered or exited. Serialises as `"entered"` / `"exited"`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Change {
     /// The person became a member.
     Entered,
@@ -55,8 +57,9 @@ pub enum Change {
     Exited,
 }
 
-/// One membership transition.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// One membership transition. Serialises as the `watch` line:
+/// `{"cohort": ID, "person": "PID", "change": "entered"|"exited", "at": TIME}`.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct Transition {
     /// The cohort.
     pub cohort: CohortId,
@@ -65,47 +68,33 @@ pub struct Transition {
     /// Entered or exited.
     pub change: Change,
     /// The tracker's `now` after the change.
-    pub at: Micros,
+    pub at: Timestamp,
 }
 
 impl Transition {
     /// The `watch` output line (without newline), keys in the documented order.
     pub fn to_json_string(&self) -> String {
-        format!(
-            "{{\"cohort\":{},\"person\":{},\"change\":\"{}\",\"at\":\"{}\"}}",
-            self.cohort,
-            Value::String(self.person.clone()),
-            if self.change == Change::Entered {
-                "entered"
-            } else {
-                "exited"
-            },
-            format_micros(self.at)
-        )
+        serde_json::to_string(self).unwrap_or_default()
     }
 
     /// `{"cohort": ID, "person": "PID", "change": "entered"|"exited", "at": TIME}`.
     pub fn to_json(&self) -> Value {
-        serde_json::json!({
-            "cohort": self.cohort,
-            "person": self.person,
-            "change": if self.change == Change::Entered { "entered" } else { "exited" },
-            "at": format_micros(self.at),
-        })
+        serde_json::to_value(self).unwrap_or_default()
     }
 }
 
 /// A change to apply.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Update {
-    /// An event of the person owning `distinct_id` (events of unknown distinct ids are ignored).
+    /// An event of the person owning `distinct_id`; an unknown distinct id creates a person with
+    /// that id (as [`Update::Set`] does).
     Event {
         /// Whose event.
         distinct_id: String,
         /// Event name.
         event: String,
         /// When it happened (may be before or after now).
-        timestamp: Micros,
+        timestamp: Timestamp,
         /// Event properties.
         properties: Map<String, Value>,
     },
@@ -129,7 +118,7 @@ pub enum Update {
         distinct_id: String,
     },
     /// Time advances to this instant (never backwards).
-    Now(Micros),
+    Now(Timestamp),
 }
 
 impl Update {
@@ -144,7 +133,7 @@ impl Update {
             return Err("expected a JSON object".into());
         };
         if let Some(t) = obj.get("$now") {
-            return Ok(Update::Now(parse_timestamp(t)?));
+            return Ok(Update::Now(Timestamp::from_micros(parse_timestamp(t)?)));
         }
         let distinct_id = match obj.get("distinct_id") {
             Some(Value::String(s)) => s.clone(),
@@ -198,7 +187,7 @@ impl Update {
             None => return Err("an event needs an \"event\" name".into()),
         };
         let timestamp = match obj.get("timestamp") {
-            Some(v) => parse_timestamp(v)?,
+            Some(v) => Timestamp::from_micros(parse_timestamp(v)?),
             None => return Err("an event needs a \"timestamp\"".into()),
         };
         let properties = match obj.remove("properties") {
@@ -239,6 +228,12 @@ pub struct Tracker {
     by_distinct: FnvMap<String, usize>,
     by_id: FnvMap<String, usize>,
     scratch: Scratch,
+    ix: Index,
+    heap: BinaryHeap<Reverse<(Micros, usize, u32)>>,
+}
+
+/// What the tracker precomputes from a cohort set: which cohorts each change can affect.
+struct Index {
     /// Cohort positions affected by an event name / a property key (with their dependents), in
     /// evaluation order.
     by_event: FnvMap<String, Arc<[usize]>>,
@@ -249,17 +244,14 @@ pub struct Tracker {
     is_timed: Vec<bool>,
     /// Non-deleted cohorts in evaluation order.
     live: Vec<usize>,
-    heap: BinaryHeap<Reverse<(Micros, usize, u32)>>,
     /// Static cohorts and the cohorts that reference one, directly or not.
     static_related: Vec<usize>,
     /// Position of each cohort in evaluation order.
     rank: Vec<usize>,
 }
 
-impl Tracker {
-    /// A tracker with no persons at `now`.
-    pub fn new(engine: Engine, now: Micros) -> Tracker {
-        let set = engine.cohort_set().clone();
+impl Index {
+    fn new(set: &crate::CohortSet) -> Index {
         let cohorts = set.cohorts();
         let order: Vec<usize> = set.evaluation_order().to_vec();
         // Direct reads per cohort.
@@ -267,30 +259,10 @@ impl Tracker {
         let mut keys_of: Vec<Vec<String>> = vec![Vec::new(); cohorts.len()];
         let mut timed_direct = vec![false; cohorts.len()];
         for (i, c) in cohorts.iter().enumerate() {
-            if let Definition::Dynamic(root) = &c.definition {
-                root.visit_leaves(&mut |leaf| match leaf {
-                    Leaf::Person(p) => {
-                        keys_of[i].push(p.key.clone());
-                        if matches!(
-                            p.value,
-                            crate::ast::FilterValue::Date(
-                                crate::time::DateSpec::Relative { .. },
-                                _
-                            )
-                        ) {
-                            timed_direct[i] = true;
-                        }
-                    }
-                    Leaf::Behavioral(b) => {
-                        timed_direct[i] = true;
-                        events_of[i].push(b.event.clone());
-                        if let Behavior::PerformedEventSequence { seq_event, .. } = &b.behavior {
-                            events_of[i].push(seq_event.clone());
-                        }
-                    }
-                    Leaf::Cohort(_) => {}
-                });
-            }
+            let reads = c.reads();
+            keys_of[i] = reads.person_keys.clone();
+            events_of[i] = reads.events.clone();
+            timed_direct[i] = reads.timed;
         }
         // Propagate to dependents: a cohort is affected when anything it references is.
         let mut affected_events: Vec<Vec<String>> = events_of;
@@ -352,13 +324,7 @@ impl Tracker {
         }
         let is_timed = timed.clone();
         let timed: Vec<usize> = live.iter().copied().filter(|&i| timed[i]).collect();
-        Tracker {
-            engine,
-            now,
-            persons: Vec::new(),
-            by_distinct: FnvMap::default(),
-            by_id: FnvMap::default(),
-            scratch: Scratch::new(),
+        Index {
             by_event: by_event
                 .into_iter()
                 .map(|(k, v)| (k, Arc::from(v)))
@@ -367,14 +333,101 @@ impl Tracker {
             timed,
             is_timed,
             live,
-            heap: BinaryHeap::new(),
             static_related,
             rank,
         }
     }
+}
+
+impl Tracker {
+    /// A tracker with no persons at `now`.
+    pub fn new(engine: Engine, now: impl Into<Timestamp>) -> Tracker {
+        let ix = Index::new(engine.cohort_set());
+        Tracker {
+            engine,
+            now: now.into().as_micros(),
+            persons: Vec::new(),
+            by_distinct: FnvMap::default(),
+            by_id: FnvMap::default(),
+            scratch: Scratch::new(),
+            ix,
+            heap: BinaryHeap::new(),
+        }
+    }
+
+    /// Replaces the cohort set (e.g. after a [`crate::LiveEngine`] update or a reloaded cohorts
+    /// file), keeping every person's properties and events, and returns the membership
+    /// transitions the change causes, by cohort id then person id: a person leaves the cohorts
+    /// that were removed or deleted, and enters or leaves the changed and new ones as their new
+    /// definitions say.
+    pub fn set_engine(&mut self, engine: Engine) -> Vec<Transition> {
+        let old_ids: Vec<CohortId> = self
+            .engine
+            .cohort_set()
+            .cohorts()
+            .iter()
+            .map(|c| c.id)
+            .collect();
+        self.engine = engine;
+        self.ix = Index::new(self.engine.cohort_set());
+        self.heap.clear();
+        let set = self.engine.cohort_set().clone();
+        let n = set.len();
+        let mut out = Vec::new();
+        for idx in 0..self.persons.len() {
+            let Some(p) = self.persons[idx].as_mut() else {
+                continue;
+            };
+            // Memberships carried over by cohort id; cohorts that left the set are exits.
+            let mut members = vec![false; n];
+            for (pos, &was) in p.members.iter().enumerate() {
+                if !was {
+                    continue;
+                }
+                match set.position(old_ids[pos]) {
+                    Some(q) => members[q] = true,
+                    None => out.push(Transition {
+                        cohort: old_ids[pos],
+                        person: p.id.clone(),
+                        change: Change::Exited,
+                        at: Timestamp::from_micros(self.now),
+                    }),
+                }
+            }
+            // Deleted cohorts have no members: exits, not re-evaluations.
+            for (q, m) in members.iter_mut().enumerate() {
+                if *m && set.cohorts()[q].is_deleted() {
+                    *m = false;
+                    out.push(Transition {
+                        cohort: set.cohorts()[q].id,
+                        person: p.id.clone(),
+                        change: Change::Exited,
+                        at: Timestamp::from_micros(self.now),
+                    });
+                }
+            }
+            p.members = members;
+            p.horizons = vec![None; n];
+            p.horizon = None;
+            out.extend(self.recompute(idx, None));
+        }
+        out.sort_by(|a, b| (a.cohort, &a.person).cmp(&(b.cohort, &b.person)));
+        out
+    }
+
+    /// Adds or replaces one cohort (the API's create / PATCH) in the tracked set, keeping every
+    /// person's state, and returns the transitions it causes (see [`Tracker::set_engine`]).
+    ///
+    /// # Errors
+    /// As [`crate::CohortSet::upsert`]; on error nothing changes.
+    pub fn upsert(&mut self, cohort: &Value) -> Result<Vec<Transition>, Errors> {
+        let set = self.engine.cohort_set().upsert(cohort)?;
+        let engine = Engine::new(&set)?;
+        Ok(self.set_engine(engine))
+    }
 
     /// A tracker holding every person and event of a dataset, at `now`.
-    pub fn from_dataset(engine: Engine, data: &Dataset, now: Micros) -> Tracker {
+    pub fn from_dataset(engine: Engine, data: &Dataset, now: impl Into<Timestamp>) -> Tracker {
         let mut t = Tracker::new(engine, now);
         let mut distinct: Vec<Vec<String>> = vec![Vec::new(); data.len()];
         for (d, p) in data.distinct_owners() {
@@ -397,8 +450,8 @@ impl Tracker {
     }
 
     /// The tracker's current instant.
-    pub fn now(&self) -> Micros {
-        self.now
+    pub fn now(&self) -> Timestamp {
+        Timestamp::from_micros(self.now)
     }
 
     /// The engine.
@@ -458,7 +511,7 @@ impl Tracker {
         let Some(p) = self.persons[idx].as_mut() else {
             return out;
         };
-        let list = cohorts.unwrap_or(&self.live);
+        let list = cohorts.unwrap_or(&self.ix.live);
         let set = self.engine.cohort_set();
         for &c in list {
             let id = set.cohorts()[c].id;
@@ -471,7 +524,7 @@ impl Tracker {
                     cohort: id,
                     person: p.id.clone(),
                     change: if m { Change::Entered } else { Change::Exited },
-                    at: now,
+                    at: Timestamp::from_micros(now),
                 });
             }
         }
@@ -479,7 +532,7 @@ impl Tracker {
         // any of their time comparisons can flip); the others' inputs did not change, so their
         // horizons still hold. The person's horizon is the earliest.
         for &c in list {
-            if self.is_timed[c] {
+            if self.ix.is_timed[c] {
                 p.horizons[c] = self.engine.next_check(c, &p.person, &p.history, now);
             }
         }
@@ -500,12 +553,13 @@ impl Tracker {
     pub fn apply(&mut self, update: Update) -> Result<Vec<Transition>, Error> {
         let mut out = match update {
             Update::Now(t) => {
+                let t = t.as_micros();
                 if t < self.now {
                     return Err(Error::input(
                         "$now",
                         format!(
                             "time cannot go backwards (now is {})",
-                            format_micros(self.now)
+                            Timestamp::from_micros(self.now)
                         ),
                     ));
                 }
@@ -525,7 +579,7 @@ impl Tracker {
                 }
                 due.sort_unstable();
                 due.dedup();
-                let timed = self.timed.clone();
+                let timed = self.ix.timed.clone();
                 let mut out = Vec::new();
                 for idx in due {
                     out.extend(self.recompute(idx, Some(&timed)));
@@ -538,20 +592,31 @@ impl Tracker {
                 timestamp,
                 properties,
             } => {
-                let Some(&idx) = self.by_distinct.get(&distinct_id) else {
-                    return Ok(Vec::new());
+                // An event of a distinct id never seen creates that person (id = the distinct
+                // id, no properties), as a `$set` does: it is evaluated against every cohort.
+                let (idx, created) = match self.by_distinct.get(&distinct_id) {
+                    Some(&i) => (i, false),
+                    None => (
+                        self.insert_person(distinct_id.clone(), vec![distinct_id], Map::new()),
+                        true,
+                    ),
                 };
                 if let Some(p) = self.persons[idx].as_mut() {
                     self.engine
                         .record(&mut p.history, &event, timestamp, &properties);
                 }
-                let affected = self
-                    .by_event
-                    .get(&event)
-                    .cloned()
-                    .unwrap_or_else(|| Arc::from(Vec::new()));
-                // A future event changes nothing now but moves the horizon.
-                self.recompute(idx, Some(&affected))
+                if created {
+                    self.recompute(idx, None)
+                } else {
+                    let affected = self
+                        .ix
+                        .by_event
+                        .get(&event)
+                        .cloned()
+                        .unwrap_or_else(|| Arc::from(Vec::new()));
+                    // A future event changes nothing now but moves the horizon.
+                    self.recompute(idx, Some(&affected))
+                }
             }
             Update::Set {
                 distinct_id,
@@ -602,7 +667,7 @@ impl Tracker {
                                 cohort: set.cohorts()[c].id,
                                 person: p.id.clone(),
                                 change: Change::Exited,
-                                at: self.now,
+                                at: Timestamp::from_micros(self.now),
                             });
                         }
                     }
@@ -629,11 +694,17 @@ impl Tracker {
         self.rebuild_person(idx);
         let mut list: Vec<usize> = keys
             .iter()
-            .flat_map(|k| self.by_key.get(k).map(|v| v.to_vec()).unwrap_or_default())
+            .flat_map(|k| {
+                self.ix
+                    .by_key
+                    .get(k)
+                    .map(|v| v.to_vec())
+                    .unwrap_or_default()
+            })
             .collect();
         // A new person may enter static cohorts (they list ids), and the cohorts referencing them.
-        list.extend_from_slice(&self.static_related);
-        list.sort_by_key(|&c| self.rank[c]);
+        list.extend_from_slice(&self.ix.static_related);
+        list.sort_by_key(|&c| self.ix.rank[c]);
         list.dedup();
         self.recompute(idx, Some(&list))
     }

@@ -11,4 +11,5 @@ mod robustness;
 #[cfg(feature = "server")]
 mod server;
 mod sql;
+#[cfg(feature = "store")]
 mod store;

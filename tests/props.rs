@@ -6,7 +6,7 @@
 mod reference;
 
 use cohort_engine::time::parse_absolute;
-use cohort_engine::{BatchOptions, CohortSet, Dataset, Engine, Scratch};
+use cohort_engine::{BatchOptions, CohortSet, Dataset, Engine, Scratch, Timestamp};
 use proptest::prelude::*;
 use reference::RefPerson;
 use serde_json::{json, Map, Value};
@@ -383,7 +383,7 @@ fn check_explanation(
     node: &cohort_engine::ExplainNode,
     person: &RefPerson,
 ) -> Result<(), TestCaseError> {
-    use cohort_engine::ast::{Definition, Leaf, Node};
+    use cohort_engine::internal::ast::{Definition, Leaf, Node};
     fn walk(
         set: &CohortSet,
         ast: &Node,
@@ -494,6 +494,7 @@ proptest! {
                 // The horizon: the same result strictly before it, a different one at it.
                 let horizon = engine.horizon(*id, &single, &history, now(), &mut scratch).unwrap();
                 prop_assert_eq!(horizon, explanation.horizon);
+                let horizon = horizon.map(Timestamp::as_micros);
                 let probe = |t: i64| reference::member(&set, *id, person, t);
                 match horizon {
                     Some(h) => {
@@ -596,9 +597,9 @@ proptest! {
             let update = match step {
                 Step::Event(i, (name, off, props)) => {
                     let Some(p) = persons.get_mut(i) else { continue };
-                    let ts = tracker.now() + (off - now()) / 1_000_000 * 1_000_000;
+                    let ts = tracker.now().as_micros() + (off - now()) / 1_000_000 * 1_000_000;
                     p.events.push((name.clone(), ts, props.clone()));
-                    Update::Event { distinct_id: p.distinct_ids[0].clone(), event: name, timestamp: ts, properties: props }
+                    Update::Event { distinct_id: p.distinct_ids[0].clone(), event: name, timestamp: Timestamp::from_micros(ts), properties: props }
                 }
                 Step::Set(i, props) => {
                     let Some(p) = persons.get_mut(i) else { continue };
@@ -627,11 +628,11 @@ proptest! {
                     let p = persons.remove(i);
                     Update::Delete { distinct_id: p.distinct_ids[0].clone() }
                 }
-                Step::Advance(d) => Update::Now(tracker.now() + d),
+                Step::Advance(d) => Update::Now(tracker.now().saturating_add_micros(d)),
             };
             let description = format!("{update:?}");
             let transitions = tracker.apply(update).unwrap();
-            let after = snapshot(&persons, tracker.now());
+            let after = snapshot(&persons, tracker.now().as_micros());
             let mut expected: Vec<(i64, String, Change)> = Vec::new();
             for x in &after {
                 if !before.contains(x) {

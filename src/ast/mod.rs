@@ -9,6 +9,8 @@
 pub mod parse;
 mod print;
 
+use std::sync::Arc;
+
 use crate::semver::Version;
 use crate::time::{DateSpec, Unit};
 use crate::CohortId;
@@ -497,6 +499,60 @@ pub struct Cohort {
     pub definition: Definition,
     /// How many times the definition was replaced through the library (starts at 1).
     pub version: u64,
+    /// What the definition reads, computed once when it is parsed.
+    pub(crate) reads: Arc<Reads>,
+}
+
+/// What a cohort's own definition reads (not counting the cohorts it references): computed once
+/// per cohort, and used by the engine (which names to intern), the tracker (which changes can
+/// affect it) and the set (which cohorts need events).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Reads {
+    /// Keys of person-property leaves, in document order, without duplicates.
+    pub person_keys: Vec<String>,
+    /// Keys of behavioral leaves' event filters, without duplicates.
+    pub event_keys: Vec<String>,
+    /// Event names of behavioral leaves (and sequences' second steps), without duplicates.
+    pub events: Vec<String>,
+    /// True when membership can change with time alone (a behavioral leaf or a relative date).
+    pub timed: bool,
+}
+
+impl Reads {
+    /// Walks a definition once.
+    pub(crate) fn of(definition: &Definition) -> Reads {
+        fn add(v: &mut Vec<String>, s: &str) {
+            if !v.iter().any(|x| x == s) {
+                v.push(s.to_string());
+            }
+        }
+        let mut r = Reads::default();
+        if let Definition::Dynamic(root) = definition {
+            root.visit_leaves(&mut |leaf| match leaf {
+                Leaf::Person(p) => {
+                    add(&mut r.person_keys, &p.key);
+                    if matches!(
+                        p.value,
+                        FilterValue::Date(crate::time::DateSpec::Relative { .. }, _)
+                    ) {
+                        r.timed = true;
+                    }
+                }
+                Leaf::Behavioral(b) => {
+                    r.timed = true;
+                    add(&mut r.events, &b.event);
+                    if let Behavior::PerformedEventSequence { seq_event, .. } = &b.behavior {
+                        add(&mut r.events, seq_event);
+                    }
+                    for f in &b.event_filters {
+                        add(&mut r.event_keys, &f.key);
+                    }
+                }
+                Leaf::Cohort(_) => {}
+            });
+        }
+        r
+    }
 }
 
 impl Cohort {
@@ -525,11 +581,12 @@ impl Cohort {
 
     /// True when the definition has a behavioral leaf (not counting referenced cohorts).
     pub fn has_behavioral_leaf(&self) -> bool {
-        let mut found = false;
-        if let Definition::Dynamic(root) = &self.definition {
-            root.visit_leaves(&mut |leaf| found |= matches!(leaf, Leaf::Behavioral(_)));
-        }
-        found
+        !self.reads.events.is_empty()
+    }
+
+    /// What the definition reads (not counting referenced cohorts).
+    pub fn reads(&self) -> &Reads {
+        &self.reads
     }
 }
 

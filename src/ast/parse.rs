@@ -50,6 +50,7 @@ pub fn parse_cohort(obj: &Map<String, Value>, id: CohortId, limits: &Limits) -> 
         Some(definition) if p.errors.is_empty() => Some(Cohort {
             id,
             name,
+            reads: std::sync::Arc::new(super::Reads::of(&definition)),
             definition,
             version: 1,
         }),

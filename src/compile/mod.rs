@@ -221,6 +221,8 @@ pub struct Program {
     pub(crate) times: Vec<TimeExpr>,
     /// A process-unique id, so a [`crate::Scratch`] knows which program its cached state is for.
     pub(crate) serial: u64,
+    /// The identity of the name tables the program was compiled against ([`Symbols::id`]).
+    pub(crate) names: u64,
     /// The node of every leaf, by (cohort position, the leaf's JSON path), for explanations.
     pub(crate) leaf_nodes: HashMap<(u32, String), NodeId>,
 }
@@ -318,6 +320,7 @@ impl Program {
             behaviors: c.behaviors,
             times: c.times,
             serial: SERIAL.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            names: symbols.id(),
             leaf_nodes: c.leaf_nodes,
         })
     }

@@ -16,7 +16,9 @@ pub use load::{LoadOptions, LoadStats, Progress};
 
 use serde_json::{Map, Value};
 
-use crate::intern::{Interner, Sym, Symbols};
+use smallvec::SmallVec;
+
+use crate::intern::{shared, Sym, Symbols, Table};
 use crate::time::Micros;
 use crate::value::Val;
 
@@ -36,15 +38,19 @@ pub(crate) fn lookup(props: &[Prop], key: Sym) -> Option<&Val> {
     }
 }
 
-/// Converts a JSON properties object to a key-sorted slice, interning keys with `intern`
-/// (returning `None` drops the key: no leaf reads it). Null values are missing, so dropped.
-pub(crate) fn props_from_json(
-    map: &Map<String, Value>,
-    mut intern: impl FnMut(&str) -> Option<Sym>,
-) -> Box<[Prop]> {
-    let mut out: Vec<Prop> = map
+/// Converts a JSON properties object to a key-sorted slice with keys interned in the process-wide
+/// tables ([`crate::intern::shared`]): every key is kept, so a person stays valid for cohorts
+/// added later that read it. Null values are missing, so dropped.
+pub(crate) fn props_shared(map: &Map<String, Value>) -> Box<[Prop]> {
+    let entries: SmallVec<[(&str, Val); 16]> = map
         .iter()
-        .filter_map(|(k, v)| Some((intern(k)?, Val::from_json(v)?)))
+        .filter_map(|(k, v)| Some((k.as_str(), Val::from_json(v)?)))
+        .collect();
+    let syms = shared().resolve(Table::Keys, entries.iter().map(|(k, _)| *k));
+    let mut out: Vec<Prop> = syms
+        .into_iter()
+        .zip(entries)
+        .map(|(s, (_, v))| (s, v))
         .collect();
     out.sort_by_key(|(k, _)| *k);
     out.dedup_by_key(|(k, _)| *k);
@@ -275,9 +281,11 @@ impl Dataset {
     }
 }
 
-/// One person for the single-person fast path: id, distinct ids and properties, with keys
-/// interned against an [`crate::Engine`]. Build it with [`crate::Engine::person`].
-#[derive(Clone, Debug, Default)]
+/// One person for the single-person fast path: id, distinct ids and properties. Build it with
+/// [`crate::Engine::person`]. Keys are interned in the process-wide name tables, which only ever
+/// grow, so a person stays valid with every engine: one built before a
+/// [`crate::LiveEngine`] update is answered correctly by the engine after it.
+#[derive(Clone, Debug)]
 pub struct Person {
     pub(crate) id: Box<str>,
     pub(crate) distinct_ids: Vec<Box<str>>,
@@ -298,7 +306,9 @@ impl Person {
 
 /// One person's event history for the single-person fast path, kept ordered by event name and
 /// time. Events may be pushed out of order; each is inserted at its place (after events of the
-/// same name and timestamp). Build it with [`crate::Engine::history`].
+/// same name and timestamp). Build it with [`crate::Engine::history`] and fill it with
+/// [`crate::Engine::record`]. Like [`Person`], it stays valid across engine updates: every event
+/// name and property key is kept.
 #[derive(Clone, Debug, Default)]
 pub struct History {
     pub(crate) ts: Vec<Micros>,
@@ -343,13 +353,5 @@ impl History {
             name: &self.name,
             props: EventProps::Boxed(&self.props),
         }
-    }
-}
-
-/// Interns with a frozen table: names it lacks are dropped (no leaf reads them).
-pub(crate) fn frozen(interner: &Interner) -> impl FnMut(&str) -> Option<Sym> + '_ {
-    move |name| {
-        let s = interner.get(name);
-        (s != Sym::ABSENT).then_some(s)
     }
 }

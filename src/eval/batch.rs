@@ -16,7 +16,7 @@ use crate::eval::bitset::Bitset;
 use crate::eval::{behavioral, person, Scratch, Subject, Who};
 use crate::set::CohortSet;
 use crate::time::{back, Micros};
-use crate::CohortId;
+use crate::{CohortId, Timestamp};
 
 /// What to evaluate and how.
 #[derive(Clone, Debug, Default)]
@@ -62,11 +62,26 @@ impl Dataset {
     pub fn evaluate(
         &self,
         set: &CohortSet,
-        now: Micros,
+        now: impl Into<Timestamp>,
         opts: &BatchOptions,
     ) -> Result<Members, Error> {
+        let now = now.into().as_micros();
         let program = Program::compile(set, &self.symbols)?;
         self.evaluate_program(&program, now, opts)
+    }
+
+    /// A program compiled against other name tables (another dataset's, or an engine's) would
+    /// read the wrong keys: refuse it.
+    fn check_program(&self, program: &Program) -> Result<(), Error> {
+        if program.names == self.symbols.id() {
+            Ok(())
+        } else {
+            Err(Error::new(
+                ErrorKind::InvalidInput,
+                "the program was compiled for another dataset's names; compile it with this \
+                 dataset's Dataset::compile",
+            ))
+        }
     }
 
     /// Compiles a set against this dataset's names.
@@ -84,9 +99,10 @@ impl Dataset {
     pub fn evaluate_program(
         &self,
         program: &Program,
-        now: Micros,
+        now: impl Into<Timestamp>,
         opts: &BatchOptions,
     ) -> Result<Members, Error> {
+        let now = now.into().as_micros();
         let bits = self.evaluate_bitsets(program, now, opts)?;
         let mut members = Members::new();
         for (id, b) in bits {
@@ -108,9 +124,11 @@ impl Dataset {
     pub fn evaluate_bitsets(
         &self,
         program: &Program,
-        now: Micros,
+        now: impl Into<Timestamp>,
         opts: &BatchOptions,
     ) -> Result<BTreeMap<CohortId, Bitset>, Error> {
+        let now = now.into().as_micros();
+        self.check_program(program)?;
         let set = program.cohort_set();
         let requested: Vec<usize> = match &opts.cohorts {
             None => (0..set.len())
@@ -223,9 +241,11 @@ impl Dataset {
         program: &Program,
         cohort: CohortId,
         index: usize,
-        now: Micros,
+        now: impl Into<Timestamp>,
         scratch: &mut Scratch,
     ) -> Result<bool, Error> {
+        let now = now.into().as_micros();
+        self.check_program(program)?;
         let c = program.position_of(cohort)?;
         if index >= self.len() {
             return Ok(false);
@@ -251,9 +271,11 @@ impl Dataset {
         program: &Program,
         cohort: CohortId,
         index: usize,
-        now: Micros,
+        now: impl Into<Timestamp>,
         scratch: &mut Scratch,
     ) -> Result<crate::eval::explain::Explanation, Error> {
+        let now = now.into().as_micros();
+        self.check_program(program)?;
         let c = program.position_of(cohort)?;
         if index >= self.len() {
             return Err(Error::input(

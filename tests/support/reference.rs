@@ -4,11 +4,11 @@
 //! evaluator against it. (Date/version parsing and calendar arithmetic come from the crate's
 //! `time` and `semver` modules, which have their own unit tests.)
 
-use cohort_engine::ast::{
+use cohort_engine::internal::ast::{
     Behavior, BehavioralLeaf, CountOp, Definition, FilterValue, Group, GroupOp, Leaf, Node,
     Operator, PropertyFilter, Scalar, Since,
 };
-use cohort_engine::semver::parse_version;
+use cohort_engine::internal::semver::parse_version;
 use cohort_engine::time::{back, forward, parse_absolute, seconds_f64_to_micros};
 use cohort_engine::{CohortId, CohortSet};
 use serde_json::{Map, Value};
