@@ -163,14 +163,7 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> i32 {
                     0
                 };
             }
-            let text = e.to_string();
-            let first = text
-                .lines()
-                .find(|l| !l.trim().is_empty())
-                .unwrap_or("invalid arguments")
-                .trim_start_matches("error: ")
-                .to_string();
-            return fail(&[Error::new(ErrorKind::Usage, first)]);
+            return fail(&[Error::new(ErrorKind::Usage, one_line(&e))]);
         }
     };
     let result = match cli.command {
@@ -185,6 +178,30 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> i32 {
     match result {
         Ok(()) => 0,
         Err(errors) => fail(&errors),
+    }
+}
+
+/// A clap error as one line that keeps what matters: which arguments are missing, or clap's
+/// message with its tips, without the usage block and the "try --help" footer.
+fn one_line(e: &clap::Error) -> String {
+    use clap::error::{ContextKind, ContextValue, ErrorKind as K};
+    if e.kind() == K::MissingRequiredArgument {
+        if let Some(ContextValue::Strings(missing)) = e.get(ContextKind::InvalidArg) {
+            return format!("missing {}", missing.join(", "));
+        }
+    }
+    let text = e.render().to_string();
+    let parts: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .take_while(|l| !l.starts_with("Usage:"))
+        .filter(|l| !l.is_empty() && !l.starts_with("For more information"))
+        .map(|l| l.trim_start_matches("error: "))
+        .collect();
+    if parts.is_empty() {
+        "invalid arguments".to_string()
+    } else {
+        parts.join("; ")
     }
 }
 

@@ -212,8 +212,17 @@ fn usage_errors() {
         );
     }
     let o = run(&["eval", "--persons", "x"]);
-    assert_eq!(o.status.code(), Some(2));
-    assert!(stderr(&o).starts_with("error: usage: "), "{}", stderr(&o));
+    expect_errors(&o, &["error: usage: missing --cohorts <FILE>"]);
+    let o = run(&["eval"]);
+    expect_errors(
+        &o,
+        &["error: usage: missing --cohorts <FILE>, --persons <FILE>"],
+    );
+    let o = run(&["eval", "--cohorts", &ex, "--persons", "x", "--threads"]);
+    expect_errors(
+        &o,
+        &["error: usage: a value is required for '--threads <N>' but none was supplied"],
+    );
     let o = run(&["frobnicate"]);
     assert!(stderr(&o).starts_with("error: usage: "), "{}", stderr(&o));
     let o = run(&["eval", "--cohorts", &ex, "--persons", "x", "--threads", "0"]);
