@@ -120,7 +120,7 @@ fn run(args: &[String]) -> Result<(), String> {
                 }
             }
             for c in set.cohorts() {
-                if let Definition::Static(members) = &c.definition {
+                if let Definition::Static(members) = c.definition() {
                     let mut seen = HashSet::new();
                     for m in members {
                         let pid = if person_ids.contains(m) {

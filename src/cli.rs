@@ -272,11 +272,9 @@ fn eval(args: EvalArgs) -> Result<(), Vec<Error>> {
     requested(&set, &wanted)?;
     let data = load_data(&args.data, threads)?;
     let eval_started = Instant::now();
-    let options = BatchOptions {
-        cohorts: (!wanted.is_empty()).then_some(wanted),
-        threads,
-        partition,
-    };
+    let mut options = BatchOptions::default().threads(threads);
+    options.cohorts = (!wanted.is_empty()).then_some(wanted);
+    options.partition = partition;
     let members = data.evaluate(&set, now, &options).map_err(|e| vec![e])?;
     if !args.data.quiet {
         eprintln!(

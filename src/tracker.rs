@@ -50,6 +50,7 @@ use crate::Timestamp;
 /// Entered or exited. Serialises as `"entered"` / `"exited"`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
+#[non_exhaustive]
 pub enum Change {
     /// The person became a member.
     Entered,
@@ -85,6 +86,7 @@ impl Transition {
 
 /// A change to apply.
 #[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
 pub enum Update {
     /// An event of the person owning `distinct_id`; an unknown distinct id creates a person with
     /// that id (as [`Update::Set`] does).

@@ -429,7 +429,7 @@ fn check_explanation(
         }
         Ok(())
     }
-    if let Some(Definition::Dynamic(root)) = set.get(id).map(|c| &c.definition) {
+    if let Some(Definition::Dynamic(root)) = set.get(id).map(|c| c.definition()) {
         walk(set, &Node::Group(root.clone()), node, person)?;
     }
     Ok(())
@@ -462,7 +462,7 @@ proptest! {
         let (p, e) = jsonl(&persons);
         let data = Dataset::from_jsonl(&p, &e).unwrap();
         let batch = data.evaluate(&set, now(), &BatchOptions::default()).unwrap();
-        let again = data.evaluate(&set, now(), &BatchOptions { threads: 3, ..Default::default() }).unwrap();
+        let again = data.evaluate(&set, now(), &BatchOptions::default().threads(3)).unwrap();
         prop_assert_eq!(&batch, &again, "deterministic, whatever the thread count");
         let engine = Engine::new(&set).unwrap();
         let mut scratch = Scratch::new();

@@ -488,15 +488,16 @@ pub enum Definition {
     Deleted,
 }
 
-/// A validated cohort.
+/// A validated cohort of a [`crate::CohortSet`].
 #[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
 pub struct Cohort {
     /// The cohort id.
     pub id: CohortId,
     /// The name, if any.
     pub name: Option<String>,
     /// The definition.
-    pub definition: Definition,
+    pub(crate) definition: Definition,
     /// How many times the definition was replaced through the library (starts at 1).
     pub version: u64,
     /// What the definition reads, computed once when it is parsed.
@@ -587,6 +588,12 @@ impl Cohort {
     /// What the definition reads (not counting referenced cohorts).
     pub fn reads(&self) -> &Reads {
         &self.reads
+    }
+
+    /// The typed definition (internal AST; not part of the stable API).
+    #[doc(hidden)]
+    pub fn definition(&self) -> &Definition {
+        &self.definition
     }
 }
 

@@ -18,8 +18,16 @@ use crate::set::CohortSet;
 use crate::time::{back, Micros};
 use crate::{CohortId, Timestamp};
 
-/// What to evaluate and how.
+/// What to evaluate and how: [`BatchOptions::default`] (every cohort, every core, every person),
+/// then the builder methods or field assignments for what differs.
+///
+/// ```
+/// use cohort_engine::BatchOptions;
+/// let opts = BatchOptions::default().cohorts([1, 7]).threads(2).partition(0, 4);
+/// assert_eq!(opts.threads, 2);
+/// ```
 #[derive(Clone, Debug, Default)]
+#[non_exhaustive]
 pub struct BatchOptions {
     /// Cohorts to report (default: every non-deleted cohort). Referenced cohorts are evaluated as
     /// needed either way.
@@ -28,6 +36,26 @@ pub struct BatchOptions {
     pub threads: usize,
     /// Only persons whose partition (FNV-1a 64 of the id's UTF-8 bytes, mod n) is i: `(i, n)`.
     pub partition: Option<(u64, u64)>,
+}
+
+impl BatchOptions {
+    /// Report only these cohorts.
+    pub fn cohorts(mut self, ids: impl IntoIterator<Item = CohortId>) -> BatchOptions {
+        self.cohorts = Some(ids.into_iter().collect());
+        self
+    }
+
+    /// Use `n` worker threads (0 = all cores).
+    pub fn threads(mut self, n: usize) -> BatchOptions {
+        self.threads = n;
+        self
+    }
+
+    /// Evaluate only the persons of partition `i` of `n` (FNV-1a 64 of the person id, mod `n`).
+    pub fn partition(mut self, i: u64, n: u64) -> BatchOptions {
+        self.partition = Some((i, n));
+        self
+    }
 }
 
 /// Member person ids per cohort id: ids sorted by their UTF-8 bytes.

@@ -57,8 +57,10 @@ use crate::CohortId;
 
 use expr::{float_lit, micros_lit, ts_cmp, version_lit, Prop};
 
-/// The names of the four tables the generated SQL reads (each may be `database.table`).
+/// The names of the four tables the generated SQL reads (each may be `database.table`). Start
+/// from [`Tables::default`] and set the fields that differ.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Tables {
     /// `persons(person_id String, properties String)`.
     pub persons: String,
@@ -82,8 +84,9 @@ impl Default for Tables {
     }
 }
 
-/// Options of the SQL generator.
+/// Options of the SQL generator: [`SqlOptions::new`], then set the fields that differ.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct SqlOptions {
     /// Table names.
     pub tables: Tables,
@@ -94,11 +97,17 @@ pub struct SqlOptions {
 
 impl SqlOptions {
     /// Default table names and the given `now`.
-    pub fn new(now: i64) -> SqlOptions {
+    pub fn new(now: impl Into<crate::Timestamp>) -> SqlOptions {
         SqlOptions {
             tables: Tables::default(),
-            now,
+            now: now.into().as_micros(),
         }
+    }
+
+    /// These table names instead of the defaults.
+    pub fn with_tables(mut self, tables: Tables) -> SqlOptions {
+        self.tables = tables;
+        self
     }
 }
 

@@ -284,7 +284,7 @@ fn group_matches(set: &CohortSet, g: &Group, p: &RefPerson, now: i64) -> bool {
 
 /// Is the person a member of cohort `id`? (Recursive through references; fine for test sizes.)
 pub fn member(set: &CohortSet, id: CohortId, p: &RefPerson, now: i64) -> bool {
-    match set.get(id).map(|c| &c.definition) {
+    match set.get(id).map(|c| c.definition()) {
         None | Some(Definition::Deleted) => false,
         Some(Definition::Static(list)) => list
             .iter()
