@@ -287,6 +287,9 @@ pub enum FilterValue {
         items: Vec<Scalar>,
         /// Whether the wire value was a JSON list.
         list: bool,
+        /// For `regex` / `not_regex`: each element's pattern, compiled once while validating
+        /// (empty for other operators).
+        regexes: Vec<CompiledRegex>,
     },
     /// `gt`/`gte`/`lt`/`lte`/`min`/`max`: the number, and the wire value for printing.
     Number(f64, Scalar),
@@ -298,6 +301,17 @@ pub enum FilterValue {
     Version(Version, String),
     /// `semver_tilde`/`caret`/`wildcard`: `[lo, hi)` and the pattern text.
     VersionRange(Version, Version, String),
+}
+
+/// A regex built once, when its filter is validated, and shared by every program compiled from
+/// it. Equal when the patterns are.
+#[derive(Clone, Debug)]
+pub struct CompiledRegex(pub regex::Regex);
+
+impl PartialEq for CompiledRegex {
+    fn eq(&self, other: &CompiledRegex) -> bool {
+        self.0.as_str() == other.0.as_str()
+    }
 }
 
 /// A condition on one property (a person leaf, or an entry of a behavioral leaf's

@@ -577,20 +577,28 @@ impl Parser<'_> {
                     }
                     scalar => (vec![self.scalar(scalar, path)?], false),
                 };
+                let mut regexes = Vec::new();
                 if matches!(op, Regex | NotRegex) {
                     let mut ok = true;
                     for (i, item) in items.iter().enumerate() {
                         let p = if list { path.index(i) } else { path.clone() };
-                        if let Err(msg) = build_regex(&item.string_form(), self.limits) {
-                            self.err(&p, msg);
-                            ok = false;
+                        match build_regex(&item.string_form(), self.limits) {
+                            Ok(re) => regexes.push(super::CompiledRegex(re)),
+                            Err(msg) => {
+                                self.err(&p, msg);
+                                ok = false;
+                            }
                         }
                     }
                     if !ok {
                         return None;
                     }
                 }
-                Some(FilterValue::Scalars { items, list })
+                Some(FilterValue::Scalars {
+                    items,
+                    list,
+                    regexes,
+                })
             }
             Gt | Gte | Lt | Lte | Min | Max => {
                 let (x, s) = self.number(v, path, op)?;
