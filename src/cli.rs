@@ -440,7 +440,7 @@ fn watch(args: WatchArgs) -> Result<(), Vec<Error>> {
     let now = parse_now(&Some(now_text.clone()))?;
     let set = load_set(&args.data.cohorts)?;
     let data = load_data(&args.data, 0)?;
-    let engine = cohort_engine::Engine::new(&set).map_err(|e| vec![e])?;
+    let engine = cohort_engine::Engine::new(&set).map_err(|e| e.0)?;
     let mut tracker = cohort_engine::Tracker::from_dataset(engine, &data, now);
     drop(data);
     let stdin = std::io::stdin();

@@ -31,8 +31,9 @@ impl Engine {
     /// built by any engine stay valid with any other (see [`Person`]).
     ///
     /// # Errors
-    /// Never in practice (compilation repeats checks the set already passed).
-    pub fn new(set: &CohortSet) -> Result<Engine, Error> {
+    /// Never in practice (compilation repeats checks the set already passed). The error type is
+    /// [`Errors`], as for every constructor of the crate's cohort types.
+    pub fn new(set: &CohortSet) -> Result<Engine, Errors> {
         let names = shared().intern_all(&symbols_of(set));
         let program = Program::compile(set, &names)?;
         Ok(Engine { program })
@@ -43,8 +44,7 @@ impl Engine {
     /// # Errors
     /// Every problem of the set, as [`CohortSet::from_json`] reports them.
     pub fn from_json(text: &str) -> Result<Engine, Errors> {
-        let set = CohortSet::from_json(text)?;
-        Engine::new(&set).map_err(Errors::from)
+        Engine::new(&CohortSet::from_json(text)?)
     }
 
     /// The validated set.
@@ -342,7 +342,7 @@ impl LiveEngine {
     ///
     /// # Errors
     /// As [`CohortSet::with_static_members`]; on error nothing changes.
-    pub fn set_static_members(&self, id: CohortId, members: Vec<String>) -> Result<(), Error> {
+    pub fn set_static_members(&self, id: CohortId, members: Vec<String>) -> Result<(), Errors> {
         let _writer = self.write_lock();
         let set = self
             .current

@@ -368,3 +368,49 @@ fn a_program_is_never_applied_to_other_names() {
     let own = two.compile(&set).unwrap();
     assert!(two.matches(&own, 1, 0, now(), &mut scratch).unwrap());
 }
+
+#[test]
+fn errors_carry_their_data() {
+    let errors = CohortSet::from_json(
+        &json!([
+            cohort(3, vec![json!({"type": "cohort", "key": "id", "value": 7})]),
+            cohort(7, vec![json!({"type": "cohort", "key": "id", "value": 3})]),
+            cohort(8, vec![json!({"type": "cohort", "key": "id", "value": 99})]),
+        ])
+        .to_string(),
+    )
+    .unwrap_err();
+    let unknown = errors
+        .iter()
+        .find(|e| e.kind() == ErrorKind::UnknownCohort)
+        .unwrap();
+    assert_eq!(
+        (unknown.cohort(), unknown.unknown_cohort()),
+        (Some(8), Some(99))
+    );
+    let cycle = errors
+        .iter()
+        .find(|e| e.kind() == ErrorKind::Cycle)
+        .unwrap();
+    assert_eq!(cycle.cycle(), [3, 7, 3]);
+    assert_eq!(cycle.to_string(), "cycle: cohort 3 → 7 → 3");
+    assert_eq!(
+        serde_json::to_value(cycle).unwrap(),
+        json!({"kind": "cycle", "message": "cohort 3 → 7 → 3", "cycle": [3, 7, 3]})
+    );
+    assert_eq!(
+        serde_json::to_value(unknown).unwrap(),
+        json!({"kind": "unknown_cohort", "cohort": 8, "path": "filters.properties.values[0].value",
+               "message": "cohort 99 is not in the set", "unknown_cohort": 99})
+    );
+    // A lookup of an absent cohort names it too.
+    let engine = Engine::from_json("[]").unwrap();
+    let p = engine.person("p", &[], &Default::default());
+    let e = engine
+        .matches(42, &p, &engine.history(), now(), &mut Scratch::new())
+        .unwrap_err();
+    assert_eq!(
+        (e.kind(), e.unknown_cohort()),
+        (ErrorKind::UnknownCohort, Some(42))
+    );
+}

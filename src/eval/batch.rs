@@ -168,8 +168,8 @@ impl Dataset {
                     match set.position(*id) {
                         Some(p) if !set.cohorts()[p].is_deleted() => out.push(p),
                         _ => {
-                            return Err(Error::new(
-                                ErrorKind::UnknownCohort,
+                            return Err(Error::missing(
+                                *id,
                                 format!("cohort {id} is not in the set (or is deleted)"),
                             ))
                         }

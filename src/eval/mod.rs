@@ -111,10 +111,7 @@ impl Program {
     /// per-person entry point reports.
     pub(crate) fn position_of(&self, cohort: crate::CohortId) -> Result<usize, crate::Error> {
         self.set.position(cohort).ok_or_else(|| {
-            crate::Error::new(
-                crate::ErrorKind::UnknownCohort,
-                format!("cohort {cohort} is not in the set"),
-            )
+            crate::Error::missing(cohort, format!("cohort {cohort} is not in the set"))
         })
     }
 

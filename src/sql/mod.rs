@@ -49,7 +49,7 @@ use crate::ast::{
     Behavior, BehavioralLeaf, CohortLeaf, CountOp, Definition, FilterValue, Group, GroupOp, Leaf,
     Node, Operator, PropertyFilter, Scalar, Since, Span,
 };
-use crate::error::{Error, ErrorKind};
+use crate::error::Error;
 use crate::set::CohortSet;
 use crate::time::{back, forward, Micros, Unit, MAX_MICROS, NEG_INF, POS_INF};
 use crate::value::lower;
@@ -123,8 +123,8 @@ pub fn cohort_sql(set: &CohortSet, id: CohortId, opts: &SqlOptions) -> Result<St
     match set.get(id) {
         Some(c) if !c.is_deleted() => {}
         _ => {
-            return Err(Error::new(
-                ErrorKind::UnknownCohort,
+            return Err(Error::missing(
+                id,
                 format!("cohort {id} is not in the set (or is deleted)"),
             ))
         }
@@ -171,10 +171,7 @@ impl Gen<'_> {
     /// cohorts it references are columns `cohort_<id>` by then).
     fn condition(&self, id: CohortId) -> Result<String, Error> {
         let Some(c) = self.set.get(id) else {
-            return Err(Error::new(
-                ErrorKind::UnknownCohort,
-                format!("cohort {id} is not in the set"),
-            ));
+            return Err(Error::missing(id, format!("cohort {id} is not in the set")));
         };
         Ok(match &c.definition {
             Definition::Dynamic(g) => self.group(g).map_err(|(path, msg)| {
