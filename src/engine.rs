@@ -11,7 +11,7 @@ use crate::compile::Program;
 use crate::data::{props_shared, History, Person};
 use crate::error::{Error, Errors};
 use crate::eval::explain::Explanation;
-use crate::eval::{Scratch, Subject, Who};
+use crate::eval::{HorizonBufs, Scratch, Subject, Who};
 use crate::intern::{shared, Symbols, Table};
 use crate::set::CohortSet;
 use crate::time::Micros;
@@ -196,9 +196,10 @@ impl Engine {
         person: &Person,
         history: &History,
         now: Micros,
+        bufs: &mut HorizonBufs,
     ) -> Option<Micros> {
         self.program
-            .next_check(cohort, &subject(person, history), now)
+            .next_check(cohort, &subject(person, history), now, bufs)
     }
 
     /// Every non-deleted cohort the person is a member of at `now`, by ascending id.

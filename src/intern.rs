@@ -206,6 +206,16 @@ impl SharedNames {
         out
     }
 
+    /// The shared ids of every name of `table` of `names` (another table, e.g. a dataset's), by
+    /// that table's ids: `out[local.0]` is the shared id.
+    pub(crate) fn translate(&self, names: &Interner, table: Table) -> Vec<Sym> {
+        let mut out = Vec::with_capacity(names.names.len());
+        for chunk in names.names.chunks(16) {
+            out.extend(self.resolve(table, chunk.iter().map(|n| &**n)));
+        }
+        out
+    }
+
     /// Interns every name of `names` (the names a cohort set reads) and returns read access, for
     /// compiling against the tables.
     pub(crate) fn intern_all(&self, names: &Symbols) -> RwLockReadGuard<'_, Symbols> {

@@ -34,18 +34,15 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::sync::Arc;
 
-use crate::intern::FnvMap;
-
 use serde_json::{Map, Value};
 
-use crate::data::{Dataset, History, Person};
+use crate::data::{props_shared, Dataset, History, Person, Prop};
 use crate::engine::Engine;
-use crate::error::Error;
-use crate::error::Errors;
-use crate::eval::Scratch;
+use crate::error::{Error, Errors};
+use crate::eval::{HorizonBufs, Scratch};
+use crate::intern::{shared, FnvMap, Sym, Table};
 use crate::time::{parse_timestamp, Micros};
-use crate::CohortId;
-use crate::Timestamp;
+use crate::{BatchOptions, CohortId, Timestamp};
 
 /// Entered or exited. Serialises as `"entered"` / `"exited"`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
@@ -207,9 +204,7 @@ impl Update {
 }
 
 struct Tracked {
-    id: String,
-    distinct_ids: Vec<String>,
-    properties: Map<String, Value>,
+    /// Id, distinct ids and properties (updated in place by `$set` / `$unset`).
     person: Person,
     history: History,
     /// Membership per cohort position.
@@ -218,7 +213,7 @@ struct Tracked {
     horizons: Vec<Option<Micros>>,
     /// Earliest horizon over the time-dependent cohorts (`None`: never).
     horizon: Option<Micros>,
-    /// Bumped whenever the horizon is recomputed, so stale heap entries are skipped.
+    /// Bumped whenever a new heap entry is pushed for this person, so stale ones are skipped.
     generation: u32,
 }
 
@@ -227,11 +222,17 @@ pub struct Tracker {
     engine: Engine,
     now: Micros,
     persons: Vec<Option<Tracked>>,
-    by_distinct: FnvMap<String, usize>,
-    by_id: FnvMap<String, usize>,
+    by_distinct: FnvMap<Box<str>, usize>,
     scratch: Scratch,
+    bufs: HorizonBufs,
     ix: Index,
+    /// Event names seen so far: their shared id and the cohorts they can change (resolved once,
+    /// so an event costs one hash of its name).
+    events: FnvMap<Box<str>, (Sym, Arc<[usize]>)>,
     heap: BinaryHeap<Reverse<(Micros, usize, u32)>>,
+    /// Reused buffers: a cohort list, persons due at a `$now`.
+    list: Vec<usize>,
+    due: Vec<usize>,
 }
 
 /// What the tracker precomputes from a cohort set: which cohorts each change can affect.
@@ -350,11 +351,119 @@ impl Tracker {
             now: now.into().as_micros(),
             persons: Vec::new(),
             by_distinct: FnvMap::default(),
-            by_id: FnvMap::default(),
             scratch: Scratch::new(),
+            bufs: HorizonBufs::default(),
             ix,
+            events: FnvMap::default(),
             heap: BinaryHeap::new(),
+            list: Vec::new(),
+            due: Vec::new(),
         }
+    }
+
+    /// A tracker holding every person and event of a dataset, at `now`.
+    ///
+    /// The initial memberships come from one batch evaluation of every cohort (the same bitsets
+    /// as [`Dataset::evaluate`]); persons and histories are built from the dataset's columns
+    /// with its names translated once to the shared tables; the per-person validity horizons are
+    /// computed on every core.
+    pub fn from_dataset(engine: Engine, data: &Dataset, now: impl Into<Timestamp>) -> Tracker {
+        let now = now.into().as_micros();
+        let mut t = Tracker::new(engine, now);
+        let set = t.engine.cohort_set().clone();
+        let n = set.len();
+        // Memberships in batch.
+        let mut members = vec![vec![false; n]; data.len()];
+        let bits = data
+            .compile(&set)
+            .and_then(|program| data.evaluate_bitsets(&program, now, &BatchOptions::default()));
+        match bits {
+            Ok(bits) => {
+                for (id, b) in bits {
+                    if let Some(c) = set.position(id) {
+                        for p in b.iter() {
+                            members[p][c] = true;
+                        }
+                    }
+                }
+            }
+            // Never expected (the set compiled once already); fall back to per-person answers.
+            Err(_) => members.clear(),
+        }
+        // Persons and histories, names translated once.
+        let keys = shared().translate(&data.symbols.keys, Table::Keys);
+        let names = shared().translate(&data.symbols.events, Table::Events);
+        let mut distinct: Vec<Vec<Box<str>>> = vec![Vec::new(); data.len()];
+        for (d, p) in data.distinct_owners() {
+            distinct[p].push(d.into());
+        }
+        t.persons.reserve(data.len());
+        for (p, mut dids) in distinct.into_iter().enumerate() {
+            dids.sort_unstable();
+            for d in &dids {
+                t.by_distinct.insert(d.clone(), p);
+            }
+            let mut props: Vec<Prop> = data
+                .person_props(p)
+                .into_vec()
+                .into_iter()
+                .map(|(k, v)| (keys[k.0 as usize], v))
+                .collect();
+            props.sort_by_key(|(k, _)| *k);
+            let ev = data.person_events(p);
+            let events = (0..ev.ts.len())
+                .map(|i| {
+                    let mut props: Vec<Prop> = Vec::new();
+                    ev.for_each_prop(i, |k, v| props.push((keys[k.0 as usize], v.clone())));
+                    props.sort_by_key(|(k, _)| *k);
+                    (
+                        names[ev.name[i].0 as usize],
+                        ev.ts[i],
+                        props.into_boxed_slice(),
+                    )
+                })
+                .collect();
+            let id = data.person_id(p).unwrap_or_default();
+            t.persons.push(Some(Tracked {
+                person: Person::from_parts(id, dids, props.into_boxed_slice()),
+                history: History::from_events(events),
+                members: members.get(p).cloned().unwrap_or_else(|| vec![false; n]),
+                horizons: vec![None; n],
+                horizon: None,
+                generation: 0,
+            }));
+        }
+        if members.is_empty() {
+            for idx in 0..t.persons.len() {
+                let mut sink = Vec::new();
+                t.recompute(idx, None, &mut sink);
+            }
+            return t;
+        }
+        // Horizons of the time-dependent cohorts, person by person on every core.
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let chunk = t.persons.len().div_ceil(threads).max(1);
+        let (engine, timed) = (&t.engine, &t.ix.timed);
+        std::thread::scope(|scope| {
+            for part in t.persons.chunks_mut(chunk) {
+                scope.spawn(move || {
+                    let mut bufs = HorizonBufs::default();
+                    for p in part.iter_mut().flatten() {
+                        for &c in timed {
+                            p.horizons[c] =
+                                engine.next_check(c, &p.person, &p.history, now, &mut bufs);
+                        }
+                        p.horizon = p.horizons.iter().flatten().min().copied();
+                    }
+                });
+            }
+        });
+        for (idx, p) in t.persons.iter().enumerate() {
+            if let Some(h) = p.as_ref().and_then(|p| p.horizon) {
+                t.heap.push(Reverse((h, idx, 0)));
+            }
+        }
+        t
     }
 
     /// Replaces the cohort set (e.g. after a [`crate::LiveEngine`] update or a reloaded cohorts
@@ -372,9 +481,11 @@ impl Tracker {
             .collect();
         self.engine = engine;
         self.ix = Index::new(self.engine.cohort_set());
+        self.events.clear();
         self.heap.clear();
         let set = self.engine.cohort_set().clone();
         let n = set.len();
+        let at = Timestamp::from_micros(self.now);
         let mut out = Vec::new();
         for idx in 0..self.persons.len() {
             let Some(p) = self.persons[idx].as_mut() else {
@@ -388,30 +499,25 @@ impl Tracker {
                 }
                 match set.position(old_ids[pos]) {
                     Some(q) => members[q] = true,
-                    None => out.push(Transition {
-                        cohort: old_ids[pos],
-                        person: p.id.clone(),
-                        change: Change::Exited,
-                        at: Timestamp::from_micros(self.now),
-                    }),
+                    None => out.push(transition(old_ids[pos], &p.person, Change::Exited, at)),
                 }
             }
             // Deleted cohorts have no members: exits, not re-evaluations.
             for (q, m) in members.iter_mut().enumerate() {
                 if *m && set.cohorts()[q].is_deleted() {
                     *m = false;
-                    out.push(Transition {
-                        cohort: set.cohorts()[q].id,
-                        person: p.id.clone(),
-                        change: Change::Exited,
-                        at: Timestamp::from_micros(self.now),
-                    });
+                    out.push(transition(
+                        set.cohorts()[q].id,
+                        &p.person,
+                        Change::Exited,
+                        at,
+                    ));
                 }
             }
             p.members = members;
             p.horizons = vec![None; n];
             p.horizon = None;
-            out.extend(self.recompute(idx, None));
+            self.recompute(idx, None, &mut out);
         }
         out.sort_by(|a, b| (a.cohort, &a.person).cmp(&(b.cohort, &b.person)));
         out
@@ -428,29 +534,6 @@ impl Tracker {
         Ok(self.set_engine(engine))
     }
 
-    /// A tracker holding every person and event of a dataset, at `now`.
-    pub fn from_dataset(engine: Engine, data: &Dataset, now: impl Into<Timestamp>) -> Tracker {
-        let mut t = Tracker::new(engine, now);
-        let mut distinct: Vec<Vec<String>> = vec![Vec::new(); data.len()];
-        for (d, p) in data.distinct_owners() {
-            distinct[p].push(d.to_string());
-        }
-        for (p, mut distinct_ids) in distinct.into_iter().enumerate() {
-            distinct_ids.sort();
-            let (id, properties, events) = data.person_record(p);
-            let idx = t.insert_person(id, distinct_ids, properties);
-            if let Some(tp) = t.persons[idx].as_mut() {
-                for (name, ts, props) in events {
-                    t.engine.record(&mut tp.history, &name, ts, &props);
-                }
-            }
-        }
-        for idx in 0..t.persons.len() {
-            t.recompute(idx, None);
-        }
-        t
-    }
-
     /// The tracker's current instant.
     pub fn now(&self) -> Timestamp {
         Timestamp::from_micros(self.now)
@@ -459,6 +542,16 @@ impl Tracker {
     /// The engine.
     pub fn engine(&self) -> &Engine {
         &self.engine
+    }
+
+    /// Number of persons tracked.
+    pub fn len(&self) -> usize {
+        self.persons.iter().flatten().count()
+    }
+
+    /// True when no person is tracked.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 
     /// Current members of a cohort, sorted.
@@ -471,32 +564,19 @@ impl Tracker {
             .iter()
             .flatten()
             .filter(|p| p.members[c])
-            .map(|p| p.id.clone())
+            .map(|p| p.person.id().to_string())
             .collect();
         out.sort();
         out
     }
 
-    fn insert_person(
-        &mut self,
-        id: String,
-        distinct_ids: Vec<String>,
-        properties: Map<String, Value>,
-    ) -> usize {
-        let dids: Vec<&str> = distinct_ids.iter().map(String::as_str).collect();
-        let person = self.engine.person(&id, &dids, &properties);
+    fn insert_person(&mut self, distinct_id: &str) -> usize {
         let idx = self.persons.len();
-        for d in &distinct_ids {
-            self.by_distinct.insert(d.clone(), idx);
-        }
-        self.by_id.insert(id.clone(), idx);
+        self.by_distinct.insert(distinct_id.into(), idx);
         let n = self.engine.cohort_set().len();
         self.persons.push(Some(Tracked {
-            id,
-            distinct_ids,
-            properties,
-            person,
-            history: self.engine.history(),
+            person: Person::from_parts(distinct_id, vec![distinct_id.into()], Box::default()),
+            history: History::default(),
             members: vec![false; n],
             horizons: vec![None; n],
             horizon: None,
@@ -505,46 +585,55 @@ impl Tracker {
         idx
     }
 
-    /// Re-evaluates `cohorts` (all live ones when `None`) for person `idx`, recomputes its
-    /// horizon, and appends transitions.
-    fn recompute(&mut self, idx: usize, cohorts: Option<&[usize]>) -> Vec<Transition> {
-        let mut out = Vec::new();
+    /// Re-evaluates `cohorts` (all live ones when `None`) for person `idx`, recomputes their
+    /// horizons, and appends transitions to `out`.
+    fn recompute(&mut self, idx: usize, cohorts: Option<&[usize]>, out: &mut Vec<Transition>) {
         let now = self.now;
         let Some(p) = self.persons[idx].as_mut() else {
-            return out;
+            return;
         };
         let list = cohorts.unwrap_or(&self.ix.live);
         let set = self.engine.cohort_set();
         for &c in list {
-            let id = set.cohorts()[c].id;
             let m = self
                 .engine
                 .matches_at(c, &p.person, &p.history, now, &mut self.scratch);
             if m != p.members[c] {
                 p.members[c] = m;
-                out.push(Transition {
-                    cohort: id,
-                    person: p.id.clone(),
-                    change: if m { Change::Entered } else { Change::Exited },
-                    at: Timestamp::from_micros(now),
-                });
+                let change = if m { Change::Entered } else { Change::Exited };
+                out.push(transition(
+                    set.cohorts()[c].id,
+                    &p.person,
+                    change,
+                    Timestamp::from_micros(now),
+                ));
             }
         }
         // Horizons of the re-evaluated time-dependent cohorts (conservative ones: the first instant
         // any of their time comparisons can flip); the others' inputs did not change, so their
         // horizons still hold. The person's horizon is the earliest.
+        let mut changed = false;
         for &c in list {
             if self.ix.is_timed[c] {
-                p.horizons[c] = self.engine.next_check(c, &p.person, &p.history, now);
+                let h = self
+                    .engine
+                    .next_check(c, &p.person, &p.history, now, &mut self.bufs);
+                changed |= h != p.horizons[c];
+                p.horizons[c] = h;
             }
         }
+        if !changed {
+            return;
+        }
         let horizon = p.horizons.iter().flatten().min().copied();
-        p.generation = p.generation.wrapping_add(1);
+        if horizon == p.horizon {
+            return;
+        }
         p.horizon = horizon;
+        p.generation = p.generation.wrapping_add(1);
         if let Some(h) = horizon {
             self.heap.push(Reverse((h, idx, p.generation)));
         }
-        out
     }
 
     /// Applies one change and returns the membership transitions it causes, by cohort id then
@@ -553,201 +642,193 @@ impl Tracker {
     /// # Errors
     /// A `$now` earlier than the current instant (nothing changes).
     pub fn apply(&mut self, update: Update) -> Result<Vec<Transition>, Error> {
-        let mut out = match update {
-            Update::Now(t) => {
-                let t = t.as_micros();
-                if t < self.now {
-                    return Err(Error::input(
-                        "$now",
-                        format!(
-                            "time cannot go backwards (now is {})",
-                            Timestamp::from_micros(self.now)
-                        ),
-                    ));
-                }
-                self.now = t;
-                let mut due = Vec::new();
-                while let Some(&Reverse((h, idx, generation))) = self.heap.peek() {
-                    if h > t {
-                        break;
-                    }
-                    self.heap.pop();
-                    let current = self.persons[idx]
-                        .as_ref()
-                        .is_some_and(|p| p.generation == generation);
-                    if current {
-                        due.push(idx);
-                    }
-                }
-                due.sort_unstable();
-                due.dedup();
-                let timed = self.ix.timed.clone();
-                let mut out = Vec::new();
-                for idx in due {
-                    out.extend(self.recompute(idx, Some(&timed)));
-                }
-                out
-            }
+        let mut out = Vec::new();
+        self.apply_into(&update, &mut out)?;
+        Ok(out)
+    }
+
+    /// [`Tracker::apply`] for a borrowed update, appending the transitions to `out` (sorted by
+    /// cohort id then person id among themselves): with a reused buffer, the steady state of a
+    /// stream allocates only for what it stores (event properties) and reports.
+    ///
+    /// # Errors
+    /// A `$now` earlier than the current instant (nothing changes).
+    pub fn apply_into(&mut self, update: &Update, out: &mut Vec<Transition>) -> Result<(), Error> {
+        let start = out.len();
+        match update {
+            Update::Now(t) => self.advance(t.as_micros(), out)?,
             Update::Event {
                 distinct_id,
                 event,
                 timestamp,
                 properties,
-            } => {
-                // An event of a distinct id never seen creates that person (id = the distinct
-                // id, no properties), as a `$set` does: it is evaluated against every cohort.
-                let (idx, created) = match self.by_distinct.get(&distinct_id) {
-                    Some(&i) => (i, false),
-                    None => (
-                        self.insert_person(distinct_id.clone(), vec![distinct_id], Map::new()),
-                        true,
-                    ),
-                };
-                if let Some(p) = self.persons[idx].as_mut() {
-                    self.engine
-                        .record(&mut p.history, &event, timestamp, &properties);
-                }
-                if created {
-                    self.recompute(idx, None)
-                } else {
-                    let affected = self
-                        .ix
-                        .by_event
-                        .get(&event)
-                        .cloned()
-                        .unwrap_or_else(|| Arc::from(Vec::new()));
-                    // A future event changes nothing now but moves the horizon.
-                    self.recompute(idx, Some(&affected))
-                }
-            }
+            } => self.event(distinct_id, event, *timestamp, properties, out),
             Update::Set {
                 distinct_id,
                 properties,
             } => {
-                let (idx, created) = match self.by_distinct.get(&distinct_id) {
-                    Some(&i) => (i, false),
-                    None => (
-                        self.insert_person(distinct_id.clone(), vec![distinct_id], Map::new()),
-                        true,
-                    ),
-                };
-                let keys: Vec<String> = properties.keys().cloned().collect();
+                let (idx, created) = self.person_index(distinct_id);
                 if let Some(p) = self.persons[idx].as_mut() {
-                    for (k, v) in properties {
-                        p.properties.insert(k, v);
-                    }
+                    p.person.set_props(properties);
                 }
                 if created {
                     // A new person may belong anywhere (e.g. a cohort of "not in X").
-                    self.rebuild_person(idx);
-                    self.recompute(idx, None)
+                    self.recompute(idx, None, out);
                 } else {
-                    self.property_change(idx, &keys)
+                    self.property_change(idx, properties.keys().map(String::as_str), out);
                 }
             }
             Update::Unset { distinct_id, keys } => {
-                let Some(&idx) = self.by_distinct.get(&distinct_id) else {
-                    return Ok(Vec::new());
-                };
-                if let Some(p) = self.persons[idx].as_mut() {
-                    for k in &keys {
-                        p.properties.remove(k);
+                if let Some(&idx) = self.by_distinct.get(distinct_id.as_str()) {
+                    if let Some(p) = self.persons[idx].as_mut() {
+                        p.person.unset_props(keys);
                     }
+                    self.property_change(idx, keys.iter().map(String::as_str), out);
                 }
-                self.property_change(idx, &keys)
             }
             Update::Delete { distinct_id } => {
-                let Some(&idx) = self.by_distinct.get(&distinct_id) else {
-                    return Ok(Vec::new());
-                };
-                let mut out = Vec::new();
-                if let Some(p) = self.persons[idx].take() {
-                    let set = self.engine.cohort_set();
-                    for (c, &m) in p.members.iter().enumerate() {
-                        if m {
-                            out.push(Transition {
-                                cohort: set.cohorts()[c].id,
-                                person: p.id.clone(),
-                                change: Change::Exited,
-                                at: Timestamp::from_micros(self.now),
-                            });
+                if let Some(&idx) = self.by_distinct.get(distinct_id.as_str()) {
+                    if let Some(p) = self.persons[idx].take() {
+                        let set = self.engine.cohort_set();
+                        let at = Timestamp::from_micros(self.now);
+                        for (c, &m) in p.members.iter().enumerate() {
+                            if m {
+                                out.push(transition(
+                                    set.cohorts()[c].id,
+                                    &p.person,
+                                    Change::Exited,
+                                    at,
+                                ));
+                            }
+                        }
+                        for d in &p.person.distinct_ids {
+                            self.by_distinct.remove(d);
                         }
                     }
-                    for d in &p.distinct_ids {
-                        self.by_distinct.remove(d);
-                    }
-                    self.by_id.remove(&p.id);
                 }
-                out
             }
-        };
-        out.sort_by(|a, b| (a.cohort, &a.person).cmp(&(b.cohort, &b.person)));
-        Ok(out)
+        }
+        out[start..].sort_by(|a, b| (a.cohort, &a.person).cmp(&(b.cohort, &b.person)));
+        Ok(())
     }
 
-    fn rebuild_person(&mut self, idx: usize) {
+    /// An event of the person owning `distinct_id` (created, with that id, when new), appending
+    /// the transitions it causes to `out`. The allocation-free form of [`Update::Event`].
+    pub fn event(
+        &mut self,
+        distinct_id: &str,
+        event: &str,
+        timestamp: impl Into<Timestamp>,
+        properties: &Map<String, Value>,
+        out: &mut Vec<Transition>,
+    ) {
+        let (idx, created) = self.person_index(distinct_id);
+        let (name, affected) = match self.events.get(event) {
+            Some((sym, list)) => (*sym, Arc::clone(list)),
+            None => {
+                let sym = shared().resolve(Table::Events, std::iter::once(event))[0];
+                let list = self
+                    .ix
+                    .by_event
+                    .get(event)
+                    .cloned()
+                    .unwrap_or_else(|| Arc::from(Vec::new()));
+                self.events.insert(event.into(), (sym, Arc::clone(&list)));
+                (sym, list)
+            }
+        };
+        let props = if properties.is_empty() {
+            Box::default()
+        } else {
+            props_shared(properties)
+        };
         if let Some(p) = self.persons[idx].as_mut() {
-            let dids: Vec<&str> = p.distinct_ids.iter().map(String::as_str).collect();
-            p.person = self.engine.person(&p.id, &dids, &p.properties);
+            p.history.insert(timestamp.into().as_micros(), name, props);
+        }
+        if created {
+            self.recompute(idx, None, out);
+        } else if !affected.is_empty() {
+            // A future event changes nothing now but moves the horizon.
+            self.recompute(idx, Some(&affected), out);
         }
     }
 
-    fn property_change(&mut self, idx: usize, keys: &[String]) -> Vec<Transition> {
-        self.rebuild_person(idx);
-        let mut list: Vec<usize> = keys
-            .iter()
-            .flat_map(|k| {
-                self.ix
-                    .by_key
-                    .get(k)
-                    .map(|v| v.to_vec())
-                    .unwrap_or_default()
-            })
-            .collect();
+    /// The person owning `distinct_id`, created (id = the distinct id, no properties) when new.
+    fn person_index(&mut self, distinct_id: &str) -> (usize, bool) {
+        match self.by_distinct.get(distinct_id) {
+            Some(&i) => (i, false),
+            None => (self.insert_person(distinct_id), true),
+        }
+    }
+
+    /// Time advances to `t`: re-evaluates the persons whose horizon has passed.
+    fn advance(&mut self, t: Micros, out: &mut Vec<Transition>) -> Result<(), Error> {
+        if t < self.now {
+            return Err(Error::input(
+                "$now",
+                format!(
+                    "time cannot go backwards (now is {})",
+                    Timestamp::from_micros(self.now)
+                ),
+            ));
+        }
+        self.now = t;
+        let mut due = std::mem::take(&mut self.due);
+        due.clear();
+        while let Some(&Reverse((h, idx, generation))) = self.heap.peek() {
+            if h > t {
+                break;
+            }
+            self.heap.pop();
+            if self.persons[idx]
+                .as_ref()
+                .is_some_and(|p| p.generation == generation)
+            {
+                due.push(idx);
+            }
+        }
+        due.sort_unstable();
+        due.dedup();
+        let timed = std::mem::take(&mut self.ix.timed);
+        for &idx in &due {
+            // Its heap entry is used up: a new one is pushed even when the horizon is unchanged.
+            if let Some(p) = self.persons[idx].as_mut() {
+                p.horizon = None;
+            }
+            self.recompute(idx, Some(&timed), out);
+        }
+        self.ix.timed = timed;
+        self.due = due;
+        Ok(())
+    }
+
+    fn property_change<'k>(
+        &mut self,
+        idx: usize,
+        keys: impl Iterator<Item = &'k str>,
+        out: &mut Vec<Transition>,
+    ) {
+        let mut list = std::mem::take(&mut self.list);
+        list.clear();
+        for k in keys {
+            if let Some(v) = self.ix.by_key.get(k) {
+                list.extend_from_slice(v);
+            }
+        }
         // A new person may enter static cohorts (they list ids), and the cohorts referencing them.
         list.extend_from_slice(&self.ix.static_related);
         list.sort_by_key(|&c| self.ix.rank[c]);
         list.dedup();
-        self.recompute(idx, Some(&list))
+        self.recompute(idx, Some(&list), out);
+        self.list = list;
     }
 }
 
-impl Dataset {
-    /// Person `p` as plain data: id, distinct ids, properties and events (name, time, properties).
-    #[allow(clippy::type_complexity)]
-    pub(crate) fn person_record(
-        &self,
-        p: usize,
-    ) -> (
-        String,
-        Map<String, Value>,
-        Vec<(String, Micros, Map<String, Value>)>,
-    ) {
-        let id = self.person_id(p).unwrap_or_default().to_string();
-        let mut properties = Map::new();
-        for (k, v) in self.person_props(p).iter() {
-            if let Some(name) = self.symbols.keys.name(*k) {
-                properties.insert(name.to_string(), crate::eval::explain::val_json(v));
-            }
-        }
-        let ev = self.person_events(p);
-        let events = (0..ev.ts.len())
-            .map(|i| {
-                let name = self
-                    .symbols
-                    .events
-                    .name(ev.name[i])
-                    .unwrap_or_default()
-                    .to_string();
-                let mut props = Map::new();
-                for (k, v) in ev.props(i) {
-                    if let Some(key) = self.symbols.keys.name(*k) {
-                        props.insert(key.to_string(), crate::eval::explain::val_json(v));
-                    }
-                }
-                (name, ev.ts[i], props)
-            })
-            .collect();
-        (id, properties, events)
+fn transition(cohort: CohortId, person: &Person, change: Change, at: Timestamp) -> Transition {
+    Transition {
+        cohort,
+        person: person.id().to_string(),
+        change,
+        at,
     }
 }

@@ -93,6 +93,11 @@ impl<'a> Events<'a> {
         name_range(self.name, name)
     }
 
+    /// Calls `f` with every property of event `i`, by ascending key.
+    pub(crate) fn for_each_prop(&self, i: usize, mut f: impl FnMut(Sym, &'a Val)) {
+        self.props(i).iter().for_each(|(k, v)| f(*k, v));
+    }
+
     /// The properties of event `i`.
     #[inline]
     pub(crate) fn props(&self, i: usize) -> &'a [Prop] {
@@ -293,6 +298,51 @@ pub struct Person {
 }
 
 impl Person {
+    /// A person from parts already interned in the shared tables (props sorted by key).
+    pub(crate) fn from_parts(id: &str, distinct_ids: Vec<Box<str>>, props: Box<[Prop]>) -> Person {
+        Person {
+            id: id.into(),
+            distinct_ids,
+            props,
+        }
+    }
+
+    /// Sets properties in place (null values remove the key), as `$set` does.
+    pub(crate) fn set_props(&mut self, map: &Map<String, Value>) {
+        if map.is_empty() {
+            return;
+        }
+        let syms = shared().resolve(Table::Keys, map.keys().map(String::as_str));
+        let mut props: Vec<Prop> = std::mem::take(&mut self.props).into_vec();
+        for (sym, v) in syms.into_iter().zip(map.values()) {
+            let at = props.binary_search_by_key(&sym, |(k, _)| *k);
+            match (at, Val::from_json(v)) {
+                (Ok(i), Some(v)) => props[i].1 = v,
+                (Err(i), Some(v)) => props.insert(i, (sym, v)),
+                (Ok(i), None) => {
+                    props.remove(i);
+                }
+                (Err(_), None) => {}
+            }
+        }
+        self.props = props.into_boxed_slice();
+    }
+
+    /// Removes properties in place, as `$unset` does.
+    pub(crate) fn unset_props(&mut self, keys: &[String]) {
+        let names = shared().read();
+        let syms: SmallVec<[Sym; 8]> = keys.iter().map(|k| names.keys.get(k)).collect();
+        drop(names);
+        if self.props.iter().any(|(k, _)| syms.contains(k)) {
+            let props: Vec<Prop> = std::mem::take(&mut self.props)
+                .into_vec()
+                .into_iter()
+                .filter(|(k, _)| !syms.contains(k))
+                .collect();
+            self.props = props.into_boxed_slice();
+        }
+    }
+
     /// The person id.
     pub fn id(&self) -> &str {
         &self.id
@@ -325,6 +375,22 @@ impl History {
     /// True when no event is held.
     pub fn is_empty(&self) -> bool {
         self.ts.is_empty()
+    }
+
+    /// A history from events in any order (stable: ties keep their order).
+    pub(crate) fn from_events(mut events: Vec<(Sym, Micros, Box<[Prop]>)>) -> History {
+        events.sort_by_key(|(n, t, _)| (*n, *t));
+        let mut h = History {
+            ts: Vec::with_capacity(events.len()),
+            name: Vec::with_capacity(events.len()),
+            props: Vec::with_capacity(events.len()),
+        };
+        for (n, t, p) in events {
+            h.name.push(n);
+            h.ts.push(t);
+            h.props.push(p);
+        }
+        h
     }
 
     pub(crate) fn insert(&mut self, ts: Micros, name: Sym, props: Box<[Prop]>) {

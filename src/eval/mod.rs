@@ -10,6 +10,8 @@ mod behavioral;
 pub mod bitset;
 pub mod explain;
 mod horizon;
+
+pub(crate) use horizon::HorizonBufs;
 mod person;
 
 use smallvec::SmallVec;
