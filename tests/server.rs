@@ -10,7 +10,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use cohort_engine::server::{spawn, ServeOptions, ServerHandle};
 use serde_json::{json, Value};
 
-const KEY: &str = "phx_test_key";
+const KEY: &str = "phx_test_key_0123456789";
 
 struct Resp {
     status: u16,
@@ -173,18 +173,25 @@ fn data_dir(name: &str) -> PathBuf {
     dir
 }
 
-fn start(dir: &Path) -> (ServerHandle, Api) {
-    let handle = spawn(ServeOptions {
-        data_dir: dir.to_path_buf(),
-        db_path: dir.join("cohorts.sqlite"),
-        listen: "127.0.0.1:0".parse().unwrap(),
-        api_key: Some(KEY.to_string()),
-    })
-    .unwrap();
+fn options(dir: &Path) -> ServeOptions {
+    let mut opts = ServeOptions::new(dir.join("cohorts.sqlite"));
+    opts.data_dir = Some(dir.to_path_buf());
+    opts.listen = "127.0.0.1:0".parse().unwrap();
+    opts.api_key = Some(KEY.to_string());
+    opts.access_log = false;
+    opts
+}
+
+fn start_with(opts: ServeOptions) -> (ServerHandle, Api) {
+    let handle = spawn(opts).unwrap();
     let api = Api {
         addr: handle.addr(),
     };
     (handle, api)
+}
+
+fn start(dir: &Path) -> (ServerHandle, Api) {
+    start_with(options(dir))
 }
 
 fn is_set_body() -> Value {
@@ -246,17 +253,17 @@ fn requests_without_the_key_are_rejected() {
 #[test]
 fn the_server_refuses_to_start_without_a_key() {
     let dir = data_dir("nokey");
-    let opts = |key: Option<&str>| ServeOptions {
-        data_dir: dir.clone(),
-        db_path: dir.join("cohorts.sqlite"),
-        listen: "127.0.0.1:0".parse().unwrap(),
-        api_key: key.map(str::to_string),
+    let opts = |key: Option<&str>| {
+        let mut o = options(&dir);
+        o.api_key = key.map(str::to_string);
+        o
     };
     let e = spawn(opts(Some("  "))).err().unwrap();
     assert_eq!(e.code(), "usage");
-    assert!(e.to_string().contains("COHORT_ENGINE_API_KEY"));
     if std::env::var_os("COHORT_ENGINE_API_KEY").is_none() {
-        assert_eq!(spawn(opts(None)).err().unwrap().code(), "usage");
+        let e = spawn(opts(None)).err().unwrap();
+        assert_eq!(e.code(), "usage");
+        assert!(e.to_string().contains("COHORT_ENGINE_API_KEY"));
     }
 }
 
