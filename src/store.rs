@@ -47,6 +47,7 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use serde_json::{json, Map, Value};
 
 use crate::ast::parse::parse_cohort;
@@ -163,6 +164,73 @@ pub struct Calculation {
     pub last_error_message: Option<String>,
 }
 
+/// A JSON value kept as compact text. The store holds cohort definitions this way: a parsed
+/// `serde_json::Value` takes 10 to 20 times the memory of its text.
+#[derive(Clone, Debug)]
+pub struct JsonText(Box<RawValue>);
+
+impl JsonText {
+    /// The value's compact JSON text.
+    pub fn from_value(value: &Value) -> JsonText {
+        // Serializing a `Value` cannot fail (its map keys are strings).
+        let text = serde_json::to_string(value).unwrap_or_else(|_| "null".into());
+        JsonText(RawValue::from_string(text).unwrap_or_default())
+    }
+
+    /// The JSON text.
+    pub fn as_str(&self) -> &str {
+        self.0.get()
+    }
+
+    /// The value, parsed.
+    ///
+    /// # Errors
+    /// When the text nests deeper than serde_json's recursion limit (128), which text made by
+    /// [`JsonText::from_value`] from a checked field never does, but text read back from
+    /// storage might.
+    pub fn parse(&self) -> Result<Value, serde_json::Error> {
+        serde_json::from_str(self.0.get())
+    }
+
+    /// The value, parsed; `null` where [`JsonText::parse`] fails (a loader checks that first).
+    pub fn to_value(&self) -> Value {
+        self.parse().unwrap_or(Value::Null)
+    }
+}
+
+impl PartialEq for JsonText {
+    fn eq(&self, other: &JsonText) -> bool {
+        self.as_str() == other.as_str() || self.to_value() == other.to_value()
+    }
+}
+
+impl Serialize for JsonText {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for JsonText {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<JsonText, D::Error> {
+        Box::<RawValue>::deserialize(d).map(JsonText)
+    }
+}
+
+/// `filters` of a response: stored text, or a legacy cohort's converted definition.
+enum ApiFilters<'a> {
+    Text(&'a RawValue),
+    Value(&'a Value),
+}
+
+impl Serialize for ApiFilters<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            ApiFilters::Text(t) => t.serialize(s),
+            ApiFilters::Value(v) => v.serialize(s),
+        }
+    }
+}
+
 /// One cohort as the API stores it: the writable fields as last set, plus bookkeeping.
 ///
 /// Its serde form is what the server persists; static members are persisted separately and so
@@ -176,9 +244,9 @@ pub struct CohortRecord {
     /// `description`.
     #[serde(default)]
     pub description: String,
-    /// `filters` as last written (`None` when absent or null).
+    /// `filters` as last written (`None` when absent or null), kept as compact JSON text.
     #[serde(default)]
-    pub filters: Option<Value>,
+    pub filters: Option<JsonText>,
     /// Legacy `groups` as last written (`[]` when never given).
     #[serde(default = "empty_array")]
     pub groups: Value,
@@ -219,7 +287,7 @@ impl CohortRecord {
             obj.insert("static_person_ids".into(), json!(self.static_members));
         } else {
             if let Some(f) = &self.filters {
-                obj.insert("filters".into(), f.clone());
+                obj.insert("filters".into(), f.to_value());
             }
             obj.insert("groups".into(), self.groups.clone());
         }
@@ -385,6 +453,31 @@ pub struct Rejected {
     pub record: CohortRecord,
     /// Its validation errors (`unknown_cohort` when it references a rejected cohort).
     pub errors: Vec<Error>,
+}
+
+/// A cohort in the API's response shape, borrowing from its entry (serialized directly).
+#[derive(Serialize)]
+struct ApiCohort<'a> {
+    id: CohortId,
+    name: Option<&'a str>,
+    description: &'a str,
+    groups: &'a Value,
+    deleted: bool,
+    filters: Option<ApiFilters<'a>>,
+    query: (),
+    version: u64,
+    pending_version: u64,
+    is_calculating: bool,
+    created_by: (),
+    created_at: String,
+    last_calculation: Option<String>,
+    last_backfill_person_properties_at: (),
+    errors_calculating: u64,
+    last_error_message: Option<&'a str>,
+    count: Option<u64>,
+    is_static: bool,
+    cohort_type: Option<&'static str>,
+    experiment_set: [(); 0],
 }
 
 /// The request fields a create or PATCH may carry (outer `None`: not given).
@@ -774,7 +867,7 @@ impl CohortStore {
             id,
             name: fields.name.flatten(),
             description: fields.description.unwrap_or_default(),
-            filters: fields.filters.flatten(),
+            filters: fields.filters.flatten().map(|f| JsonText::from_value(&f)),
             groups: fields.groups.unwrap_or_else(empty_array),
             is_static,
             deleted: fields.deleted.unwrap_or(false),
@@ -851,7 +944,7 @@ impl CohortStore {
             record.description = d;
         }
         if let Some(f) = fields.filters {
-            record.filters = f;
+            record.filters = f.map(|f| JsonText::from_value(&f));
         }
         if let Some(g) = fields.groups {
             record.groups = g;
@@ -1269,65 +1362,85 @@ impl CohortStore {
     /// `is_static`, `cohort_type`, `experiment_set`). Legacy `groups` cohorts show their filters
     /// in the `filters` form.
     pub fn to_api_json(&self, id: CohortId) -> Option<Value> {
+        let api = self.api_cohort(id)?;
+        serde_json::to_value(api).ok()
+    }
+
+    /// Appends the cohort's [`CohortStore::to_api_json`] form, serialized, to `out` (straight
+    /// from the record, without building a JSON value first). Returns false for an unknown id.
+    pub fn write_api_json(&self, id: CohortId, out: &mut Vec<u8>) -> bool {
+        match self.api_cohort(id) {
+            Some(api) => serde_json::to_writer(out, &api).is_ok(),
+            None => false,
+        }
+    }
+
+    fn api_cohort(&self, id: CohortId) -> Option<ApiCohort<'_>> {
         let entry = self.entries.get(&id)?;
         let r = &entry.record;
         let filters = match (&r.filters, &entry.legacy_filters) {
-            (Some(f), _) => f.clone(),
-            (None, _) if r.is_static => Value::Null,
-            (None, Some(f)) => f.clone(),
-            (None, None) => Value::Null,
+            (Some(f), _) => Some(ApiFilters::Text(&f.0)),
+            (None, _) if r.is_static => None,
+            (None, legacy) => legacy.as_ref().map(ApiFilters::Value),
         };
         let cohort_type = if r.deleted {
-            Value::Null
+            None
         } else if r.is_static {
-            json!("static")
+            Some("static")
         } else if entry.needs_events {
-            json!("behavioral")
+            Some("behavioral")
         } else {
-            json!("person_property")
+            Some("person_property")
         };
         let calc = &r.calculation;
-        Some(json!({
-            "id": r.id,
-            "name": r.name,
-            "description": r.description,
-            "groups": r.groups,
-            "deleted": r.deleted,
-            "filters": filters,
-            "query": null,
-            "version": r.version,
-            "pending_version": r.pending_version,
-            "is_calculating": false,
-            "created_by": null,
-            "created_at": format_micros(r.created_at),
-            "last_calculation": calc.last_calculation.map(format_micros),
-            "last_backfill_person_properties_at": null,
-            "errors_calculating": calc.errors_calculating,
-            "last_error_message": calc.last_error_message,
-            "count": calc.count,
-            "is_static": r.is_static,
-            "cohort_type": cohort_type,
-            "experiment_set": [],
-        }))
+        Some(ApiCohort {
+            id: r.id,
+            name: r.name.as_deref(),
+            description: &r.description,
+            groups: &r.groups,
+            deleted: r.deleted,
+            filters,
+            query: (),
+            version: r.version,
+            pending_version: r.pending_version,
+            is_calculating: false,
+            created_by: (),
+            created_at: format_micros(r.created_at),
+            last_calculation: calc.last_calculation.map(format_micros),
+            last_backfill_person_properties_at: (),
+            errors_calculating: calc.errors_calculating,
+            last_error_message: calc.last_error_message.as_deref(),
+            count: calc.count,
+            is_static: r.is_static,
+            cohort_type,
+            experiment_set: [],
+        })
     }
 
     /// Non-deleted cohorts matching the query, newest first (creation time, then id), one page.
     /// Without filters a page costs its own size, not the number of cohorts.
     pub fn list(&self, q: &ListQuery) -> ListPage {
+        let (count, ids) = self.list_ids(q);
+        ListPage {
+            count,
+            results: ids.iter().filter_map(|id| self.to_api_json(*id)).collect(),
+        }
+    }
+
+    /// [`CohortStore::list`] as ids: how many cohorts match, and this page's ids.
+    pub fn list_ids(&self, q: &ListQuery) -> (usize, Vec<CohortId>) {
         let limit = q.limit.unwrap_or(DEFAULT_LIMIT);
         let newest_first = self
             .live
             .iter()
             .filter_map(|(_, Reverse(id))| self.entries.get(id));
         if q.kind.is_none() && q.search.is_none() && !q.hide_behavioral_cohorts {
-            return ListPage {
-                count: self.live.len(),
-                results: newest_first
-                    .skip(q.offset)
-                    .take(limit)
-                    .filter_map(|e| self.to_api_json(e.record.id))
-                    .collect(),
-            };
+            let page = newest_first
+                .skip(q.offset)
+                .take(limit)
+                .map(|e| e.record.id)
+                .collect();
+            return (self.live.len(), page);
         }
         let needle = q.search.as_deref().map(str::to_lowercase);
         let matching: Vec<CohortId> = newest_first
@@ -1347,15 +1460,13 @@ impl CohortStore {
             .filter(|e| !q.hide_behavioral_cohorts || !e.needs_events)
             .map(|e| e.record.id)
             .collect();
-        ListPage {
-            count: matching.len(),
-            results: matching
-                .iter()
-                .skip(q.offset)
-                .take(limit)
-                .filter_map(|id| self.to_api_json(*id))
-                .collect(),
-        }
+        let page = matching
+            .iter()
+            .skip(q.offset)
+            .take(limit)
+            .copied()
+            .collect();
+        (matching.len(), page)
     }
 
     /// Creates a static cohort `"<name> (static copy)"` holding the members of dynamic cohort

@@ -881,7 +881,14 @@ fn an_unreadable_record_is_quarantined_and_the_rest_is_served() {
     server.kill();
     // Damage a's record (nested past serde_json's limit) and make b's filter invalid.
     let conn = rusqlite::Connection::open(&db).unwrap();
-    let deep = format!("{{\"id\": {a}, \"filters\": {}}}", nested(200));
+    let record: String = conn
+        .query_row("SELECT record FROM cohorts WHERE id = ?1", [a], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    let mut record: Value = serde_json::from_str(&record).unwrap();
+    record["filters"]["extra"] = nested(200);
+    let deep = record.to_string();
     conn.execute(
         "UPDATE cohorts SET record = ?1 WHERE id = ?2",
         rusqlite::params![deep, a],

@@ -3,7 +3,7 @@
 //! restore from persisted records).
 
 use cohort_engine::store::{
-    CohortKind, CohortRecord, CohortStore, ListQuery, StoreError, CYCLE_DETAIL,
+    CohortKind, CohortRecord, CohortStore, JsonText, ListQuery, StoreError, CYCLE_DETAIL,
 };
 use cohort_engine::time::{format_micros, parse_absolute};
 use cohort_engine::{Dataset, ErrorKind};
@@ -791,7 +791,11 @@ fn restore_valid_leaves_out_bad_records_and_what_depends_on_them() {
         .unwrap();
     let mut saved: Vec<CohortRecord> = s.records().cloned().collect();
     // Cohort a's stored filter became invalid (say, written by another version).
-    saved[0].filters = Some(filters(vec![person("plan", "startswith", json!("p"))]));
+    saved[0].filters = Some(JsonText::from_value(&filters(vec![person(
+        "plan",
+        "startswith",
+        json!("p"),
+    )])));
     let data = || Dataset::from_jsonl(PERSONS, EVENTS).unwrap();
     assert!(CohortStore::restore(data(), saved.clone(), 1).is_err());
     let (r, rejected) = CohortStore::restore_valid(data(), saved, 1).unwrap();

@@ -695,16 +695,45 @@ async fn list(State(app): State<Shared>, RawQuery(raw): RawQuery, uri: Uri) -> R
         hide_behavioral_cohorts: param(&pairs, "hide_behavioral_cohorts")
             .is_some_and(|v| v.eq_ignore_ascii_case("true")),
     };
-    let page = read(&app.store).list(&q);
     let limit = q.limit.unwrap_or(crate::store::DEFAULT_LIMIT);
-    let (next, previous) = links(&app, &uri, page.count, limit, q.offset);
-    Json(json!({
-        "count": page.count,
-        "next": next,
-        "previous": previous,
-        "results": page.results,
-    }))
-    .into_response()
+    let mut out = Vec::with_capacity(4096);
+    let count = {
+        let store = read(&app.store);
+        let (count, ids) = store.list_ids(&q);
+        out.extend_from_slice(b"{\"count\":");
+        out.extend_from_slice(count.to_string().as_bytes());
+        out.extend_from_slice(b",\"results\":[");
+        let start = out.len();
+        for id in ids {
+            let mark = out.len();
+            if mark > start {
+                out.push(b',');
+            }
+            if !store.write_api_json(id, &mut out) {
+                out.truncate(mark);
+            }
+        }
+        count
+    };
+    let (next, previous) = links(&app, &uri, count, limit, q.offset);
+    out.extend_from_slice(b"],\"next\":");
+    out.extend_from_slice(next.to_string().as_bytes());
+    out.extend_from_slice(b",\"previous\":");
+    out.extend_from_slice(previous.to_string().as_bytes());
+    out.push(b'}');
+    json_bytes(out)
+}
+
+/// A 200 response whose body is already serialized JSON.
+fn json_bytes(body: Vec<u8>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        body,
+    )
+        .into_response()
 }
 
 /// Plans a change, persists it and installs it, in that order, holding the database mutex
@@ -729,6 +758,7 @@ where
         let busy = |e: DbError| Box::new(db_unavailable(&e));
         let mut db = guard;
         let name = db.name().to_string();
+        let wal = db.wal_path().to_path_buf();
         let tx = db.begin().map_err(busy)?;
         let new_id = match allocate {
             true => Some(db::allocate(&tx, &name).map_err(busy)?),
@@ -738,14 +768,17 @@ where
         db::save(&tx, &name, change.record()).map_err(busy)?;
         tx.commit().map_err(|e| busy(DbError::new(&name, &e)))?;
         let id = change.id();
-        let mut store = write(&app.store);
-        if let Err(e) = store.apply(change) {
+        let installed = write(&app.store).apply(change);
+        let body = read(&app.store).to_api_json(id).unwrap_or(Value::Null);
+        // The next write may start now; this one is acknowledged once the WAL is on disk.
+        drop(db);
+        if let Err(e) = installed {
             // Cannot happen while writes are serialized by the database mutex.
             return Err(Box::new(internal_error(&format!(
                 "cohort {id} was saved but not installed: {e}"
             ))));
         }
-        let body = store.to_api_json(id).unwrap_or(Value::Null);
+        db::sync(&wal, &name).map_err(busy)?;
         Ok((id, body))
     });
     match task.await {
@@ -781,10 +814,11 @@ async fn retrieve(
     let Some(id) = parse_id(&id) else {
         return not_found();
     };
-    let json = read(&app.store).to_api_json(id);
-    match json {
-        Some(json) => Json(json).into_response(),
-        None => not_found(),
+    let mut out = Vec::with_capacity(1024);
+    let found = read(&app.store).write_api_json(id, &mut out);
+    match found {
+        true => json_bytes(out),
+        false => not_found(),
     }
 }
 

@@ -26,7 +26,8 @@
 //! [`ServeOptions::public_url`]; they never copy the request's `Host` header.
 //!
 //! Cohort definitions and static members persist in SQLite (`--db FILE`, created with mode
-//! 0600, WAL with `synchronous=FULL`: an acknowledged write survives `kill -9`); ids come from an
+//! 0600, in WAL mode; a write is acknowledged only once the WAL is flushed to disk, so it survives
+//! `kill -9` and power loss); ids come from an
 //! AUTOINCREMENT column and are never reused. Membership is recalculated synchronously on every
 //! change (at the system clock's now) for the changed cohort and its dependents, and for every
 //! cohort at start-up. A stored record that cannot be read back or no longer validates is moved
