@@ -1,7 +1,7 @@
 //! Parse + validate + compile cost alone (memchr's "oneshot" vs "prebuilt"): the example cohorts
 //! and the generated benchmark cohorts.
 
-use cohort_engine::generate::{generate, GenerateOptions};
+use cohort_engine::internal::generate::{generate, GenerateOptions};
 use cohort_engine::{CohortSet, Engine};
 use criterion::{criterion_group, criterion_main, Criterion};
 

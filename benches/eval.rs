@@ -10,7 +10,7 @@
 
 use std::path::PathBuf;
 
-use cohort_engine::generate::{generate, GenerateOptions};
+use cohort_engine::internal::generate::{generate, GenerateOptions};
 use cohort_engine::time::parse_absolute;
 use cohort_engine::{
     BatchOptions, CohortSet, Dataset, Engine, LoadOptions, Scratch, Tracker, Update,
@@ -155,7 +155,7 @@ fn tracker(c: &mut Criterion) {
                 Update::Event {
                     distinct_id: format!("u{:06}", (k * 7919) % 10_000),
                     event: names[(k % 5) as usize].to_string(),
-                    timestamp: now - (k as i64 % 1000) * 1_000_000,
+                    timestamp: (now - (k as i64 % 1000) * 1_000_000).into(),
                     properties: Default::default(),
                 }
             },

@@ -13,7 +13,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::Write;
 
-use cohort_engine::ast::Definition;
+use cohort_engine::internal::ast::Definition;
 use cohort_engine::sql::{cohort_sql, SqlOptions};
 use cohort_engine::{time, CohortSet};
 use serde_json::{json, Map, Value};
@@ -120,7 +120,7 @@ fn run(args: &[String]) -> Result<(), String> {
                 }
             }
             for c in set.cohorts() {
-                if let Definition::Static(members) = &c.definition {
+                if let Definition::Static(members) = c.definition() {
                     let mut seen = HashSet::new();
                     for m in members {
                         let pid = if person_ids.contains(m) {

@@ -11,7 +11,7 @@ use clap::{Args, Parser, Subcommand};
 
 use cohort_engine::time::{parse_absolute, Micros};
 use cohort_engine::{
-    BatchOptions, CohortId, CohortSet, Dataset, Error, ErrorKind, Limits, LoadOptions,
+    BatchOptions, CohortId, CohortSet, Dataset, Error, ErrorKind, Limits, LoadOptions, Transition,
 };
 
 /// Decide who is in a cohort: evaluate PostHog cohort definitions over persons and events.
@@ -194,14 +194,7 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> i32 {
                     0
                 };
             }
-            let text = e.to_string();
-            let first = text
-                .lines()
-                .find(|l| !l.trim().is_empty())
-                .unwrap_or("invalid arguments")
-                .trim_start_matches("error: ")
-                .to_string();
-            return fail(&[Error::new(ErrorKind::Usage, first)]);
+            return fail(&[Error::new(ErrorKind::Usage, one_line(&e))]);
         }
     };
     let result = match cli.command {
@@ -216,6 +209,30 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> i32 {
     match result {
         Ok(()) => 0,
         Err(errors) => fail(&errors),
+    }
+}
+
+/// A clap error as one line that keeps what matters: which arguments are missing, or clap's
+/// message with its tips, without the usage block and the "try --help" footer.
+fn one_line(e: &clap::Error) -> String {
+    use clap::error::{ContextKind, ContextValue, ErrorKind as K};
+    if e.kind() == K::MissingRequiredArgument {
+        if let Some(ContextValue::Strings(missing)) = e.get(ContextKind::InvalidArg) {
+            return format!("missing {}", missing.join(", "));
+        }
+    }
+    let text = e.render().to_string();
+    let parts: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .take_while(|l| !l.starts_with("Usage:"))
+        .filter(|l| !l.is_empty() && !l.starts_with("For more information"))
+        .map(|l| l.trim_start_matches("error: "))
+        .collect();
+    if parts.is_empty() {
+        "invalid arguments".to_string()
+    } else {
+        parts.join("; ")
     }
 }
 
@@ -286,11 +303,9 @@ fn eval(args: EvalArgs) -> Result<(), Vec<Error>> {
     requested(&set, &wanted)?;
     let data = load_data(&args.data, threads)?;
     let eval_started = Instant::now();
-    let options = BatchOptions {
-        cohorts: (!wanted.is_empty()).then_some(wanted),
-        threads,
-        partition,
-    };
+    let mut options = BatchOptions::default().threads(threads);
+    options.cohorts = (!wanted.is_empty()).then_some(wanted);
+    options.partition = partition;
     let members = data.evaluate(&set, now, &options).map_err(|e| vec![e])?;
     if !args.data.quiet {
         eprintln!(
@@ -456,15 +471,33 @@ fn watch(args: WatchArgs) -> Result<(), Vec<Error>> {
     let now = parse_now(&Some(now_text.clone()))?;
     let set = load_set(&args.data.cohorts)?;
     let data = load_data(&args.data, 0)?;
-    let engine = cohort_engine::Engine::new(&set).map_err(|e| vec![e])?;
+    let started = Instant::now();
+    let engine = cohort_engine::Engine::new(&set).map_err(|e| e.0)?;
     let mut tracker = cohort_engine::Tracker::from_dataset(engine, &data, now);
     drop(data);
+    let quiet = args.data.quiet;
+    if !quiet {
+        let live = set.cohorts().iter().filter(|c| !c.is_deleted()).count();
+        eprintln!(
+            "tracker ready: {} persons, {live} cohorts in {:.2} s",
+            tracker.len(),
+            started.elapsed().as_secs_f64()
+        );
+    }
+    let started = Instant::now();
     let stdin = std::io::stdin();
     let stdout = std::io::stdout();
-    let mut line_no = 0usize;
+    let mut w = std::io::BufWriter::with_capacity(1 << 16, stdout.lock());
+    let (mut line_no, mut count) = (0usize, 0usize);
     let mut buf = Vec::new();
-    let mut input = stdin.lock();
+    let mut out = Vec::new();
+    let mut input = std::io::BufReader::with_capacity(1 << 16, stdin.lock());
     loop {
+        // Output is flushed whenever no more input is waiting: prompt for an interactive
+        // stream, batched for a fast one.
+        if input.buffer().is_empty() && w.flush().is_err() {
+            break;
+        }
         buf.clear();
         match input.read_until(b'\n', &mut buf) {
             Ok(0) => break,
@@ -488,34 +521,99 @@ fn watch(args: WatchArgs) -> Result<(), Vec<Error>> {
         if text.is_empty() {
             continue;
         }
-        let update = match cohort_engine::Update::from_json(text) {
-            Ok(u) => u,
-            Err(msg) => {
-                eprintln!("error: invalid_input: stdin:{line_no}: {msg}");
+        out.clear();
+        if !fast_event(&mut tracker, text, &mut out) {
+            let update = match cohort_engine::Update::from_json(text) {
+                Ok(u) => u,
+                Err(msg) => {
+                    eprintln!("error: invalid_input: stdin:{line_no}: {msg}");
+                    continue;
+                }
+            };
+            if let Err(e) = tracker.apply_into(&update, &mut out) {
+                eprintln!("error: invalid_input: stdin:{line_no}: {}", e.message());
                 continue;
             }
-        };
-        match tracker.apply(update) {
-            Ok(transitions) => {
-                let mut out = String::new();
-                for t in transitions {
-                    out.push_str(&t.to_json_string());
-                    out.push('\n');
-                }
-                let mut w = stdout.lock();
-                if w.write_all(out.as_bytes()).and_then(|_| w.flush()).is_err() {
-                    break;
-                }
-            }
-            Err(e) => eprintln!("error: invalid_input: stdin:{line_no}: {}", e.message()),
         }
+        count += out.len();
+        let mut failed = false;
+        for t in &out {
+            failed |= serde_json::to_writer(&mut w, t).is_err() || w.write_all(b"\n").is_err();
+        }
+        if failed {
+            break;
+        }
+    }
+    let _ = w.flush();
+    if !quiet {
+        let secs = started.elapsed().as_secs_f64();
+        eprintln!(
+            "processed {line_no} lines in {secs:.2} s ({:.0} lines/s), {count} transitions",
+            line_no as f64 / secs.max(1e-9)
+        );
     }
     Ok(())
 }
 
+/// The common `watch` line, an event with a string distinct id, name and timestamp, applied
+/// without building a JSON tree. Returns false (nothing applied) for anything else, which then
+/// takes the exact path of [`cohort_engine::Update::from_json`] with its error messages.
+fn fast_event(tracker: &mut cohort_engine::Tracker, line: &str, out: &mut Vec<Transition>) -> bool {
+    use std::borrow::Cow;
+    #[derive(serde::Deserialize)]
+    #[serde(untagged)]
+    enum Ts<'a> {
+        Str(#[serde(borrow)] Cow<'a, str>),
+        Num(serde_json::Number),
+    }
+    #[derive(serde::Deserialize)]
+    struct Line<'a> {
+        #[serde(borrow)]
+        distinct_id: Cow<'a, str>,
+        #[serde(borrow)]
+        event: Cow<'a, str>,
+        #[serde(borrow)]
+        timestamp: Ts<'a>,
+        #[serde(default)]
+        properties: Option<serde_json::Map<String, serde_json::Value>>,
+        #[serde(rename = "$now", default)]
+        now: Option<serde::de::IgnoredAny>,
+        #[serde(rename = "$set", default)]
+        set: Option<serde::de::IgnoredAny>,
+        #[serde(rename = "$unset", default)]
+        unset: Option<serde::de::IgnoredAny>,
+        #[serde(rename = "$delete", default)]
+        delete: Option<serde::de::IgnoredAny>,
+    }
+    let Ok(l) = serde_json::from_str::<Line<'_>>(line) else {
+        return false;
+    };
+    if l.now.is_some() || l.set.is_some() || l.unset.is_some() || l.delete.is_some() {
+        return false;
+    }
+    let ts = match &l.timestamp {
+        Ts::Str(s) => parse_absolute(s),
+        Ts::Num(n) => {
+            cohort_engine::time::parse_timestamp(&serde_json::Value::Number(n.clone())).ok()
+        }
+    };
+    let Some(ts) = ts else {
+        return false;
+    };
+    let empty = serde_json::Map::new();
+    tracker.event(
+        &l.distinct_id,
+        &l.event,
+        ts,
+        l.properties.as_ref().unwrap_or(&empty),
+        out,
+    );
+    true
+}
+
 fn generate(args: GenerateArgs) -> Result<(), Vec<Error>> {
     let now = parse_now(&Some(args.now.clone()))?;
-    let opts = cohort_engine::generate::GenerateOptions {
+    let opts = cohort_engine::internal::generate::GenerateOptions {
         persons: args.persons,
         events_per_person: args.events_per_person,
         seed: args.seed,
@@ -528,7 +626,7 @@ fn generate(args: GenerateArgs) -> Result<(), Vec<Error>> {
         )]
     })?;
     let started = Instant::now();
-    let stats = cohort_engine::generate::generate(&opts, &args.out).map_err(|e| {
+    let stats = cohort_engine::internal::generate::generate(&opts, &args.out).map_err(|e| {
         vec![Error::input(
             args.out.display().to_string(),
             format!("cannot write: {e}"),

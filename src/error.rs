@@ -55,6 +55,10 @@ pub struct Error {
     cohort: Option<CohortId>,
     path: String,
     message: String,
+    /// `unknown_cohort`: the id that is not in the set.
+    missing: Option<CohortId>,
+    /// `cycle`: the loop's cohort ids, from its smallest id back to it.
+    cycle: Vec<CohortId>,
 }
 
 impl fmt::Display for Error {
@@ -78,27 +82,38 @@ impl Error {
             cohort: None,
             path: String::new(),
             message: message.into(),
+            missing: None,
+            cycle: Vec::new(),
         }
+    }
+
+    /// An `unknown_cohort` error about `id`, which is not in the set (see
+    /// [`Error::unknown_cohort`]).
+    pub(crate) fn missing(id: CohortId, message: impl Into<String>) -> Error {
+        let mut e = Error::new(ErrorKind::UnknownCohort, message);
+        e.missing = Some(id);
+        e
+    }
+
+    /// A `cycle` error naming the loop `ids` (first id repeated at the end).
+    pub(crate) fn cycle_of(ids: Vec<CohortId>) -> Error {
+        let names: Vec<String> = ids.iter().map(|id| id.to_string()).collect();
+        let mut e = Error::new(ErrorKind::Cycle, format!("cohort {}", names.join(" → ")));
+        e.cohort = None;
+        e.cycle = ids;
+        e
     }
 
     /// An `invalid_filter` error at `path` of `cohort`.
     pub fn filter(cohort: CohortId, path: impl Into<String>, message: impl Into<String>) -> Error {
-        Error {
-            kind: ErrorKind::InvalidFilter,
-            cohort: Some(cohort),
-            path: path.into(),
-            message: message.into(),
-        }
+        Error::new(ErrorKind::InvalidFilter, message)
+            .with_cohort(cohort)
+            .with_path(path)
     }
 
     /// An `invalid_input` error; `location` is `file:line` or a file name and element.
     pub fn input(location: impl Into<String>, message: impl Into<String>) -> Error {
-        Error {
-            kind: ErrorKind::InvalidInput,
-            cohort: None,
-            path: location.into(),
-            message: message.into(),
-        }
+        Error::new(ErrorKind::InvalidInput, message).with_path(location)
     }
 
     /// The same error attributed to `cohort`.
@@ -136,6 +151,50 @@ impl Error {
     /// What is wrong, without kind, cohort or path.
     pub fn message(&self) -> &str {
         &self.message
+    }
+
+    /// For `unknown_cohort`: the id that is not in the set (or is deleted) — the referenced id
+    /// for a reference, the asked-for id for a lookup. [`Error::cohort`] is the referencing
+    /// cohort, when there is one.
+    pub fn unknown_cohort(&self) -> Option<CohortId> {
+        self.missing
+    }
+
+    /// For `cycle`: the cohorts of the loop, from its smallest id back to that id
+    /// (`[3, 7, 12, 3]`); empty for other kinds.
+    pub fn cycle(&self) -> &[CohortId] {
+        &self.cycle
+    }
+}
+
+impl serde::Serialize for Error {
+    /// `{"kind": "unknown_cohort", "cohort": 4, "path": "…", "message": "…"}`, with
+    /// `"unknown_cohort": ID` or `"cycle": [IDS]` when they apply; absent fields are omitted.
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut m = s.serialize_map(None)?;
+        m.serialize_entry("kind", self.code())?;
+        if let Some(c) = self.cohort {
+            m.serialize_entry("cohort", &c)?;
+        }
+        if !self.path.is_empty() {
+            m.serialize_entry("path", &self.path)?;
+        }
+        m.serialize_entry("message", &self.message)?;
+        if let Some(id) = self.missing {
+            m.serialize_entry("unknown_cohort", &id)?;
+        }
+        if !self.cycle.is_empty() {
+            m.serialize_entry("cycle", &self.cycle)?;
+        }
+        m.end()
+    }
+}
+
+impl serde::Serialize for Errors {
+    /// A list of [`Error`]s.
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(s)
     }
 }
 

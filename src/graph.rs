@@ -6,7 +6,7 @@
 use std::collections::{HashMap, VecDeque};
 
 use crate::ast::parse::Reference;
-use crate::error::{Error, ErrorKind};
+use crate::error::Error;
 use crate::CohortId;
 
 /// One cohort as the graph sees it.
@@ -45,12 +45,9 @@ pub fn analyze(nodes: &[GraphNode]) -> Analysis {
         for r in &nodes[i].references {
             if !index.contains_key(&r.target) {
                 unknown.push(
-                    Error::new(
-                        ErrorKind::UnknownCohort,
-                        format!("cohort {} is not in the set", r.target),
-                    )
-                    .with_cohort(nodes[i].id)
-                    .with_path(r.path.clone()),
+                    Error::missing(r.target, format!("cohort {} is not in the set", r.target))
+                        .with_cohort(nodes[i].id)
+                        .with_path(r.path.clone()),
                 );
             }
         }
@@ -94,11 +91,8 @@ pub fn analyze(nodes: &[GraphNode]) -> Analysis {
             continue;
         };
         let path = shortest_cycle(start, &edges, |v| component[v] == c);
-        let names: Vec<String> = path.iter().map(|&v| nodes[v].id.to_string()).collect();
-        cycles.push((
-            nodes[start].id,
-            Error::new(ErrorKind::Cycle, format!("cohort {}", names.join(" → "))),
-        ));
+        let ids: Vec<CohortId> = path.iter().map(|&v| nodes[v].id).collect();
+        cycles.push((nodes[start].id, Error::cycle_of(ids)));
     }
     cycles.sort_by_key(|(id, _)| *id);
     Analysis {

@@ -87,7 +87,59 @@
 //! [`Engine::horizon`] the instant until which an answer stays valid with no new data;
 //! [`Tracker`] keeps memberships up to date over a stream of events and property changes;
 //! [`sql::cohort_sql`] compiles a cohort to ClickHouse SQL with the same semantics;
-//! [`store::CohortStore`] implements the cohort API's rules (and the `server` feature serves them).
+//! `store::CohortStore` (cargo feature `store`) implements the cohort API's rules, and the
+//! `server` feature serves them over HTTP.
+//!
+//! ## Embedding in a service
+//! [`LiveEngine`] holds the current [`Engine`] behind one atomic pointer: readers take a
+//! snapshot without waiting, while an update compiles a whole new engine beside it and publishes
+//! it with one swap. Property keys and event names live in one process-wide, grow-only table, so
+//! a [`Person`] or [`History`] built before an update is answered correctly after it.
+//!
+//! ```
+//! use std::sync::Arc;
+//! use cohort_engine::{Engine, LiveEngine, Scratch, Timestamp};
+//! use serde_json::json;
+//!
+//! let live = Arc::new(LiveEngine::new(Engine::from_json(r#"[{"id": 1, "filters": {"properties":
+//!     {"type": "AND", "values": [{"type": "person", "key": "plan", "operator": "exact",
+//!      "value": "pro"}]}}}]"#)?));
+//! let now: Timestamp = "2024-06-15T12:00:00Z".parse().unwrap();
+//!
+//! // Worker threads: a snapshot each, a Scratch each; persons kept across updates.
+//! let workers: Vec<_> = (0..2)
+//!     .map(|w| {
+//!         let live = Arc::clone(&live);
+//!         std::thread::spawn(move || {
+//!             let engine = live.snapshot();
+//!             let person = engine.person(&format!("p{w}"), &[], json!({"plan": "pro"}).as_object().unwrap());
+//!             let mut scratch = Scratch::new();
+//!             engine.matches(1, &person, &engine.history(), now, &mut scratch).unwrap()
+//!         })
+//!     })
+//!     .collect();
+//! // Meanwhile, a live update (readers never wait for it).
+//! live.upsert(&json!({"id": 2, "filters": {"properties": {"type": "AND", "values": [
+//!     {"type": "behavioral", "key": "signup", "event_type": "events",
+//!      "value": "performed_event", "time_value": 7, "time_interval": "day"}]}}}))?;
+//! for w in workers {
+//!     assert!(w.join().unwrap());
+//! }
+//! # Ok::<(), cohort_engine::Errors>(())
+//! ```
+//!
+//! ## Crate features
+//! - `cli` (default): the `cohort-engine` binary's command line (clap).
+//! - `store`: `store::CohortStore`, the cohort API's REST rules over a [`CohortSet`].
+//! - `server`: the HTTP server of the cohort API (`cohort-engine serve`), with SQLite; implies
+//!   `store`.
+//! - `chrono`: conversions between [`Timestamp`] and `chrono::DateTime<Utc>`.
+//!
+//! ## Stability
+//! The API is what the crate root re-exports, plus [`sql`] and [`time::parse_absolute`]. The
+//! `internal` module is hidden and exists for the crate's own tests, benchmarks and fuzz target:
+//! it may change in any release. Enums and option structs are `#[non_exhaustive]`: new operators,
+//! error kinds and options are not breaking changes.
 //!
 //! ## Performance
 //! Keys and event names are interned at compile/load time; regexes, needles, dates and versions
@@ -100,38 +152,65 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
-pub mod ast;
-pub mod compile;
-pub mod data;
+mod ast;
+mod compile;
+mod data;
 mod engine;
-pub mod error;
-pub mod eval;
-pub mod generate;
-pub mod graph;
-pub mod intern;
-pub mod limits;
-pub mod model;
-pub mod semver;
+mod error;
+mod eval;
+mod generate;
+mod graph;
+mod intern;
+mod limits;
+mod model;
+mod semver;
 #[cfg(feature = "server")]
 pub mod server;
 mod set;
 pub mod sql;
+#[cfg(feature = "store")]
 pub mod store;
 pub mod time;
-pub mod tracker;
-pub mod value;
+mod timestamp;
+mod tracker;
+mod value;
 
 /// A cohort id, as the API uses it (0 ≤ id ≤ 2^63−1 in files).
 pub type CohortId = i64;
 
+pub use ast::{Cohort, Reads};
 pub use compile::Program;
-pub use data::{Dataset, History, LoadOptions, LoadStats, Person};
+pub use data::{CsvMembers, Dataset, History, LoadOptions, LoadStats, Person, Progress};
 pub use engine::{Engine, LiveEngine};
 pub use error::{Error, ErrorKind, Errors};
-pub use eval::batch::{fnv1a64, BatchOptions, Members};
+pub use eval::batch::{BatchOptions, Members};
 pub use eval::bitset::Bitset;
 pub use eval::explain::{ExplainNode, Explanation};
 pub use eval::Scratch;
 pub use limits::Limits;
 pub use set::CohortSet;
+pub use timestamp::{ParseTimestampError, Timestamp};
 pub use tracker::{Change, Tracker, Transition, Update};
+
+/// Internals, exposed for the crate's own tests, benchmarks, examples and fuzz target only. Not
+/// part of the stable API: anything here may change in any release.
+#[doc(hidden)]
+pub mod internal {
+    /// The typed filter tree.
+    pub mod ast {
+        pub use crate::ast::*;
+    }
+    /// The benchmark data generator.
+    pub mod generate {
+        pub use crate::generate::*;
+    }
+    /// Versions (semver) as the operators compare them.
+    pub mod semver {
+        pub use crate::semver::*;
+    }
+    /// Names to dense ids.
+    pub mod intern {
+        pub use crate::intern::*;
+    }
+    pub use crate::eval::batch::fnv1a64;
+}

@@ -22,8 +22,15 @@ pub const MAX_INTEGER: u64 = 1_000_000;
 /// Default maximum of `total_periods`.
 pub const MAX_TOTAL_PERIODS: u64 = 1_000;
 
-/// Configurable limits; [`Limits::default`] gives the documented defaults.
+/// Configurable limits; [`Limits::default`] gives the documented defaults. Change a field on a
+/// default value to move one limit:
+///
+/// ```
+/// let mut limits = cohort_engine::Limits::default();
+/// limits.max_depth = 8;
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Limits {
     /// Maximum group nesting depth.
     pub max_depth: usize,

@@ -12,8 +12,6 @@ use crate::CohortId;
 /// One cohort object of a cohorts file, with its checked id.
 #[derive(Clone, Debug)]
 pub struct RawCohort {
-    /// Position in the file's list.
-    pub index: usize,
     /// The cohort id (0 ≤ id ≤ 2^63−1).
     pub id: CohortId,
     /// The whole object as sent.
@@ -76,7 +74,7 @@ pub fn cohort_objects(doc: Value, source: &str) -> Result<Vec<RawCohort>, Errors
             ));
             continue;
         }
-        out.push(RawCohort { index, id, object });
+        out.push(RawCohort { id, object });
     }
     if errors.is_empty() {
         Ok(out)

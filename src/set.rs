@@ -294,10 +294,7 @@ impl CohortSet {
         members: Vec<String>,
     ) -> Result<CohortSet, Error> {
         let Some(pos) = self.position(id) else {
-            return Err(Error::new(
-                ErrorKind::UnknownCohort,
-                format!("cohort {id} is not in the set"),
-            ));
+            return Err(Error::missing(id, format!("cohort {id} is not in the set")));
         };
         if !self.inner.cohorts[pos].is_static() {
             return Err(Error::input(format!("cohort {id}"), "not a static cohort"));
@@ -347,10 +344,7 @@ impl CohortSet {
         match self.get(id).map(|c| &c.definition) {
             Some(Definition::Static(m)) => Ok(m.clone()),
             Some(_) => Err(Error::input(format!("cohort {id}"), "not a static cohort")),
-            None => Err(Error::new(
-                ErrorKind::UnknownCohort,
-                format!("cohort {id} is not in the set"),
-            )),
+            None => Err(Error::missing(id, format!("cohort {id} is not in the set"))),
         }
     }
 }

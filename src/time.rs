@@ -1,5 +1,7 @@
-//! Instants as i64 microseconds since the Unix epoch (UTC), calendar window arithmetic
-//! (SEMANTICS §C.2), the date formats of SEMANTICS §B.8 / §G and event timestamps (CLI.md §2).
+//! Instants as i64 microseconds since the Unix epoch (UTC). The public part is
+//! [`parse_absolute`] and [`format_micros`] (see also [`crate::Timestamp`]); the rest (calendar
+//! window arithmetic of SEMANTICS §C.2, the date formats of SEMANTICS §B.8 / §G, event timestamps
+//! of CLI.md §2) is internal.
 //!
 //! Civil-date arithmetic is hand written (proleptic Gregorian calendar, Howard Hinnant's
 //! `days_from_civil` / `civil_from_days`); nothing here panics on any input.
@@ -7,21 +9,26 @@
 /// Microseconds since the Unix epoch, UTC.
 pub type Micros = i64;
 
+#[doc(hidden)]
 /// A bound before year 1 (−∞).
 pub const NEG_INF: Micros = i64::MIN;
 
+#[doc(hidden)]
 /// A bound after year 9999 (+∞).
 pub const POS_INF: Micros = i64::MAX;
 
+#[doc(hidden)]
 /// The earliest valid instant, 0001-01-01T00:00:00Z.
 pub const MIN_MICROS: Micros = -62_135_596_800_000_000;
 
+#[doc(hidden)]
 /// The latest valid instant, 9999-12-31T23:59:59.999999Z.
 pub const MAX_MICROS: Micros = 253_402_300_799_999_999;
 
 const MICROS_PER_SECOND: i64 = 1_000_000;
 const MICROS_PER_DAY: i64 = 86_400 * MICROS_PER_SECOND;
 
+#[doc(hidden)]
 /// Window units of behavioral leaves (`time_interval`, `seq_time_interval`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Unit {
@@ -205,6 +212,7 @@ fn shift(t: Micros, delta: i128, unit: Unit) -> Shift {
     Shift::Value(i128::from(days) * i128::from(MICROS_PER_DAY) + i128::from(tod))
 }
 
+#[doc(hidden)]
 /// now minus n units. minute/hour/day/week exact durations; month/year calendar subtraction in
 /// ONE step keeping the time of day and clamping the day to the end of the target month.
 /// Before 0001-01-01T00:00:00Z (or any overflow) → NEG_INF; now NEG_INF → NEG_INF;
@@ -221,6 +229,7 @@ pub fn back(now: Micros, n: u64, unit: Unit) -> Micros {
     }
 }
 
+#[doc(hidden)]
 /// t plus n units, same arithmetic as `back`; after 9999-12-31T23:59:59.999999Z or overflow →
 /// POS_INF; t NEG_INF → NEG_INF; t POS_INF → POS_INF.
 pub fn forward(t: Micros, n: u64, unit: Unit) -> Micros {
@@ -343,6 +352,7 @@ pub fn parse_absolute(s: &str) -> Option<Micros> {
 // ---------------------------------------------------------------------------------------------
 // Filter date values
 
+#[doc(hidden)]
 /// Relative date units of §B.8.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RelUnit {
@@ -371,6 +381,7 @@ impl RelUnit {
     }
 }
 
+#[doc(hidden)]
 /// A parsed filter date value.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DateSpec {
@@ -409,6 +420,7 @@ fn parse_relative(s: &str) -> Option<DateSpec> {
     (amount < 10_000).then_some(DateSpec::Relative { amount, unit })
 }
 
+#[doc(hidden)]
 /// `^-?(\d+)([hdwmy])$` (ASCII digits) with amount < 10000 → Relative; else parse_absolute →
 /// Absolute; else None.
 pub fn parse_date_spec(s: &str) -> Option<DateSpec> {
@@ -443,12 +455,14 @@ fn rounded_to_micros(m: f64) -> Option<Micros> {
     (MIN_MICROS..=MAX_MICROS).contains(&t).then_some(t)
 }
 
+#[doc(hidden)]
 /// JSON number of epoch seconds (fraction allowed) → micros rounded to nearest; None if not
 /// finite or outside years 1..=9999.
 pub fn seconds_f64_to_micros(x: f64) -> Option<Micros> {
     rounded_to_micros(x * 1e6)
 }
 
+#[doc(hidden)]
 /// Event `timestamp` per CLI.md §2: an absolute date string, or a JSON number of seconds when
 /// |n| < 1e11, else milliseconds; rounded to micros; anything else → Err(message).
 pub fn parse_timestamp(v: &serde_json::Value) -> Result<Micros, String> {
@@ -474,6 +488,7 @@ pub fn parse_timestamp(v: &serde_json::Value) -> Result<Micros, String> {
     }
 }
 
+#[doc(hidden)]
 /// A person-property date value (§B.8): a JSON number or numeric string = epoch seconds, else a
 /// string in the absolute formats; anything else or out of year range → None.
 pub fn person_date(v: &serde_json::Value) -> Option<Micros> {

@@ -8,24 +8,24 @@
 //! min-heap of horizons.
 //!
 //! ```
-//! use cohort_engine::{Change, Engine, Tracker, Update, time};
+//! use cohort_engine::{Change, Engine, Timestamp, Tracker, Update};
 //!
 //! let engine = Engine::from_json(r#"[{"id": 1, "filters": {"properties": {"type": "AND", "values": [
 //!     {"type": "behavioral", "key": "login", "event_type": "events", "value": "performed_event",
 //!      "time_value": 1, "time_interval": "day"}]}}}]"#)?;
-//! let now = time::parse_absolute("2024-06-15T12:00:00Z").unwrap();
+//! let now: Timestamp = "2024-06-15T12:00:00Z".parse().unwrap();
 //! let mut tracker = Tracker::new(engine, now);
 //! tracker.apply(Update::Set { distinct_id: "d1".into(), properties: Default::default() }).unwrap();
 //! let login = Update::Event {
 //!     distinct_id: "d1".into(),
 //!     event: "login".into(),
-//!     timestamp: now - 1,
+//!     timestamp: now.saturating_add_micros(-1),
 //!     properties: Default::default(),
 //! };
 //! let entered = tracker.apply(login).unwrap();
 //! assert_eq!((entered[0].cohort, entered[0].change), (1, Change::Entered));
 //! // A day later the login has left the window.
-//! let exited = tracker.apply(Update::Now(now + 86_400_000_000)).unwrap();
+//! let exited = tracker.apply(Update::Now(now.saturating_add_micros(86_400_000_000))).unwrap();
 //! assert_eq!(exited[0].change, Change::Exited);
 //! # Ok::<(), cohort_engine::Errors>(())
 //! ```
@@ -34,20 +34,20 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::sync::Arc;
 
-use crate::intern::FnvMap;
-
 use serde_json::{Map, Value};
 
-use crate::ast::{Behavior, Definition, Leaf};
-use crate::data::{Dataset, History, Person};
+use crate::data::{props_shared, Dataset, History, Person, Prop};
 use crate::engine::Engine;
-use crate::error::Error;
-use crate::eval::Scratch;
-use crate::time::{format_micros, parse_timestamp, Micros};
-use crate::CohortId;
+use crate::error::{Error, Errors};
+use crate::eval::{HorizonBufs, Scratch};
+use crate::intern::{shared, FnvMap, Sym, Table};
+use crate::time::{parse_timestamp, Micros};
+use crate::{BatchOptions, CohortId, Timestamp};
 
-/// Entered or exited.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+/// Entered or exited. Serialises as `"entered"` / `"exited"`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
 pub enum Change {
     /// The person became a member.
     Entered,
@@ -55,8 +55,9 @@ pub enum Change {
     Exited,
 }
 
-/// One membership transition.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// One membership transition. Serialises as the `watch` line:
+/// `{"cohort": ID, "person": "PID", "change": "entered"|"exited", "at": TIME}`.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct Transition {
     /// The cohort.
     pub cohort: CohortId,
@@ -65,47 +66,34 @@ pub struct Transition {
     /// Entered or exited.
     pub change: Change,
     /// The tracker's `now` after the change.
-    pub at: Micros,
+    pub at: Timestamp,
 }
 
 impl Transition {
     /// The `watch` output line (without newline), keys in the documented order.
     pub fn to_json_string(&self) -> String {
-        format!(
-            "{{\"cohort\":{},\"person\":{},\"change\":\"{}\",\"at\":\"{}\"}}",
-            self.cohort,
-            Value::String(self.person.clone()),
-            if self.change == Change::Entered {
-                "entered"
-            } else {
-                "exited"
-            },
-            format_micros(self.at)
-        )
+        serde_json::to_string(self).unwrap_or_default()
     }
 
     /// `{"cohort": ID, "person": "PID", "change": "entered"|"exited", "at": TIME}`.
     pub fn to_json(&self) -> Value {
-        serde_json::json!({
-            "cohort": self.cohort,
-            "person": self.person,
-            "change": if self.change == Change::Entered { "entered" } else { "exited" },
-            "at": format_micros(self.at),
-        })
+        serde_json::to_value(self).unwrap_or_default()
     }
 }
 
 /// A change to apply.
 #[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
 pub enum Update {
-    /// An event of the person owning `distinct_id` (events of unknown distinct ids are ignored).
+    /// An event of the person owning `distinct_id`; an unknown distinct id creates a person with
+    /// that id (as [`Update::Set`] does).
     Event {
         /// Whose event.
         distinct_id: String,
         /// Event name.
         event: String,
         /// When it happened (may be before or after now).
-        timestamp: Micros,
+        timestamp: Timestamp,
         /// Event properties.
         properties: Map<String, Value>,
     },
@@ -129,7 +117,7 @@ pub enum Update {
         distinct_id: String,
     },
     /// Time advances to this instant (never backwards).
-    Now(Micros),
+    Now(Timestamp),
 }
 
 impl Update {
@@ -144,7 +132,7 @@ impl Update {
             return Err("expected a JSON object".into());
         };
         if let Some(t) = obj.get("$now") {
-            return Ok(Update::Now(parse_timestamp(t)?));
+            return Ok(Update::Now(Timestamp::from_micros(parse_timestamp(t)?)));
         }
         let distinct_id = match obj.get("distinct_id") {
             Some(Value::String(s)) => s.clone(),
@@ -198,7 +186,7 @@ impl Update {
             None => return Err("an event needs an \"event\" name".into()),
         };
         let timestamp = match obj.get("timestamp") {
-            Some(v) => parse_timestamp(v)?,
+            Some(v) => Timestamp::from_micros(parse_timestamp(v)?),
             None => return Err("an event needs a \"timestamp\"".into()),
         };
         let properties = match obj.remove("properties") {
@@ -216,9 +204,7 @@ impl Update {
 }
 
 struct Tracked {
-    id: String,
-    distinct_ids: Vec<String>,
-    properties: Map<String, Value>,
+    /// Id, distinct ids and properties (updated in place by `$set` / `$unset`).
     person: Person,
     history: History,
     /// Membership per cohort position.
@@ -227,7 +213,7 @@ struct Tracked {
     horizons: Vec<Option<Micros>>,
     /// Earliest horizon over the time-dependent cohorts (`None`: never).
     horizon: Option<Micros>,
-    /// Bumped whenever the horizon is recomputed, so stale heap entries are skipped.
+    /// Bumped whenever a new heap entry is pushed for this person, so stale ones are skipped.
     generation: u32,
 }
 
@@ -236,9 +222,21 @@ pub struct Tracker {
     engine: Engine,
     now: Micros,
     persons: Vec<Option<Tracked>>,
-    by_distinct: FnvMap<String, usize>,
-    by_id: FnvMap<String, usize>,
+    by_distinct: FnvMap<Box<str>, usize>,
     scratch: Scratch,
+    bufs: HorizonBufs,
+    ix: Index,
+    /// Event names seen so far: their shared id and the cohorts they can change (resolved once,
+    /// so an event costs one hash of its name).
+    events: FnvMap<Box<str>, (Sym, Arc<[usize]>)>,
+    heap: BinaryHeap<Reverse<(Micros, usize, u32)>>,
+    /// Reused buffers: a cohort list, persons due at a `$now`.
+    list: Vec<usize>,
+    due: Vec<usize>,
+}
+
+/// What the tracker precomputes from a cohort set: which cohorts each change can affect.
+struct Index {
     /// Cohort positions affected by an event name / a property key (with their dependents), in
     /// evaluation order.
     by_event: FnvMap<String, Arc<[usize]>>,
@@ -249,17 +247,14 @@ pub struct Tracker {
     is_timed: Vec<bool>,
     /// Non-deleted cohorts in evaluation order.
     live: Vec<usize>,
-    heap: BinaryHeap<Reverse<(Micros, usize, u32)>>,
     /// Static cohorts and the cohorts that reference one, directly or not.
     static_related: Vec<usize>,
     /// Position of each cohort in evaluation order.
     rank: Vec<usize>,
 }
 
-impl Tracker {
-    /// A tracker with no persons at `now`.
-    pub fn new(engine: Engine, now: Micros) -> Tracker {
-        let set = engine.cohort_set().clone();
+impl Index {
+    fn new(set: &crate::CohortSet) -> Index {
         let cohorts = set.cohorts();
         let order: Vec<usize> = set.evaluation_order().to_vec();
         // Direct reads per cohort.
@@ -267,30 +262,10 @@ impl Tracker {
         let mut keys_of: Vec<Vec<String>> = vec![Vec::new(); cohorts.len()];
         let mut timed_direct = vec![false; cohorts.len()];
         for (i, c) in cohorts.iter().enumerate() {
-            if let Definition::Dynamic(root) = &c.definition {
-                root.visit_leaves(&mut |leaf| match leaf {
-                    Leaf::Person(p) => {
-                        keys_of[i].push(p.key.clone());
-                        if matches!(
-                            p.value,
-                            crate::ast::FilterValue::Date(
-                                crate::time::DateSpec::Relative { .. },
-                                _
-                            )
-                        ) {
-                            timed_direct[i] = true;
-                        }
-                    }
-                    Leaf::Behavioral(b) => {
-                        timed_direct[i] = true;
-                        events_of[i].push(b.event.clone());
-                        if let Behavior::PerformedEventSequence { seq_event, .. } = &b.behavior {
-                            events_of[i].push(seq_event.clone());
-                        }
-                    }
-                    Leaf::Cohort(_) => {}
-                });
-            }
+            let reads = c.reads();
+            keys_of[i] = reads.person_keys.clone();
+            events_of[i] = reads.events.clone();
+            timed_direct[i] = reads.timed;
         }
         // Propagate to dependents: a cohort is affected when anything it references is.
         let mut affected_events: Vec<Vec<String>> = events_of;
@@ -352,13 +327,7 @@ impl Tracker {
         }
         let is_timed = timed.clone();
         let timed: Vec<usize> = live.iter().copied().filter(|&i| timed[i]).collect();
-        Tracker {
-            engine,
-            now,
-            persons: Vec::new(),
-            by_distinct: FnvMap::default(),
-            by_id: FnvMap::default(),
-            scratch: Scratch::new(),
+        Index {
             by_event: by_event
                 .into_iter()
                 .map(|(k, v)| (k, Arc::from(v)))
@@ -367,43 +336,222 @@ impl Tracker {
             timed,
             is_timed,
             live,
-            heap: BinaryHeap::new(),
             static_related,
             rank,
         }
     }
+}
+
+impl Tracker {
+    /// A tracker with no persons at `now`.
+    pub fn new(engine: Engine, now: impl Into<Timestamp>) -> Tracker {
+        let ix = Index::new(engine.cohort_set());
+        Tracker {
+            engine,
+            now: now.into().as_micros(),
+            persons: Vec::new(),
+            by_distinct: FnvMap::default(),
+            scratch: Scratch::new(),
+            bufs: HorizonBufs::default(),
+            ix,
+            events: FnvMap::default(),
+            heap: BinaryHeap::new(),
+            list: Vec::new(),
+            due: Vec::new(),
+        }
+    }
 
     /// A tracker holding every person and event of a dataset, at `now`.
-    pub fn from_dataset(engine: Engine, data: &Dataset, now: Micros) -> Tracker {
+    ///
+    /// The initial memberships come from one batch evaluation of every cohort (the same bitsets
+    /// as [`Dataset::evaluate`]); persons and histories are built from the dataset's columns
+    /// with its names translated once to the shared tables; the per-person validity horizons are
+    /// computed on every core.
+    pub fn from_dataset(engine: Engine, data: &Dataset, now: impl Into<Timestamp>) -> Tracker {
+        let now = now.into().as_micros();
         let mut t = Tracker::new(engine, now);
-        let mut distinct: Vec<Vec<String>> = vec![Vec::new(); data.len()];
-        for (d, p) in data.distinct_owners() {
-            distinct[p].push(d.to_string());
-        }
-        for (p, mut distinct_ids) in distinct.into_iter().enumerate() {
-            distinct_ids.sort();
-            let (id, properties, events) = data.person_record(p);
-            let idx = t.insert_person(id, distinct_ids, properties);
-            if let Some(tp) = t.persons[idx].as_mut() {
-                for (name, ts, props) in events {
-                    t.engine.record(&mut tp.history, &name, ts, &props);
+        let set = t.engine.cohort_set().clone();
+        let n = set.len();
+        // Memberships in batch.
+        let mut members = vec![vec![false; n]; data.len()];
+        let bits = data
+            .compile(&set)
+            .and_then(|program| data.evaluate_bitsets(&program, now, &BatchOptions::default()));
+        match bits {
+            Ok(bits) => {
+                for (id, b) in bits {
+                    if let Some(c) = set.position(id) {
+                        for p in b.iter() {
+                            members[p][c] = true;
+                        }
+                    }
                 }
             }
+            // Never expected (the set compiled once already); fall back to per-person answers.
+            Err(_) => members.clear(),
         }
-        for idx in 0..t.persons.len() {
-            t.recompute(idx, None);
+        // Persons and histories, names translated once.
+        let keys = shared().translate(&data.symbols.keys, Table::Keys);
+        let names = shared().translate(&data.symbols.events, Table::Events);
+        let mut distinct: Vec<Vec<Box<str>>> = vec![Vec::new(); data.len()];
+        for (d, p) in data.distinct_owners() {
+            distinct[p].push(d.into());
+        }
+        t.persons.reserve(data.len());
+        for (p, mut dids) in distinct.into_iter().enumerate() {
+            dids.sort_unstable();
+            for d in &dids {
+                t.by_distinct.insert(d.clone(), p);
+            }
+            let mut props: Vec<Prop> = data
+                .person_props(p)
+                .into_vec()
+                .into_iter()
+                .map(|(k, v)| (keys[k.0 as usize], v))
+                .collect();
+            props.sort_by_key(|(k, _)| *k);
+            let ev = data.person_events(p);
+            let events = (0..ev.ts.len())
+                .map(|i| {
+                    let mut props: Vec<Prop> = Vec::new();
+                    ev.for_each_prop(i, |k, v| props.push((keys[k.0 as usize], v.clone())));
+                    props.sort_by_key(|(k, _)| *k);
+                    (
+                        names[ev.name[i].0 as usize],
+                        ev.ts[i],
+                        props.into_boxed_slice(),
+                    )
+                })
+                .collect();
+            let id = data.person_id(p).unwrap_or_default();
+            t.persons.push(Some(Tracked {
+                person: Person::from_parts(id, dids, props.into_boxed_slice()),
+                history: History::from_events(events),
+                members: members.get(p).cloned().unwrap_or_else(|| vec![false; n]),
+                horizons: vec![None; n],
+                horizon: None,
+                generation: 0,
+            }));
+        }
+        if members.is_empty() {
+            for idx in 0..t.persons.len() {
+                let mut sink = Vec::new();
+                t.recompute(idx, None, &mut sink);
+            }
+            return t;
+        }
+        // Horizons of the time-dependent cohorts, person by person on every core.
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let chunk = t.persons.len().div_ceil(threads).max(1);
+        let (engine, timed) = (&t.engine, &t.ix.timed);
+        std::thread::scope(|scope| {
+            for part in t.persons.chunks_mut(chunk) {
+                scope.spawn(move || {
+                    let mut bufs = HorizonBufs::default();
+                    for p in part.iter_mut().flatten() {
+                        for &c in timed {
+                            p.horizons[c] =
+                                engine.next_check(c, &p.person, &p.history, now, &mut bufs);
+                        }
+                        p.horizon = p.horizons.iter().flatten().min().copied();
+                    }
+                });
+            }
+        });
+        for (idx, p) in t.persons.iter().enumerate() {
+            if let Some(h) = p.as_ref().and_then(|p| p.horizon) {
+                t.heap.push(Reverse((h, idx, 0)));
+            }
         }
         t
     }
 
+    /// Replaces the cohort set (e.g. after a [`crate::LiveEngine`] update or a reloaded cohorts
+    /// file), keeping every person's properties and events, and returns the membership
+    /// transitions the change causes, by cohort id then person id: a person leaves the cohorts
+    /// that were removed or deleted, and enters or leaves the changed and new ones as their new
+    /// definitions say.
+    pub fn set_engine(&mut self, engine: Engine) -> Vec<Transition> {
+        let old_ids: Vec<CohortId> = self
+            .engine
+            .cohort_set()
+            .cohorts()
+            .iter()
+            .map(|c| c.id)
+            .collect();
+        self.engine = engine;
+        self.ix = Index::new(self.engine.cohort_set());
+        self.events.clear();
+        self.heap.clear();
+        let set = self.engine.cohort_set().clone();
+        let n = set.len();
+        let at = Timestamp::from_micros(self.now);
+        let mut out = Vec::new();
+        for idx in 0..self.persons.len() {
+            let Some(p) = self.persons[idx].as_mut() else {
+                continue;
+            };
+            // Memberships carried over by cohort id; cohorts that left the set are exits.
+            let mut members = vec![false; n];
+            for (pos, &was) in p.members.iter().enumerate() {
+                if !was {
+                    continue;
+                }
+                match set.position(old_ids[pos]) {
+                    Some(q) => members[q] = true,
+                    None => out.push(transition(old_ids[pos], &p.person, Change::Exited, at)),
+                }
+            }
+            // Deleted cohorts have no members: exits, not re-evaluations.
+            for (q, m) in members.iter_mut().enumerate() {
+                if *m && set.cohorts()[q].is_deleted() {
+                    *m = false;
+                    out.push(transition(
+                        set.cohorts()[q].id,
+                        &p.person,
+                        Change::Exited,
+                        at,
+                    ));
+                }
+            }
+            p.members = members;
+            p.horizons = vec![None; n];
+            p.horizon = None;
+            self.recompute(idx, None, &mut out);
+        }
+        out.sort_by(|a, b| (a.cohort, &a.person).cmp(&(b.cohort, &b.person)));
+        out
+    }
+
+    /// Adds or replaces one cohort (the API's create / PATCH) in the tracked set, keeping every
+    /// person's state, and returns the transitions it causes (see [`Tracker::set_engine`]).
+    ///
+    /// # Errors
+    /// As [`crate::CohortSet::upsert`]; on error nothing changes.
+    pub fn upsert(&mut self, cohort: &Value) -> Result<Vec<Transition>, Errors> {
+        let set = self.engine.cohort_set().upsert(cohort)?;
+        let engine = Engine::new(&set)?;
+        Ok(self.set_engine(engine))
+    }
+
     /// The tracker's current instant.
-    pub fn now(&self) -> Micros {
-        self.now
+    pub fn now(&self) -> Timestamp {
+        Timestamp::from_micros(self.now)
     }
 
     /// The engine.
     pub fn engine(&self) -> &Engine {
         &self.engine
+    }
+
+    /// Number of persons tracked.
+    pub fn len(&self) -> usize {
+        self.persons.iter().flatten().count()
+    }
+
+    /// True when no person is tracked.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 
     /// Current members of a cohort, sorted.
@@ -416,32 +564,19 @@ impl Tracker {
             .iter()
             .flatten()
             .filter(|p| p.members[c])
-            .map(|p| p.id.clone())
+            .map(|p| p.person.id().to_string())
             .collect();
         out.sort();
         out
     }
 
-    fn insert_person(
-        &mut self,
-        id: String,
-        distinct_ids: Vec<String>,
-        properties: Map<String, Value>,
-    ) -> usize {
-        let dids: Vec<&str> = distinct_ids.iter().map(String::as_str).collect();
-        let person = self.engine.person(&id, &dids, &properties);
+    fn insert_person(&mut self, distinct_id: &str) -> usize {
         let idx = self.persons.len();
-        for d in &distinct_ids {
-            self.by_distinct.insert(d.clone(), idx);
-        }
-        self.by_id.insert(id.clone(), idx);
+        self.by_distinct.insert(distinct_id.into(), idx);
         let n = self.engine.cohort_set().len();
         self.persons.push(Some(Tracked {
-            id,
-            distinct_ids,
-            properties,
-            person,
-            history: self.engine.history(),
+            person: Person::from_parts(distinct_id, vec![distinct_id.into()], Box::default()),
+            history: History::default(),
             members: vec![false; n],
             horizons: vec![None; n],
             horizon: None,
@@ -450,46 +585,55 @@ impl Tracker {
         idx
     }
 
-    /// Re-evaluates `cohorts` (all live ones when `None`) for person `idx`, recomputes its
-    /// horizon, and appends transitions.
-    fn recompute(&mut self, idx: usize, cohorts: Option<&[usize]>) -> Vec<Transition> {
-        let mut out = Vec::new();
+    /// Re-evaluates `cohorts` (all live ones when `None`) for person `idx`, recomputes their
+    /// horizons, and appends transitions to `out`.
+    fn recompute(&mut self, idx: usize, cohorts: Option<&[usize]>, out: &mut Vec<Transition>) {
         let now = self.now;
         let Some(p) = self.persons[idx].as_mut() else {
-            return out;
+            return;
         };
-        let list = cohorts.unwrap_or(&self.live);
+        let list = cohorts.unwrap_or(&self.ix.live);
         let set = self.engine.cohort_set();
         for &c in list {
-            let id = set.cohorts()[c].id;
             let m = self
                 .engine
                 .matches_at(c, &p.person, &p.history, now, &mut self.scratch);
             if m != p.members[c] {
                 p.members[c] = m;
-                out.push(Transition {
-                    cohort: id,
-                    person: p.id.clone(),
-                    change: if m { Change::Entered } else { Change::Exited },
-                    at: now,
-                });
+                let change = if m { Change::Entered } else { Change::Exited };
+                out.push(transition(
+                    set.cohorts()[c].id,
+                    &p.person,
+                    change,
+                    Timestamp::from_micros(now),
+                ));
             }
         }
         // Horizons of the re-evaluated time-dependent cohorts (conservative ones: the first instant
         // any of their time comparisons can flip); the others' inputs did not change, so their
         // horizons still hold. The person's horizon is the earliest.
+        let mut changed = false;
         for &c in list {
-            if self.is_timed[c] {
-                p.horizons[c] = self.engine.next_check(c, &p.person, &p.history, now);
+            if self.ix.is_timed[c] {
+                let h = self
+                    .engine
+                    .next_check(c, &p.person, &p.history, now, &mut self.bufs);
+                changed |= h != p.horizons[c];
+                p.horizons[c] = h;
             }
         }
+        if !changed {
+            return;
+        }
         let horizon = p.horizons.iter().flatten().min().copied();
-        p.generation = p.generation.wrapping_add(1);
+        if horizon == p.horizon {
+            return;
+        }
         p.horizon = horizon;
+        p.generation = p.generation.wrapping_add(1);
         if let Some(h) = horizon {
             self.heap.push(Reverse((h, idx, p.generation)));
         }
-        out
     }
 
     /// Applies one change and returns the membership transitions it causes, by cohort id then
@@ -498,183 +642,193 @@ impl Tracker {
     /// # Errors
     /// A `$now` earlier than the current instant (nothing changes).
     pub fn apply(&mut self, update: Update) -> Result<Vec<Transition>, Error> {
-        let mut out = match update {
-            Update::Now(t) => {
-                if t < self.now {
-                    return Err(Error::input(
-                        "$now",
-                        format!(
-                            "time cannot go backwards (now is {})",
-                            format_micros(self.now)
-                        ),
-                    ));
-                }
-                self.now = t;
-                let mut due = Vec::new();
-                while let Some(&Reverse((h, idx, generation))) = self.heap.peek() {
-                    if h > t {
-                        break;
-                    }
-                    self.heap.pop();
-                    let current = self.persons[idx]
-                        .as_ref()
-                        .is_some_and(|p| p.generation == generation);
-                    if current {
-                        due.push(idx);
-                    }
-                }
-                due.sort_unstable();
-                due.dedup();
-                let timed = self.timed.clone();
-                let mut out = Vec::new();
-                for idx in due {
-                    out.extend(self.recompute(idx, Some(&timed)));
-                }
-                out
-            }
+        let mut out = Vec::new();
+        self.apply_into(&update, &mut out)?;
+        Ok(out)
+    }
+
+    /// [`Tracker::apply`] for a borrowed update, appending the transitions to `out` (sorted by
+    /// cohort id then person id among themselves): with a reused buffer, the steady state of a
+    /// stream allocates only for what it stores (event properties) and reports.
+    ///
+    /// # Errors
+    /// A `$now` earlier than the current instant (nothing changes).
+    pub fn apply_into(&mut self, update: &Update, out: &mut Vec<Transition>) -> Result<(), Error> {
+        let start = out.len();
+        match update {
+            Update::Now(t) => self.advance(t.as_micros(), out)?,
             Update::Event {
                 distinct_id,
                 event,
                 timestamp,
                 properties,
-            } => {
-                let Some(&idx) = self.by_distinct.get(&distinct_id) else {
-                    return Ok(Vec::new());
-                };
-                if let Some(p) = self.persons[idx].as_mut() {
-                    self.engine
-                        .record(&mut p.history, &event, timestamp, &properties);
-                }
-                let affected = self
-                    .by_event
-                    .get(&event)
-                    .cloned()
-                    .unwrap_or_else(|| Arc::from(Vec::new()));
-                // A future event changes nothing now but moves the horizon.
-                self.recompute(idx, Some(&affected))
-            }
+            } => self.event(distinct_id, event, *timestamp, properties, out),
             Update::Set {
                 distinct_id,
                 properties,
             } => {
-                let (idx, created) = match self.by_distinct.get(&distinct_id) {
-                    Some(&i) => (i, false),
-                    None => (
-                        self.insert_person(distinct_id.clone(), vec![distinct_id], Map::new()),
-                        true,
-                    ),
-                };
-                let keys: Vec<String> = properties.keys().cloned().collect();
+                let (idx, created) = self.person_index(distinct_id);
                 if let Some(p) = self.persons[idx].as_mut() {
-                    for (k, v) in properties {
-                        p.properties.insert(k, v);
-                    }
+                    p.person.set_props(properties);
                 }
                 if created {
                     // A new person may belong anywhere (e.g. a cohort of "not in X").
-                    self.rebuild_person(idx);
-                    self.recompute(idx, None)
+                    self.recompute(idx, None, out);
                 } else {
-                    self.property_change(idx, &keys)
+                    self.property_change(idx, properties.keys().map(String::as_str), out);
                 }
             }
             Update::Unset { distinct_id, keys } => {
-                let Some(&idx) = self.by_distinct.get(&distinct_id) else {
-                    return Ok(Vec::new());
-                };
-                if let Some(p) = self.persons[idx].as_mut() {
-                    for k in &keys {
-                        p.properties.remove(k);
+                if let Some(&idx) = self.by_distinct.get(distinct_id.as_str()) {
+                    if let Some(p) = self.persons[idx].as_mut() {
+                        p.person.unset_props(keys);
                     }
+                    self.property_change(idx, keys.iter().map(String::as_str), out);
                 }
-                self.property_change(idx, &keys)
             }
             Update::Delete { distinct_id } => {
-                let Some(&idx) = self.by_distinct.get(&distinct_id) else {
-                    return Ok(Vec::new());
-                };
-                let mut out = Vec::new();
-                if let Some(p) = self.persons[idx].take() {
-                    let set = self.engine.cohort_set();
-                    for (c, &m) in p.members.iter().enumerate() {
-                        if m {
-                            out.push(Transition {
-                                cohort: set.cohorts()[c].id,
-                                person: p.id.clone(),
-                                change: Change::Exited,
-                                at: self.now,
-                            });
+                if let Some(&idx) = self.by_distinct.get(distinct_id.as_str()) {
+                    if let Some(p) = self.persons[idx].take() {
+                        let set = self.engine.cohort_set();
+                        let at = Timestamp::from_micros(self.now);
+                        for (c, &m) in p.members.iter().enumerate() {
+                            if m {
+                                out.push(transition(
+                                    set.cohorts()[c].id,
+                                    &p.person,
+                                    Change::Exited,
+                                    at,
+                                ));
+                            }
+                        }
+                        for d in &p.person.distinct_ids {
+                            self.by_distinct.remove(d);
                         }
                     }
-                    for d in &p.distinct_ids {
-                        self.by_distinct.remove(d);
-                    }
-                    self.by_id.remove(&p.id);
                 }
-                out
             }
-        };
-        out.sort_by(|a, b| (a.cohort, &a.person).cmp(&(b.cohort, &b.person)));
-        Ok(out)
+        }
+        out[start..].sort_by(|a, b| (a.cohort, &a.person).cmp(&(b.cohort, &b.person)));
+        Ok(())
     }
 
-    fn rebuild_person(&mut self, idx: usize) {
+    /// An event of the person owning `distinct_id` (created, with that id, when new), appending
+    /// the transitions it causes to `out`. The allocation-free form of [`Update::Event`].
+    pub fn event(
+        &mut self,
+        distinct_id: &str,
+        event: &str,
+        timestamp: impl Into<Timestamp>,
+        properties: &Map<String, Value>,
+        out: &mut Vec<Transition>,
+    ) {
+        let (idx, created) = self.person_index(distinct_id);
+        let (name, affected) = match self.events.get(event) {
+            Some((sym, list)) => (*sym, Arc::clone(list)),
+            None => {
+                let sym = shared().resolve(Table::Events, std::iter::once(event))[0];
+                let list = self
+                    .ix
+                    .by_event
+                    .get(event)
+                    .cloned()
+                    .unwrap_or_else(|| Arc::from(Vec::new()));
+                self.events.insert(event.into(), (sym, Arc::clone(&list)));
+                (sym, list)
+            }
+        };
+        let props = if properties.is_empty() {
+            Box::default()
+        } else {
+            props_shared(properties)
+        };
         if let Some(p) = self.persons[idx].as_mut() {
-            let dids: Vec<&str> = p.distinct_ids.iter().map(String::as_str).collect();
-            p.person = self.engine.person(&p.id, &dids, &p.properties);
+            p.history.insert(timestamp.into().as_micros(), name, props);
+        }
+        if created {
+            self.recompute(idx, None, out);
+        } else if !affected.is_empty() {
+            // A future event changes nothing now but moves the horizon.
+            self.recompute(idx, Some(&affected), out);
         }
     }
 
-    fn property_change(&mut self, idx: usize, keys: &[String]) -> Vec<Transition> {
-        self.rebuild_person(idx);
-        let mut list: Vec<usize> = keys
-            .iter()
-            .flat_map(|k| self.by_key.get(k).map(|v| v.to_vec()).unwrap_or_default())
-            .collect();
+    /// The person owning `distinct_id`, created (id = the distinct id, no properties) when new.
+    fn person_index(&mut self, distinct_id: &str) -> (usize, bool) {
+        match self.by_distinct.get(distinct_id) {
+            Some(&i) => (i, false),
+            None => (self.insert_person(distinct_id), true),
+        }
+    }
+
+    /// Time advances to `t`: re-evaluates the persons whose horizon has passed.
+    fn advance(&mut self, t: Micros, out: &mut Vec<Transition>) -> Result<(), Error> {
+        if t < self.now {
+            return Err(Error::input(
+                "$now",
+                format!(
+                    "time cannot go backwards (now is {})",
+                    Timestamp::from_micros(self.now)
+                ),
+            ));
+        }
+        self.now = t;
+        let mut due = std::mem::take(&mut self.due);
+        due.clear();
+        while let Some(&Reverse((h, idx, generation))) = self.heap.peek() {
+            if h > t {
+                break;
+            }
+            self.heap.pop();
+            if self.persons[idx]
+                .as_ref()
+                .is_some_and(|p| p.generation == generation)
+            {
+                due.push(idx);
+            }
+        }
+        due.sort_unstable();
+        due.dedup();
+        let timed = std::mem::take(&mut self.ix.timed);
+        for &idx in &due {
+            // Its heap entry is used up: a new one is pushed even when the horizon is unchanged.
+            if let Some(p) = self.persons[idx].as_mut() {
+                p.horizon = None;
+            }
+            self.recompute(idx, Some(&timed), out);
+        }
+        self.ix.timed = timed;
+        self.due = due;
+        Ok(())
+    }
+
+    fn property_change<'k>(
+        &mut self,
+        idx: usize,
+        keys: impl Iterator<Item = &'k str>,
+        out: &mut Vec<Transition>,
+    ) {
+        let mut list = std::mem::take(&mut self.list);
+        list.clear();
+        for k in keys {
+            if let Some(v) = self.ix.by_key.get(k) {
+                list.extend_from_slice(v);
+            }
+        }
         // A new person may enter static cohorts (they list ids), and the cohorts referencing them.
-        list.extend_from_slice(&self.static_related);
-        list.sort_by_key(|&c| self.rank[c]);
+        list.extend_from_slice(&self.ix.static_related);
+        list.sort_by_key(|&c| self.ix.rank[c]);
         list.dedup();
-        self.recompute(idx, Some(&list))
+        self.recompute(idx, Some(&list), out);
+        self.list = list;
     }
 }
 
-impl Dataset {
-    /// Person `p` as plain data: id, distinct ids, properties and events (name, time, properties).
-    #[allow(clippy::type_complexity)]
-    pub(crate) fn person_record(
-        &self,
-        p: usize,
-    ) -> (
-        String,
-        Map<String, Value>,
-        Vec<(String, Micros, Map<String, Value>)>,
-    ) {
-        let id = self.person_id(p).unwrap_or_default().to_string();
-        let mut properties = Map::new();
-        for (k, v) in self.person_props(p).iter() {
-            if let Some(name) = self.symbols.keys.name(*k) {
-                properties.insert(name.to_string(), crate::eval::explain::val_json(v));
-            }
-        }
-        let ev = self.person_events(p);
-        let events = (0..ev.ts.len())
-            .map(|i| {
-                let name = self
-                    .symbols
-                    .events
-                    .name(ev.name[i])
-                    .unwrap_or_default()
-                    .to_string();
-                let mut props = Map::new();
-                for (k, v) in ev.props(i) {
-                    if let Some(key) = self.symbols.keys.name(*k) {
-                        props.insert(key.to_string(), crate::eval::explain::val_json(v));
-                    }
-                }
-                (name, ev.ts[i], props)
-            })
-            .collect();
-        (id, properties, events)
+fn transition(cohort: CohortId, person: &Person, change: Change, at: Timestamp) -> Transition {
+    Transition {
+        cohort,
+        person: person.id().to_string(),
+        change,
+        at,
     }
 }

@@ -72,14 +72,6 @@ pub fn numeric_str(s: &str) -> Option<f64> {
     }
 }
 
-/// The string form of a JSON scalar or container (§B.1).
-pub fn string_form(v: &Value) -> String {
-    match v {
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
-    }
-}
-
 /// Lower-cases per character with `char::to_lowercase` (§B.1 case folding).
 pub fn lower(s: &str) -> String {
     s.chars().flat_map(char::to_lowercase).collect()

@@ -212,8 +212,17 @@ fn usage_errors() {
         );
     }
     let o = run(&["eval", "--persons", "x"]);
-    assert_eq!(o.status.code(), Some(2));
-    assert!(stderr(&o).starts_with("error: usage: "), "{}", stderr(&o));
+    expect_errors(&o, &["error: usage: missing --cohorts <FILE>"]);
+    let o = run(&["eval"]);
+    expect_errors(
+        &o,
+        &["error: usage: missing --cohorts <FILE>, --persons <FILE>"],
+    );
+    let o = run(&["eval", "--cohorts", &ex, "--persons", "x", "--threads"]);
+    expect_errors(
+        &o,
+        &["error: usage: a value is required for '--threads <N>' but none was supplied"],
+    );
     let o = run(&["frobnicate"]);
     assert!(stderr(&o).starts_with("error: usage: "), "{}", stderr(&o));
     let o = run(&["eval", "--cohorts", &ex, "--persons", "x", "--threads", "0"]);
@@ -521,7 +530,8 @@ fn watch_prints_transitions_per_input_line() {
     // 5 time going backwards is refused (stderr), 3 is not JSON (stderr).
     // 6 margaret is deleted: she leaves 1, 2, 8 and 10.
     // 7 a new person (age 20, app 2.2.0, not in static 7) enters 8.
-    // 8 ada loses her plan: leaves 1. 9 an unknown distinct id changes nothing.
+    // 8 ada loses her plan: leaves 1. 9 an unknown distinct id's event creates person "ghost"
+    // (no properties, one login): no cohort of the example takes such a person.
     let at = "2024-06-17T08:00:00.000000Z";
     let expected = [
         r#"{"cohort":1,"person":"u-linus","change":"entered","at":"2024-06-15T12:00:00.000000Z"}"#
@@ -586,5 +596,86 @@ fn sql_prints_one_select_per_cohort_or_refuses_clearly() {
     expect_errors(
         &o,
         &["error: usage: --dialect \"duckdb\" is not supported (only clickhouse)"],
+    );
+}
+
+#[test]
+fn watch_reports_on_stderr_and_creates_persons_from_events() {
+    let dir = tempdir();
+    let cohorts = dir.join("cohorts.json");
+    std::fs::write(
+        &cohorts,
+        r#"[{"id": 1, "filters": {"properties": {"type": "AND", "values": [
+            {"type": "behavioral", "key": "signup", "event_type": "events",
+             "value": "performed_event", "time_value": 1, "time_interval": "day"}]}}}]"#,
+    )
+    .unwrap();
+    let persons = dir.join("persons.jsonl");
+    std::fs::write(
+        &persons,
+        "{\"id\": \"p1\", \"distinct_ids\": [\"a\", \"b\"]}\n",
+    )
+    .unwrap();
+    let input = [
+        r#"{"distinct_id": "fresh", "event": "signup", "timestamp": "2024-06-15T11:00:00Z"}"#,
+        r#"{"distinct_id": "b", "event": "signup", "timestamp": 1718449200}"#,
+        r#"{"distinct_id": "b", "event": "signup", "timestamp": "not a time"}"#,
+        r#"{"$now": "2024-06-16T11:00:00Z"}"#,
+    ]
+    .join("\n");
+    let mut child = Command::new(BIN)
+        .args([
+            "watch",
+            "--cohorts",
+            cohorts.to_str().unwrap(),
+            "--persons",
+            persons.to_str().unwrap(),
+            "--now",
+            "2024-06-15T12:00:00Z",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(0));
+    // The event of the unknown distinct id "fresh" creates that person, who enters 1; p1 (by
+    // its distinct id b, numeric timestamp = 11:00) enters 1; at 06-16T11:00 both signups are
+    // exactly one day old, outside the strict window: both exit.
+    assert_eq!(
+        stdout(&o).lines().collect::<Vec<_>>(),
+        [
+            r#"{"cohort":1,"person":"fresh","change":"entered","at":"2024-06-15T12:00:00.000000Z"}"#,
+            r#"{"cohort":1,"person":"p1","change":"entered","at":"2024-06-15T12:00:00.000000Z"}"#,
+            r#"{"cohort":1,"person":"fresh","change":"exited","at":"2024-06-16T11:00:00.000000Z"}"#,
+            r#"{"cohort":1,"person":"p1","change":"exited","at":"2024-06-16T11:00:00.000000Z"}"#,
+        ]
+    );
+    let err = stderr(&o);
+    let lines: Vec<&str> = err.lines().collect();
+    let ready = lines
+        .iter()
+        .position(|l| l.starts_with("tracker ready: 1 persons, 1 cohorts in ") && l.ends_with(" s"))
+        .unwrap_or_else(|| panic!("no ready line in {err}"));
+    assert!(
+        lines[..ready]
+            .iter()
+            .any(|l| l.starts_with("loaded 1 persons")),
+        "the ready line comes after the load line: {err}"
+    );
+    assert!(lines.contains(
+        &"error: invalid_input: stdin:3: timestamp \"not a time\" is not a valid date-time"
+    ));
+    let last = lines.last().unwrap();
+    assert!(
+        last.starts_with("processed 4 lines in ") && last.ends_with(" lines/s), 4 transitions"),
+        "{err}"
     );
 }

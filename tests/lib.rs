@@ -4,6 +4,7 @@
 mod alloc;
 mod cases;
 mod cli;
+mod embedding;
 mod props;
 mod references;
 mod regressions;
@@ -11,4 +12,5 @@ mod robustness;
 #[cfg(feature = "server")]
 mod server;
 mod sql;
+#[cfg(feature = "store")]
 mod store;

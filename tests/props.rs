@@ -6,7 +6,7 @@
 mod reference;
 
 use cohort_engine::time::parse_absolute;
-use cohort_engine::{BatchOptions, CohortSet, Dataset, Engine, Scratch};
+use cohort_engine::{BatchOptions, CohortSet, Dataset, Engine, Scratch, Timestamp};
 use proptest::prelude::*;
 use reference::RefPerson;
 use serde_json::{json, Map, Value};
@@ -383,7 +383,7 @@ fn check_explanation(
     node: &cohort_engine::ExplainNode,
     person: &RefPerson,
 ) -> Result<(), TestCaseError> {
-    use cohort_engine::ast::{Definition, Leaf, Node};
+    use cohort_engine::internal::ast::{Definition, Leaf, Node};
     fn walk(
         set: &CohortSet,
         ast: &Node,
@@ -429,7 +429,7 @@ fn check_explanation(
         }
         Ok(())
     }
-    if let Some(Definition::Dynamic(root)) = set.get(id).map(|c| &c.definition) {
+    if let Some(Definition::Dynamic(root)) = set.get(id).map(|c| c.definition()) {
         walk(set, &Node::Group(root.clone()), node, person)?;
     }
     Ok(())
@@ -462,7 +462,7 @@ proptest! {
         let (p, e) = jsonl(&persons);
         let data = Dataset::from_jsonl(&p, &e).unwrap();
         let batch = data.evaluate(&set, now(), &BatchOptions::default()).unwrap();
-        let again = data.evaluate(&set, now(), &BatchOptions { threads: 3, ..Default::default() }).unwrap();
+        let again = data.evaluate(&set, now(), &BatchOptions::default().threads(3)).unwrap();
         prop_assert_eq!(&batch, &again, "deterministic, whatever the thread count");
         let engine = Engine::new(&set).unwrap();
         let mut scratch = Scratch::new();
@@ -494,6 +494,7 @@ proptest! {
                 // The horizon: the same result strictly before it, a different one at it.
                 let horizon = engine.horizon(*id, &single, &history, now(), &mut scratch).unwrap();
                 prop_assert_eq!(horizon, explanation.horizon);
+                let horizon = horizon.map(Timestamp::as_micros);
                 let probe = |t: i64| reference::member(&set, *id, person, t);
                 match horizon {
                     Some(h) => {
@@ -525,6 +526,10 @@ enum Step {
     Unset(usize, Vec<String>),
     Delete(usize),
     Advance(i64),
+    /// An event for a distinct id never seen: it creates that person.
+    EventNew((String, i64, Map<String, Value>)),
+    /// The whole cohort set replaced (a live update), persons kept.
+    Replace(Vec<Value>),
 }
 
 fn steps() -> impl Strategy<Value = Vec<Step>> {
@@ -545,6 +550,8 @@ fn steps() -> impl Strategy<Value = Vec<Step>> {
         1 => (0usize..5).prop_map(Step::Delete),
         3 => prop_oneof![(0i64..300).prop_map(|h| h * HOUR), (0i64..3).prop_map(|u| u), Just(24 * HOUR - 1)]
             .prop_map(Step::Advance),
+        1 => event().prop_map(Step::EventNew),
+        1 => cohorts().prop_map(Step::Replace),
     ];
     proptest::collection::vec(step, 1..12)
 }
@@ -558,7 +565,7 @@ proptest! {
     fn tracker_matches_fresh_evaluation(cohorts in cohorts(), persons in persons(), steps in steps()) {
         use cohort_engine::{Change, Tracker, Update};
         let text = Value::Array(cohorts).to_string();
-        let Ok(set) = CohortSet::from_json(&text) else {
+        let Ok(mut set) = CohortSet::from_json(&text) else {
             return Err(TestCaseError::reject("negated root"));
         };
         let mut persons: Vec<RefPerson> = persons
@@ -573,20 +580,23 @@ proptest! {
         let (p, e) = jsonl(&persons);
         let data = Dataset::from_jsonl(&p, &e).unwrap();
         let mut tracker = Tracker::from_dataset(Engine::new(&set).unwrap(), &data, now());
-        let ids: Vec<i64> = set.cohorts().iter().filter(|c| !c.is_deleted()).map(|c| c.id).collect();
-        let snapshot = |persons: &[RefPerson], t: i64| -> Vec<(i64, String)> {
+        let ids_of = |set: &CohortSet| -> Vec<i64> {
+            set.cohorts().iter().filter(|c| !c.is_deleted()).map(|c| c.id).collect()
+        };
+        let snapshot = |set: &CohortSet, persons: &[RefPerson], t: i64| -> Vec<(i64, String)> {
             let mut out = Vec::new();
-            for id in &ids {
+            for id in ids_of(set) {
                 for p in persons {
-                    if reference::member(&set, *id, p, t) {
-                        out.push((*id, p.id.clone()));
+                    if reference::member(set, id, p, t) {
+                        out.push((id, p.id.clone()));
                     }
                 }
             }
             out.sort();
             out
         };
-        let mut before = snapshot(&persons, now());
+        let ids = ids_of(&set);
+        let mut before = snapshot(&set, &persons, now());
         for id in &ids {
             let want: Vec<String> = before.iter().filter(|(c, _)| c == id).map(|(_, p)| p.clone()).collect();
             prop_assert_eq!(tracker.members(*id), want, "initial, cohort {}", id);
@@ -596,9 +606,9 @@ proptest! {
             let update = match step {
                 Step::Event(i, (name, off, props)) => {
                     let Some(p) = persons.get_mut(i) else { continue };
-                    let ts = tracker.now() + (off - now()) / 1_000_000 * 1_000_000;
+                    let ts = tracker.now().as_micros() + (off - now()) / 1_000_000 * 1_000_000;
                     p.events.push((name.clone(), ts, props.clone()));
-                    Update::Event { distinct_id: p.distinct_ids[0].clone(), event: name, timestamp: ts, properties: props }
+                    Update::Event { distinct_id: p.distinct_ids[0].clone(), event: name, timestamp: Timestamp::from_micros(ts), properties: props }
                 }
                 Step::Set(i, props) => {
                     let Some(p) = persons.get_mut(i) else { continue };
@@ -627,11 +637,41 @@ proptest! {
                     let p = persons.remove(i);
                     Update::Delete { distinct_id: p.distinct_ids[0].clone() }
                 }
-                Step::Advance(d) => Update::Now(tracker.now() + d),
+                Step::Advance(d) => Update::Now(tracker.now().saturating_add_micros(d)),
+                Step::EventNew((name, off, props)) => {
+                    new_persons += 1;
+                    let id = format!("ev{new_persons}");
+                    let ts = tracker.now().as_micros() + (off - now()) / 1_000_000 * 1_000_000;
+                    persons.push(RefPerson { id: id.clone(), distinct_ids: vec![id.clone()], properties: Map::new(), events: vec![(name.clone(), ts, props.clone())] });
+                    Update::Event { distinct_id: id, event: name, timestamp: Timestamp::from_micros(ts), properties: props }
+                }
+                Step::Replace(cohorts) => {
+                    let Ok(next) = CohortSet::from_json(&Value::Array(cohorts).to_string()) else { continue };
+                    set = next;
+                    let transitions = tracker.set_engine(Engine::new(&set).unwrap());
+                    let after = snapshot(&set, &persons, tracker.now().as_micros());
+                    // Cohorts of the old set that are gone: their members exit.
+                    let mut expected: Vec<(i64, String, Change)> = Vec::new();
+                    for x in &after {
+                        if !before.contains(x) {
+                            expected.push((x.0, x.1.clone(), Change::Entered));
+                        }
+                    }
+                    for x in &before {
+                        if !after.contains(x) {
+                            expected.push((x.0, x.1.clone(), Change::Exited));
+                        }
+                    }
+                    expected.sort();
+                    let got: Vec<(i64, String, Change)> = transitions.iter().map(|t| (t.cohort, t.person.clone(), t.change)).collect();
+                    prop_assert_eq!(got, expected, "after replacing the set\n{}", set.cohorts().len());
+                    before = after;
+                    continue;
+                }
             };
             let description = format!("{update:?}");
             let transitions = tracker.apply(update).unwrap();
-            let after = snapshot(&persons, tracker.now());
+            let after = snapshot(&set, &persons, tracker.now().as_micros());
             let mut expected: Vec<(i64, String, Change)> = Vec::new();
             for x in &after {
                 if !before.contains(x) {

@@ -81,10 +81,7 @@ fn ten_thousand_cohort_chain_loads_and_evaluates() {
         "",
     )
     .unwrap();
-    let opts = BatchOptions {
-        cohorts: Some(vec![0, 5000]),
-        ..Default::default()
-    };
+    let opts = BatchOptions::default().cohorts([0, 5000]);
     let members = data.evaluate(&set, now(), &opts).unwrap();
     assert_eq!(members[&0], ["p"]);
     assert_eq!(members[&5000], ["p"]);

@@ -42,10 +42,8 @@ fn nesting_depth() {
         e[0].ends_with("group nesting exceeds the limit of 32 levels (max_depth)"),
         "{e:?}"
     );
-    let small = Limits {
-        max_depth: 2,
-        ..Limits::default()
-    };
+    let mut small = Limits::default();
+    small.max_depth = 2;
     assert_eq!(errors(&one(vec![nested(3)]), &small).len(), 1);
     assert!(errors(&one(vec![nested(2)]), &small).is_empty());
 }
@@ -74,20 +72,16 @@ fn node_count() {
         ["invalid_filter: cohort 1: the filter tree has more than 10000 nodes (max_nodes)"]
     );
     assert!(errors(&one(many[..9_999].to_vec()), &Limits::default()).is_empty());
-    let small = Limits {
-        max_nodes: 3,
-        ..Limits::default()
-    };
+    let mut small = Limits::default();
+    small.max_nodes = 3;
     assert!(errors(&one(vec![leaf(), leaf()]), &small).is_empty());
     assert_eq!(errors(&one(vec![leaf(), leaf(), leaf()]), &small).len(), 1);
 }
 
 #[test]
 fn cohorts_per_set() {
-    let small = Limits {
-        max_cohorts: 2,
-        ..Limits::default()
-    };
+    let mut small = Limits::default();
+    small.max_cohorts = 2;
     let c =
         |id: i64| json!({"id": id, "filters": {"properties": {"type": "AND", "values": [leaf()]}}});
     assert!(errors(&json!([c(1), c(2)]).to_string(), &small).is_empty());
@@ -121,11 +115,9 @@ fn regex_pattern_length_and_compiled_size() {
 
 #[test]
 fn string_and_list_lengths() {
-    let small = Limits {
-        max_string_len: 8,
-        max_list_len: 3,
-        ..Limits::default()
-    };
+    let mut small = Limits::default();
+    small.max_string_len = 8;
+    small.max_list_len = 3;
     let exact = |v: Value| {
         one(vec![
             json!({"type": "person", "key": "a", "operator": "exact", "value": v}),

@@ -145,15 +145,12 @@ fn table_names_are_configurable() {
             {"type": "cohort", "key": "id", "value": 2}]}}},
         {"id": 2, "is_static": true, "static_person_ids": ["a"]}
     ]);
-    let opts = SqlOptions {
-        tables: Tables {
-            persons: "db.p".into(),
-            person_distinct_ids: "db.pdi".into(),
-            events: "db.ev".into(),
-            static_cohort_members: "db.st".into(),
-        },
-        now: now(),
-    };
+    let mut tables = Tables::default();
+    tables.persons = "db.p".into();
+    tables.person_distinct_ids = "db.pdi".into();
+    tables.events = "db.ev".into();
+    tables.static_cohort_members = "db.st".into();
+    let opts = SqlOptions::new(now()).with_tables(tables);
     let sql = cohort_sql(&set(cohorts), 1, &opts).unwrap();
     for t in ["`db`.`p`", "`db`.`pdi`", "`db`.`ev`", "`db`.`st`"] {
         assert!(sql.contains(t), "{t} missing:\n{sql}");

@@ -768,7 +768,7 @@ fn deeply_nested_fields_are_refused_on_every_path() {
     // The deepest legal tree (32 nested groups) is accepted, and its record reads back.
     let mut tree =
         json!({"type": "AND", "values": [person("plan", "exact", json!(["pro", "free"]))]});
-    for _ in 1..cohort_engine::limits::MAX_DEPTH {
+    for _ in 1..cohort_engine::Limits::default().max_depth {
         tree = json!({"type": "OR", "values": [tree]});
     }
     let id = s

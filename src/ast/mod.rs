@@ -9,6 +9,8 @@
 pub mod parse;
 mod print;
 
+use std::sync::Arc;
+
 use crate::semver::Version;
 use crate::time::{DateSpec, Unit};
 use crate::CohortId;
@@ -285,6 +287,9 @@ pub enum FilterValue {
         items: Vec<Scalar>,
         /// Whether the wire value was a JSON list.
         list: bool,
+        /// For `regex` / `not_regex`: each element's pattern, compiled once while validating
+        /// (empty for other operators).
+        regexes: Vec<CompiledRegex>,
     },
     /// `gt`/`gte`/`lt`/`lte`/`min`/`max`: the number, and the wire value for printing.
     Number(f64, Scalar),
@@ -296,6 +301,17 @@ pub enum FilterValue {
     Version(Version, String),
     /// `semver_tilde`/`caret`/`wildcard`: `[lo, hi)` and the pattern text.
     VersionRange(Version, Version, String),
+}
+
+/// A regex built once, when its filter is validated, and shared by every program compiled from
+/// it. Equal when the patterns are.
+#[derive(Clone, Debug)]
+pub struct CompiledRegex(pub regex::Regex);
+
+impl PartialEq for CompiledRegex {
+    fn eq(&self, other: &CompiledRegex) -> bool {
+        self.0.as_str() == other.0.as_str()
+    }
 }
 
 /// A condition on one property (a person leaf, or an entry of a behavioral leaf's
@@ -486,17 +502,72 @@ pub enum Definition {
     Deleted,
 }
 
-/// A validated cohort.
+/// A validated cohort of a [`crate::CohortSet`].
 #[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
 pub struct Cohort {
     /// The cohort id.
     pub id: CohortId,
     /// The name, if any.
     pub name: Option<String>,
     /// The definition.
-    pub definition: Definition,
+    pub(crate) definition: Definition,
     /// How many times the definition was replaced through the library (starts at 1).
     pub version: u64,
+    /// What the definition reads, computed once when it is parsed.
+    pub(crate) reads: Arc<Reads>,
+}
+
+/// What a cohort's own definition reads (not counting the cohorts it references): computed once
+/// per cohort, and used by the engine (which names to intern), the tracker (which changes can
+/// affect it) and the set (which cohorts need events).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Reads {
+    /// Keys of person-property leaves, in document order, without duplicates.
+    pub person_keys: Vec<String>,
+    /// Keys of behavioral leaves' event filters, without duplicates.
+    pub event_keys: Vec<String>,
+    /// Event names of behavioral leaves (and sequences' second steps), without duplicates.
+    pub events: Vec<String>,
+    /// True when membership can change with time alone (a behavioral leaf or a relative date).
+    pub timed: bool,
+}
+
+impl Reads {
+    /// Walks a definition once.
+    pub(crate) fn of(definition: &Definition) -> Reads {
+        fn add(v: &mut Vec<String>, s: &str) {
+            if !v.iter().any(|x| x == s) {
+                v.push(s.to_string());
+            }
+        }
+        let mut r = Reads::default();
+        if let Definition::Dynamic(root) = definition {
+            root.visit_leaves(&mut |leaf| match leaf {
+                Leaf::Person(p) => {
+                    add(&mut r.person_keys, &p.key);
+                    if matches!(
+                        p.value,
+                        FilterValue::Date(crate::time::DateSpec::Relative { .. }, _)
+                    ) {
+                        r.timed = true;
+                    }
+                }
+                Leaf::Behavioral(b) => {
+                    r.timed = true;
+                    add(&mut r.events, &b.event);
+                    if let Behavior::PerformedEventSequence { seq_event, .. } = &b.behavior {
+                        add(&mut r.events, seq_event);
+                    }
+                    for f in &b.event_filters {
+                        add(&mut r.event_keys, &f.key);
+                    }
+                }
+                Leaf::Cohort(_) => {}
+            });
+        }
+        r
+    }
 }
 
 impl Cohort {
@@ -525,11 +596,18 @@ impl Cohort {
 
     /// True when the definition has a behavioral leaf (not counting referenced cohorts).
     pub fn has_behavioral_leaf(&self) -> bool {
-        let mut found = false;
-        if let Definition::Dynamic(root) = &self.definition {
-            root.visit_leaves(&mut |leaf| found |= matches!(leaf, Leaf::Behavioral(_)));
-        }
-        found
+        !self.reads.events.is_empty()
+    }
+
+    /// What the definition reads (not counting referenced cohorts).
+    pub fn reads(&self) -> &Reads {
+        &self.reads
+    }
+
+    /// The typed definition (internal AST; not part of the stable API).
+    #[doc(hidden)]
+    pub fn definition(&self) -> &Definition {
+        &self.definition
     }
 }
 

@@ -60,12 +60,12 @@ impl FilterValue {
     pub fn to_json(&self) -> Option<Value> {
         Some(match self {
             FilterValue::None => return None,
-            FilterValue::Scalars { items, list: true } => {
-                Value::Array(items.iter().map(Scalar::to_json).collect())
-            }
-            FilterValue::Scalars { items, list: false } => {
-                items.first().map_or(Value::Null, Scalar::to_json)
-            }
+            FilterValue::Scalars {
+                items, list: true, ..
+            } => Value::Array(items.iter().map(Scalar::to_json).collect()),
+            FilterValue::Scalars {
+                items, list: false, ..
+            } => items.first().map_or(Value::Null, Scalar::to_json),
             FilterValue::Number(_, s) => s.to_json(),
             FilterValue::Range(_, _, lo, hi) => json!([lo.to_json(), hi.to_json()]),
             FilterValue::Date(_, text)

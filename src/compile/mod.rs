@@ -13,7 +13,6 @@ use std::fmt;
 
 use regex::Regex;
 
-use crate::ast::parse::build_regex;
 use crate::ast::{
     Behavior, BehavioralLeaf, CountOp, Definition, FilterValue, Group, GroupOp, Leaf,
     Node as AstNode, Operator, PropertyFilter, Scalar, Since, Span,
@@ -221,6 +220,8 @@ pub struct Program {
     pub(crate) times: Vec<TimeExpr>,
     /// A process-unique id, so a [`crate::Scratch`] knows which program its cached state is for.
     pub(crate) serial: u64,
+    /// The identity of the name tables the program was compiled against ([`Symbols::id`]).
+    pub(crate) names: u64,
     /// The node of every leaf, by (cohort position, the leaf's JSON path), for explanations.
     pub(crate) leaf_nodes: HashMap<(u32, String), NodeId>,
 }
@@ -231,7 +232,6 @@ pub(crate) const MAX_RECURSIVE_HEIGHT: u32 = 48;
 
 struct Compiler<'a> {
     symbols: &'a Symbols,
-    limits: &'a crate::Limits,
     nodes: Vec<Node>,
     children: Vec<NodeId>,
     props: Vec<PropTest>,
@@ -266,7 +266,6 @@ impl Program {
         let positions = |id| set.position(id);
         let mut c = Compiler {
             symbols,
-            limits: set.limits(),
             nodes: Vec::new(),
             children: Vec::new(),
             props: Vec::new(),
@@ -318,6 +317,7 @@ impl Program {
             behaviors: c.behaviors,
             times: c.times,
             serial: SERIAL.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            names: symbols.id(),
             leaf_nodes: c.leaf_nodes,
         })
     }
@@ -417,12 +417,9 @@ impl Compiler<'_> {
                     .map(|s| lower(&s.string_form()).into_boxed_str())
                     .collect(),
             ),
-            (FilterValue::Scalars { items, .. }, Regex | NotRegex) => Test::Regex(
-                items
-                    .iter()
-                    .map(|s| build_regex(&s.string_form(), self.limits))
-                    .collect::<Result<Vec<_>, _>>()?,
-            ),
+            (FilterValue::Scalars { regexes, .. }, Regex | NotRegex) => {
+                Test::Regex(regexes.iter().map(|r| r.0.clone()).collect())
+            }
             (FilterValue::Number(x, _), Gt) => Test::Cmp(NumCmp::Gt, *x),
             (FilterValue::Number(x, _), Gte | Min) => Test::Cmp(NumCmp::Gte, *x),
             (FilterValue::Number(x, _), Lt) => Test::Cmp(NumCmp::Lt, *x),

@@ -16,7 +16,9 @@ pub use load::{LoadOptions, LoadStats, Progress};
 
 use serde_json::{Map, Value};
 
-use crate::intern::{Interner, Sym, Symbols};
+use smallvec::SmallVec;
+
+use crate::intern::{shared, Sym, Symbols, Table};
 use crate::time::Micros;
 use crate::value::Val;
 
@@ -36,15 +38,19 @@ pub(crate) fn lookup(props: &[Prop], key: Sym) -> Option<&Val> {
     }
 }
 
-/// Converts a JSON properties object to a key-sorted slice, interning keys with `intern`
-/// (returning `None` drops the key: no leaf reads it). Null values are missing, so dropped.
-pub(crate) fn props_from_json(
-    map: &Map<String, Value>,
-    mut intern: impl FnMut(&str) -> Option<Sym>,
-) -> Box<[Prop]> {
-    let mut out: Vec<Prop> = map
+/// Converts a JSON properties object to a key-sorted slice with keys interned in the process-wide
+/// tables ([`crate::intern::shared`]): every key is kept, so a person stays valid for cohorts
+/// added later that read it. Null values are missing, so dropped.
+pub(crate) fn props_shared(map: &Map<String, Value>) -> Box<[Prop]> {
+    let entries: SmallVec<[(&str, Val); 16]> = map
         .iter()
-        .filter_map(|(k, v)| Some((intern(k)?, Val::from_json(v)?)))
+        .filter_map(|(k, v)| Some((k.as_str(), Val::from_json(v)?)))
+        .collect();
+    let syms = shared().resolve(Table::Keys, entries.iter().map(|(k, _)| *k));
+    let mut out: Vec<Prop> = syms
+        .into_iter()
+        .zip(entries)
+        .map(|(s, (_, v))| (s, v))
         .collect();
     out.sort_by_key(|(k, _)| *k);
     out.dedup_by_key(|(k, _)| *k);
@@ -85,6 +91,11 @@ impl<'a> Events<'a> {
     #[inline]
     pub(crate) fn name_range(&self, name: Sym) -> std::ops::Range<usize> {
         name_range(self.name, name)
+    }
+
+    /// Calls `f` with every property of event `i`, by ascending key.
+    pub(crate) fn for_each_prop(&self, i: usize, mut f: impl FnMut(Sym, &'a Val)) {
+        self.props(i).iter().for_each(|(k, v)| f(*k, v));
     }
 
     /// The properties of event `i`.
@@ -275,9 +286,11 @@ impl Dataset {
     }
 }
 
-/// One person for the single-person fast path: id, distinct ids and properties, with keys
-/// interned against an [`crate::Engine`]. Build it with [`crate::Engine::person`].
-#[derive(Clone, Debug, Default)]
+/// One person for the single-person fast path: id, distinct ids and properties. Build it with
+/// [`crate::Engine::person`]. Keys are interned in the process-wide name tables, which only ever
+/// grow, so a person stays valid with every engine: one built before a
+/// [`crate::LiveEngine`] update is answered correctly by the engine after it.
+#[derive(Clone, Debug)]
 pub struct Person {
     pub(crate) id: Box<str>,
     pub(crate) distinct_ids: Vec<Box<str>>,
@@ -285,6 +298,51 @@ pub struct Person {
 }
 
 impl Person {
+    /// A person from parts already interned in the shared tables (props sorted by key).
+    pub(crate) fn from_parts(id: &str, distinct_ids: Vec<Box<str>>, props: Box<[Prop]>) -> Person {
+        Person {
+            id: id.into(),
+            distinct_ids,
+            props,
+        }
+    }
+
+    /// Sets properties in place (null values remove the key), as `$set` does.
+    pub(crate) fn set_props(&mut self, map: &Map<String, Value>) {
+        if map.is_empty() {
+            return;
+        }
+        let syms = shared().resolve(Table::Keys, map.keys().map(String::as_str));
+        let mut props: Vec<Prop> = std::mem::take(&mut self.props).into_vec();
+        for (sym, v) in syms.into_iter().zip(map.values()) {
+            let at = props.binary_search_by_key(&sym, |(k, _)| *k);
+            match (at, Val::from_json(v)) {
+                (Ok(i), Some(v)) => props[i].1 = v,
+                (Err(i), Some(v)) => props.insert(i, (sym, v)),
+                (Ok(i), None) => {
+                    props.remove(i);
+                }
+                (Err(_), None) => {}
+            }
+        }
+        self.props = props.into_boxed_slice();
+    }
+
+    /// Removes properties in place, as `$unset` does.
+    pub(crate) fn unset_props(&mut self, keys: &[String]) {
+        let names = shared().read();
+        let syms: SmallVec<[Sym; 8]> = keys.iter().map(|k| names.keys.get(k)).collect();
+        drop(names);
+        if self.props.iter().any(|(k, _)| syms.contains(k)) {
+            let props: Vec<Prop> = std::mem::take(&mut self.props)
+                .into_vec()
+                .into_iter()
+                .filter(|(k, _)| !syms.contains(k))
+                .collect();
+            self.props = props.into_boxed_slice();
+        }
+    }
+
     /// The person id.
     pub fn id(&self) -> &str {
         &self.id
@@ -298,7 +356,9 @@ impl Person {
 
 /// One person's event history for the single-person fast path, kept ordered by event name and
 /// time. Events may be pushed out of order; each is inserted at its place (after events of the
-/// same name and timestamp). Build it with [`crate::Engine::history`].
+/// same name and timestamp). Build it with [`crate::Engine::history`] and fill it with
+/// [`crate::Engine::record`]. Like [`Person`], it stays valid across engine updates: every event
+/// name and property key is kept.
 #[derive(Clone, Debug, Default)]
 pub struct History {
     pub(crate) ts: Vec<Micros>,
@@ -315,6 +375,22 @@ impl History {
     /// True when no event is held.
     pub fn is_empty(&self) -> bool {
         self.ts.is_empty()
+    }
+
+    /// A history from events in any order (stable: ties keep their order).
+    pub(crate) fn from_events(mut events: Vec<(Sym, Micros, Box<[Prop]>)>) -> History {
+        events.sort_by_key(|(n, t, _)| (*n, *t));
+        let mut h = History {
+            ts: Vec::with_capacity(events.len()),
+            name: Vec::with_capacity(events.len()),
+            props: Vec::with_capacity(events.len()),
+        };
+        for (n, t, p) in events {
+            h.name.push(n);
+            h.ts.push(t);
+            h.props.push(p);
+        }
+        h
     }
 
     pub(crate) fn insert(&mut self, ts: Micros, name: Sym, props: Box<[Prop]>) {
@@ -343,13 +419,5 @@ impl History {
             name: &self.name,
             props: EventProps::Boxed(&self.props),
         }
-    }
-}
-
-/// Interns with a frozen table: names it lacks are dropped (no leaf reads them).
-pub(crate) fn frozen(interner: &Interner) -> impl FnMut(&str) -> Option<Sym> + '_ {
-    move |name| {
-        let s = interner.get(name);
-        (s != Sym::ABSENT).then_some(s)
     }
 }

@@ -16,10 +16,18 @@ use crate::eval::bitset::Bitset;
 use crate::eval::{behavioral, person, Scratch, Subject, Who};
 use crate::set::CohortSet;
 use crate::time::{back, Micros};
-use crate::CohortId;
+use crate::{CohortId, Timestamp};
 
-/// What to evaluate and how.
+/// What to evaluate and how: [`BatchOptions::default`] (every cohort, every core, every person),
+/// then the builder methods or field assignments for what differs.
+///
+/// ```
+/// use cohort_engine::BatchOptions;
+/// let opts = BatchOptions::default().cohorts([1, 7]).threads(2).partition(0, 4);
+/// assert_eq!(opts.threads, 2);
+/// ```
 #[derive(Clone, Debug, Default)]
+#[non_exhaustive]
 pub struct BatchOptions {
     /// Cohorts to report (default: every non-deleted cohort). Referenced cohorts are evaluated as
     /// needed either way.
@@ -28,6 +36,26 @@ pub struct BatchOptions {
     pub threads: usize,
     /// Only persons whose partition (FNV-1a 64 of the id's UTF-8 bytes, mod n) is i: `(i, n)`.
     pub partition: Option<(u64, u64)>,
+}
+
+impl BatchOptions {
+    /// Report only these cohorts.
+    pub fn cohorts(mut self, ids: impl IntoIterator<Item = CohortId>) -> BatchOptions {
+        self.cohorts = Some(ids.into_iter().collect());
+        self
+    }
+
+    /// Use `n` worker threads (0 = all cores).
+    pub fn threads(mut self, n: usize) -> BatchOptions {
+        self.threads = n;
+        self
+    }
+
+    /// Evaluate only the persons of partition `i` of `n` (FNV-1a 64 of the person id, mod `n`).
+    pub fn partition(mut self, i: u64, n: u64) -> BatchOptions {
+        self.partition = Some((i, n));
+        self
+    }
 }
 
 /// Member person ids per cohort id: ids sorted by their UTF-8 bytes.
@@ -62,11 +90,26 @@ impl Dataset {
     pub fn evaluate(
         &self,
         set: &CohortSet,
-        now: Micros,
+        now: impl Into<Timestamp>,
         opts: &BatchOptions,
     ) -> Result<Members, Error> {
+        let now = now.into().as_micros();
         let program = Program::compile(set, &self.symbols)?;
         self.evaluate_program(&program, now, opts)
+    }
+
+    /// A program compiled against other name tables (another dataset's, or an engine's) would
+    /// read the wrong keys: refuse it.
+    fn check_program(&self, program: &Program) -> Result<(), Error> {
+        if program.names == self.symbols.id() {
+            Ok(())
+        } else {
+            Err(Error::new(
+                ErrorKind::InvalidInput,
+                "the program was compiled for another dataset's names; compile it with this \
+                 dataset's Dataset::compile",
+            ))
+        }
     }
 
     /// Compiles a set against this dataset's names.
@@ -84,9 +127,10 @@ impl Dataset {
     pub fn evaluate_program(
         &self,
         program: &Program,
-        now: Micros,
+        now: impl Into<Timestamp>,
         opts: &BatchOptions,
     ) -> Result<Members, Error> {
+        let now = now.into().as_micros();
         let bits = self.evaluate_bitsets(program, now, opts)?;
         let mut members = Members::new();
         for (id, b) in bits {
@@ -108,9 +152,11 @@ impl Dataset {
     pub fn evaluate_bitsets(
         &self,
         program: &Program,
-        now: Micros,
+        now: impl Into<Timestamp>,
         opts: &BatchOptions,
     ) -> Result<BTreeMap<CohortId, Bitset>, Error> {
+        let now = now.into().as_micros();
+        self.check_program(program)?;
         let set = program.cohort_set();
         let requested: Vec<usize> = match &opts.cohorts {
             None => (0..set.len())
@@ -122,8 +168,8 @@ impl Dataset {
                     match set.position(*id) {
                         Some(p) if !set.cohorts()[p].is_deleted() => out.push(p),
                         _ => {
-                            return Err(Error::new(
-                                ErrorKind::UnknownCohort,
+                            return Err(Error::missing(
+                                *id,
                                 format!("cohort {id} is not in the set (or is deleted)"),
                             ))
                         }
@@ -223,9 +269,11 @@ impl Dataset {
         program: &Program,
         cohort: CohortId,
         index: usize,
-        now: Micros,
+        now: impl Into<Timestamp>,
         scratch: &mut Scratch,
     ) -> Result<bool, Error> {
+        let now = now.into().as_micros();
+        self.check_program(program)?;
         let c = program.position_of(cohort)?;
         if index >= self.len() {
             return Ok(false);
@@ -251,9 +299,11 @@ impl Dataset {
         program: &Program,
         cohort: CohortId,
         index: usize,
-        now: Micros,
+        now: impl Into<Timestamp>,
         scratch: &mut Scratch,
     ) -> Result<crate::eval::explain::Explanation, Error> {
+        let now = now.into().as_micros();
+        self.check_program(program)?;
         let c = program.position_of(cohort)?;
         if index >= self.len() {
             return Err(Error::input(

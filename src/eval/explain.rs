@@ -10,33 +10,35 @@ use crate::ast::{Definition, Group, GroupOp, Leaf, Node};
 use crate::compile::{NodeKind, Program};
 use crate::data::lookup;
 use crate::eval::{behavioral, Scratch, Subject};
-use crate::time::{format_micros, Micros};
+use crate::time::Micros;
 use crate::value::Val;
-use crate::CohortId;
+use crate::{CohortId, Timestamp};
 
 /// How many levels of cohort references are expanded; deeper ones show only their result.
 const MAX_REFERENCE_DEPTH: usize = 16;
 
-/// Why a person is (or is not) in a cohort.
+/// Why a person is (or is not) in a cohort. Serialises as [`Explanation::to_json`] does.
 #[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
 pub struct Explanation {
     /// The cohort.
     pub cohort: CohortId,
     /// The person id.
     pub person: String,
     /// The evaluation instant.
-    pub now: Micros,
+    pub now: Timestamp,
     /// Membership.
     pub result: bool,
     /// The earliest instant after `now` at which membership can change with no new data
     /// (`None`: never).
-    pub horizon: Option<Micros>,
+    pub horizon: Option<Timestamp>,
     /// The cohort's filter tree with results and evidence.
     pub tree: ExplainNode,
 }
 
-/// One node of an explanation.
+/// One node of an explanation. Serialises as [`ExplainNode::to_json`] does.
 #[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
 pub struct ExplainNode {
     /// `AND`, `OR`, `person`, `behavioral`, `cohort` (or `static` / `deleted` for a cohort
     /// without a filter).
@@ -133,11 +135,23 @@ impl Explanation {
         json!({
             "cohort": self.cohort,
             "person": self.person,
-            "now": format_micros(self.now),
+            "now": self.now.to_string(),
             "result": self.result,
-            "horizon": self.horizon.map(format_micros),
+            "horizon": self.horizon.map(|h| h.to_string()),
             "tree": self.tree.to_json(),
         })
+    }
+}
+
+impl serde::Serialize for Explanation {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.to_json().serialize(s)
+    }
+}
+
+impl serde::Serialize for ExplainNode {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.to_json().serialize(s)
     }
 }
 
@@ -149,10 +163,10 @@ impl Explanation {
             "{{\"cohort\":{},\"person\":{},\"now\":{},\"result\":{},\"horizon\":{},\"tree\":{}}}",
             self.cohort,
             Value::String(self.person.clone()),
-            Value::String(format_micros(self.now)),
+            Value::String(self.now.to_string()),
             self.result,
             self.horizon
-                .map_or(Value::Null, |h| Value::String(format_micros(h))),
+                .map_or(Value::Null, |h| Value::String(h.to_string())),
             self.tree.to_json_string()
         )
     }
@@ -166,7 +180,7 @@ impl fmt::Display for Explanation {
             "cohort {} for person {:?} at {}: {}",
             self.cohort,
             self.person,
-            format_micros(self.now),
+            self.now,
             if self.result {
                 "member"
             } else {
@@ -174,11 +188,7 @@ impl fmt::Display for Explanation {
             }
         )?;
         match self.horizon {
-            Some(h) => writeln!(
-                f,
-                "valid until {} (if no new events or property changes)",
-                format_micros(h)
-            )?,
+            Some(h) => writeln!(f, "valid until {h} (if no new events or property changes)")?,
             None => writeln!(f, "valid until new events or property changes arrive")?,
         }
         self.tree.write(f, 0)
@@ -212,9 +222,9 @@ impl Program {
         Explanation {
             cohort: self.set.cohorts()[c].id,
             person: person.to_string(),
-            now,
+            now: Timestamp::from_micros(now),
             result,
-            horizon,
+            horizon: horizon.map(Timestamp::from_micros),
             tree,
         }
     }

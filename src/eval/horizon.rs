@@ -17,6 +17,78 @@ use crate::eval::{Scratch, Subject};
 use crate::intern::Sym;
 use crate::time::{back, forward, DateSpec, Micros, RelUnit, Unit, NEG_INF, POS_INF};
 
+/// Scratch space for [`Program::next_check`].
+#[derive(Debug, Default)]
+pub(crate) struct HorizonBufs {
+    instants: Vec<Micros>,
+    slots: Vec<u32>,
+    calendar: CalMemo,
+}
+
+const DAY: i64 = 86_400_000_000;
+
+/// Memoised calendar shifts by day. A calendar shift keeps the time of day, so `back(t)` and
+/// `forward(t)` are the shift of `t`'s midnight plus its time of day; a tracker asks for the same
+/// few days (around now, around its persons' recent events) over and over, so a small
+/// direct-mapped table of day shifts replaces most civil-date conversions.
+#[derive(Debug)]
+pub(crate) struct CalMemo {
+    /// (day, n, unit and direction, shifted midnight); day = i64::MIN when empty.
+    slots: Box<[(i64, u64, u8, Micros)]>,
+}
+
+impl Default for CalMemo {
+    fn default() -> CalMemo {
+        CalMemo {
+            slots: vec![(i64::MIN, 0, 0, 0); 1024].into_boxed_slice(),
+        }
+    }
+}
+
+impl CalMemo {
+    /// `forward(t, n, unit)` when `ahead`, else `back(t, n, unit)`; for calendar units.
+    fn shift(&mut self, t: Micros, n: u64, unit: Unit, ahead: bool) -> Micros {
+        let direct = |t| {
+            if ahead {
+                forward(t, n, unit)
+            } else {
+                back(t, n, unit)
+            }
+        };
+        if t == NEG_INF || t == POS_INF {
+            return direct(t);
+        }
+        let (day, tod) = (t.div_euclid(DAY), t.rem_euclid(DAY));
+        let tag = (unit == Unit::Year) as u8 * 2 + ahead as u8;
+        let h = (day as u64)
+            .wrapping_mul(0x9e37_79b9_7f4a_7c15)
+            .wrapping_add(n.wrapping_mul(0x2545_f491_4f6c_dd1d))
+            .wrapping_add(tag as u64);
+        let slot = &mut self.slots[(h >> 54) as usize];
+        let midnight = if slot.0 == day && slot.1 == n && slot.2 == tag {
+            slot.3
+        } else {
+            let m = direct(day.saturating_mul(DAY));
+            *slot = (day, n, tag, m);
+            m
+        };
+        if midnight == NEG_INF || midnight == POS_INF {
+            midnight
+        } else {
+            midnight + tod
+        }
+    }
+}
+
+/// Calendar shifts, memoised when a memo is at hand.
+fn cal(memo: &mut Option<&mut CalMemo>, t: Micros, n: u64, unit: Unit, ahead: bool) -> Micros {
+    match memo {
+        Some(m) => m.shift(t, n, unit, ahead),
+        None if ahead => forward(t, n, unit),
+        None => back(t, n, unit),
+    }
+}
+
 /// How many candidate instants are checked before settling for a conservative (early) answer.
 const MAX_CANDIDATES: usize = 4096;
 
@@ -52,8 +124,13 @@ enum Comparand<'a> {
 
 /// The earliest instant after `now` at which a comparison of any event of `run` (time-ordered)
 /// with `b(t)` can flip: the minimum over the run of [`crossings`], by binary search.
-fn next_crossing(b: Bound, run: &[Micros], now: Micros) -> Option<Micros> {
-    const DAY: i64 = 86_400_000_000;
+fn next_crossing(
+    b: Bound,
+    run: &[Micros],
+    now: Micros,
+    buf: &mut Vec<Micros>,
+    memo: &mut CalMemo,
+) -> Option<Micros> {
     // The first event e whose crossings e + Δ and e + Δ + 1µs can lie after now.
     let linear = |delta: i64| {
         let lim = now.checked_sub(delta)?;
@@ -72,17 +149,19 @@ fn next_crossing(b: Bound, run: &[Micros], now: Micros) -> Option<Micros> {
                 Unit::Week => 604_800,
                 Unit::Month | Unit::Year => {
                     // Crossings of e lie within six days of forward(e), which grows with e.
-                    let start = run
-                        .partition_point(|&e| forward(e, n, unit).saturating_add(6 * DAY) <= now);
+                    let start = run.partition_point(|&e| {
+                        memo.shift(e, n, unit, true).saturating_add(6 * DAY) <= now
+                    });
                     let mut best: Option<Micros> = None;
-                    let mut buf = Vec::new();
                     for &e in &run[start..] {
-                        if best.is_some_and(|b| forward(e, n, unit).saturating_sub(6 * DAY) > b) {
+                        if best.is_some_and(|b| {
+                            memo.shift(e, n, unit, true).saturating_sub(6 * DAY) > b
+                        }) {
                             break;
                         }
                         buf.clear();
-                        crossings(b, e, &mut buf);
-                        for &t in &buf {
+                        crossings(b, e, buf, &mut Some(&mut *memo));
+                        for &t in buf.iter() {
                             if t > now && best.is_none_or(|x| t < x) {
                                 best = Some(t);
                             }
@@ -107,8 +186,7 @@ fn next_crossing(b: Bound, run: &[Micros], now: Micros) -> Option<Micros> {
 /// Feb 29 each time (at the same time of day), and jumps back at each midnight where clamping
 /// starts. So around the approximate preimage of `x`, every midnight is a candidate, and within
 /// each day (where `b(t)` is `t` minus a constant) the instant `b(t)` reaches `x` or `x + 1µs`.
-fn crossings(b: Bound, x: Micros, out: &mut Vec<Micros>) {
-    const DAY: i64 = 86_400_000_000;
+fn crossings(b: Bound, x: Micros, out: &mut Vec<Micros>, memo: &mut Option<&mut CalMemo>) {
     match b {
         Bound::Fixed => {}
         Bound::Now => out.extend([x, x.saturating_add(1)]),
@@ -119,7 +197,7 @@ fn crossings(b: Bound, x: Micros, out: &mut Vec<Micros>) {
                 Unit::Day => 86_400,
                 Unit::Week => 604_800,
                 Unit::Month | Unit::Year => {
-                    let approx = forward(x, n, unit);
+                    let approx = cal(memo, x, n, unit, true);
                     if approx == POS_INF || approx == NEG_INF {
                         return;
                     }
@@ -128,7 +206,7 @@ fn crossings(b: Bound, x: Micros, out: &mut Vec<Micros>) {
                         let Some(midnight) = d.checked_mul(DAY) else {
                             continue;
                         };
-                        let b0 = back(midnight, n, unit);
+                        let b0 = cal(memo, midnight, n, unit, false);
                         out.push(midnight);
                         if b0 == NEG_INF {
                             continue;
@@ -252,8 +330,8 @@ impl Program {
         self.for_each_comparison(c, s, slots, &mut |b, x| {
             let from = out.len();
             match x {
-                Comparand::Instant(d) => crossings(b, d, out),
-                Comparand::Run(run) => run.iter().for_each(|&e| crossings(b, e, out)),
+                Comparand::Instant(d) => crossings(b, d, out, &mut None),
+                Comparand::Run(run) => run.iter().for_each(|&e| crossings(b, e, out, &mut None)),
             }
             // Only instants after now matter.
             let mut k = from;
@@ -271,17 +349,30 @@ impl Program {
     /// cohort's comparisons can flip, without evaluating whether the membership actually changes
     /// there. Never later than [`Program::horizon`]: it is the minimum of the same candidates,
     /// found for an event run by binary search instead of by listing every candidate.
-    pub(crate) fn next_check(&self, c: usize, s: &Subject<'_>, now: Micros) -> Option<Micros> {
+    ///
+    /// `bufs` is scratch space the caller keeps, so that a tracker's steady state allocates
+    /// nothing here.
+    pub(crate) fn next_check(
+        &self,
+        c: usize,
+        s: &Subject<'_>,
+        now: Micros,
+        bufs: &mut HorizonBufs,
+    ) -> Option<Micros> {
         let mut best: Option<Micros> = None;
-        let mut buf = Vec::new();
-        let mut slots = Vec::new();
-        self.for_each_comparison(c, s, &mut slots, &mut |b, x| {
+        let HorizonBufs {
+            instants,
+            slots,
+            calendar,
+        } = bufs;
+        slots.clear();
+        self.for_each_comparison(c, s, slots, &mut |b, x| {
             let found = match x {
-                Comparand::Run(run) => next_crossing(b, run, now),
+                Comparand::Run(run) => next_crossing(b, run, now, instants, calendar),
                 Comparand::Instant(d) => {
-                    buf.clear();
-                    crossings(b, d, &mut buf);
-                    buf.iter().copied().filter(|&t| t > now).min()
+                    instants.clear();
+                    crossings(b, d, instants, &mut Some(&mut *calendar));
+                    instants.iter().copied().filter(|&t| t > now).min()
                 }
             };
             if let Some(t) = found {
@@ -337,7 +428,7 @@ mod tests {
         // From Mar 29 to Mar 31 (12:00), one month back is Feb 29 12:00 each day.
         let x = parse_absolute("2024-02-29T12:00:00Z").unwrap();
         let mut out = Vec::new();
-        crossings(Bound::Back(1, Unit::Month), x, &mut out);
+        crossings(Bound::Back(1, Unit::Month), x, &mut out, &mut None);
         for t in [
             "2024-03-29T12:00:00Z",
             "2024-03-30T12:00:00Z",
@@ -347,10 +438,10 @@ mod tests {
             assert!(out.contains(&parse_absolute(t).unwrap()), "{t}");
         }
         out.clear();
-        crossings(Bound::Back(7, Unit::Day), x, &mut out);
+        crossings(Bound::Back(7, Unit::Day), x, &mut out, &mut None);
         assert_eq!(out, [x + 7 * 86_400_000_000, x + 7 * 86_400_000_000 + 1]);
         out.clear();
-        crossings(Bound::Now, x, &mut out);
+        crossings(Bound::Now, x, &mut out, &mut None);
         assert_eq!(out, [x, x + 1]);
     }
 }

@@ -10,6 +10,8 @@ mod behavioral;
 pub mod bitset;
 pub mod explain;
 mod horizon;
+
+pub(crate) use horizon::HorizonBufs;
 mod person;
 
 use smallvec::SmallVec;
@@ -111,10 +113,7 @@ impl Program {
     /// per-person entry point reports.
     pub(crate) fn position_of(&self, cohort: crate::CohortId) -> Result<usize, crate::Error> {
         self.set.position(cohort).ok_or_else(|| {
-            crate::Error::new(
-                crate::ErrorKind::UnknownCohort,
-                format!("cohort {cohort} is not in the set"),
-            )
+            crate::Error::missing(cohort, format!("cohort {cohort} is not in the set"))
         })
     }
 

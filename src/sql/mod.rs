@@ -49,7 +49,7 @@ use crate::ast::{
     Behavior, BehavioralLeaf, CohortLeaf, CountOp, Definition, FilterValue, Group, GroupOp, Leaf,
     Node, Operator, PropertyFilter, Scalar, Since, Span,
 };
-use crate::error::{Error, ErrorKind};
+use crate::error::Error;
 use crate::set::CohortSet;
 use crate::time::{back, forward, Micros, Unit, MAX_MICROS, NEG_INF, POS_INF};
 use crate::value::lower;
@@ -57,8 +57,10 @@ use crate::CohortId;
 
 use expr::{float_lit, micros_lit, ts_cmp, version_lit, Prop};
 
-/// The names of the four tables the generated SQL reads (each may be `database.table`).
+/// The names of the four tables the generated SQL reads (each may be `database.table`). Start
+/// from [`Tables::default`] and set the fields that differ.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Tables {
     /// `persons(person_id String, properties String)`.
     pub persons: String,
@@ -82,8 +84,9 @@ impl Default for Tables {
     }
 }
 
-/// Options of the SQL generator.
+/// Options of the SQL generator: [`SqlOptions::new`], then set the fields that differ.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct SqlOptions {
     /// Table names.
     pub tables: Tables,
@@ -94,11 +97,17 @@ pub struct SqlOptions {
 
 impl SqlOptions {
     /// Default table names and the given `now`.
-    pub fn new(now: i64) -> SqlOptions {
+    pub fn new(now: impl Into<crate::Timestamp>) -> SqlOptions {
         SqlOptions {
             tables: Tables::default(),
-            now,
+            now: now.into().as_micros(),
         }
+    }
+
+    /// These table names instead of the defaults.
+    pub fn with_tables(mut self, tables: Tables) -> SqlOptions {
+        self.tables = tables;
+        self
     }
 }
 
@@ -114,8 +123,8 @@ pub fn cohort_sql(set: &CohortSet, id: CohortId, opts: &SqlOptions) -> Result<St
     match set.get(id) {
         Some(c) if !c.is_deleted() => {}
         _ => {
-            return Err(Error::new(
-                ErrorKind::UnknownCohort,
+            return Err(Error::missing(
+                id,
                 format!("cohort {id} is not in the set (or is deleted)"),
             ))
         }
@@ -162,10 +171,7 @@ impl Gen<'_> {
     /// cohorts it references are columns `cohort_<id>` by then).
     fn condition(&self, id: CohortId) -> Result<String, Error> {
         let Some(c) = self.set.get(id) else {
-            return Err(Error::new(
-                ErrorKind::UnknownCohort,
-                format!("cohort {id} is not in the set"),
-            ));
+            return Err(Error::missing(id, format!("cohort {id} is not in the set")));
         };
         Ok(match &c.definition {
             Definition::Dynamic(g) => self.group(g).map_err(|(path, msg)| {

@@ -4,11 +4,11 @@
 //! evaluator against it. (Date/version parsing and calendar arithmetic come from the crate's
 //! `time` and `semver` modules, which have their own unit tests.)
 
-use cohort_engine::ast::{
+use cohort_engine::internal::ast::{
     Behavior, BehavioralLeaf, CountOp, Definition, FilterValue, Group, GroupOp, Leaf, Node,
     Operator, PropertyFilter, Scalar, Since,
 };
-use cohort_engine::semver::parse_version;
+use cohort_engine::internal::semver::parse_version;
 use cohort_engine::time::{back, forward, parse_absolute, seconds_f64_to_micros};
 use cohort_engine::{CohortId, CohortSet};
 use serde_json::{Map, Value};
@@ -284,7 +284,7 @@ fn group_matches(set: &CohortSet, g: &Group, p: &RefPerson, now: i64) -> bool {
 
 /// Is the person a member of cohort `id`? (Recursive through references; fine for test sizes.)
 pub fn member(set: &CohortSet, id: CohortId, p: &RefPerson, now: i64) -> bool {
-    match set.get(id).map(|c| &c.definition) {
+    match set.get(id).map(|c| c.definition()) {
         None | Some(Definition::Deleted) => false,
         Some(Definition::Static(list)) => list
             .iter()
