@@ -42,18 +42,49 @@ enum Command {
 #[cfg(feature = "server")]
 #[derive(Args, Debug)]
 struct ServeArgs {
-    /// Directory holding persons.jsonl and events.jsonl.
+    /// Directory holding persons.jsonl and events.jsonl (default: none, an empty population:
+    /// cohorts can be managed, and get members once the server runs with data).
     #[arg(long, value_name = "DIR")]
-    data: PathBuf,
-    /// SQLite file storing cohort definitions and static members (created if missing).
+    data: Option<PathBuf>,
+    /// SQLite file storing cohort definitions and static members (created, mode 0600, if missing).
     #[arg(long, value_name = "FILE")]
     db: PathBuf,
-    /// Address to listen on.
+    /// Address to listen on (a non-loopback address is served with a warning).
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8010")]
     listen: String,
-    /// API key clients must send as `Authorization: Bearer KEY` (default: $COHORT_ENGINE_API_KEY).
+    /// File holding the API key clients must send as `Authorization: Bearer KEY` (default:
+    /// $COHORT_ENGINE_API_KEY). At least 16 printable ASCII characters.
+    #[arg(long, value_name = "FILE")]
+    api_key_file: Option<PathBuf>,
+    /// The API key itself; visible to other users in the process list, so prefer
+    /// --api-key-file or $COHORT_ENGINE_API_KEY.
     #[arg(long, value_name = "KEY")]
     api_key: Option<String>,
+    /// Base URL for absolute pagination links, e.g. https://cohorts.example.com (default:
+    /// relative links).
+    #[arg(long, value_name = "URL")]
+    public_url: Option<String>,
+    /// Largest JSON or form request body (bytes; K, M, G suffixes are powers of 1024).
+    #[arg(long, value_name = "SIZE", default_value = "2M")]
+    max_body: String,
+    /// Largest multipart request body, i.e. a CSV upload (bytes; K, M, G suffixes).
+    #[arg(long, value_name = "SIZE", default_value = "64M")]
+    max_upload: String,
+    /// Seconds a client has to send a complete request head (and an idle connection stays open).
+    #[arg(long, value_name = "SECS", default_value = "10")]
+    header_timeout: f64,
+    /// Longest pause, in seconds, while a request body is being received.
+    #[arg(long, value_name = "SECS", default_value = "30")]
+    body_timeout: f64,
+    /// Most connections served at once (more wait in the listen backlog).
+    #[arg(long, value_name = "N", default_value = "256")]
+    max_connections: usize,
+    /// Seconds requests in flight get to finish when the server stops.
+    #[arg(long, value_name = "SECS", default_value = "10")]
+    shutdown_timeout: f64,
+    /// Do not log each request on stderr.
+    #[arg(long)]
+    no_access_log: bool,
 }
 
 #[derive(Args, Debug)]
@@ -620,13 +651,64 @@ fn serve(args: ServeArgs) -> Result<(), Vec<Error>> {
             args.listen
         ))
     })?;
-    cohort_engine::server::serve(cohort_engine::server::ServeOptions {
-        data_dir: args.data,
-        db_path: args.db,
-        listen,
-        api_key: args.api_key,
-    })
-    .map_err(|e| vec![e])
+    if args.api_key.is_some() {
+        eprintln!(
+            "cohort-engine: warning: --api-key is visible to other users in the process list; \
+             use --api-key-file or {} instead",
+            cohort_engine::server::API_KEY_ENV
+        );
+    }
+    let mut opts = cohort_engine::server::ServeOptions::new(args.db);
+    opts.data_dir = args.data;
+    opts.listen = listen;
+    opts.api_key = args.api_key;
+    opts.api_key_file = args.api_key_file;
+    opts.public_url = args.public_url;
+    opts.max_body = parse_size("--max-body", &args.max_body)?;
+    opts.max_upload = parse_size("--max-upload", &args.max_upload)?;
+    opts.header_timeout = seconds("--header-timeout", args.header_timeout)?;
+    opts.body_timeout = seconds("--body-timeout", args.body_timeout)?;
+    opts.shutdown_timeout = seconds("--shutdown-timeout", args.shutdown_timeout)?;
+    if args.max_connections == 0 {
+        return Err(usage("--max-connections must be at least 1"));
+    }
+    opts.max_connections = args.max_connections;
+    opts.access_log = !args.no_access_log;
+    cohort_engine::server::serve(opts).map_err(|e| vec![e])
+}
+
+/// `123`, `64K`, `2M`, `1G` (also `KiB`, `MiB`, `GiB`): bytes, suffixes in powers of 1024.
+#[cfg(feature = "server")]
+fn parse_size(flag: &str, s: &str) -> Result<usize, Vec<Error>> {
+    let t = s.trim();
+    let digits = t.trim_end_matches(|c: char| c.is_ascii_alphabetic());
+    let unit: u64 = match t[digits.len()..].to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kib" => 1 << 10,
+        "m" | "mib" => 1 << 20,
+        "g" | "gib" => 1 << 30,
+        _ => 0,
+    };
+    match digits.trim().parse::<u64>() {
+        Ok(n) if n > 0 && unit > 0 => n
+            .checked_mul(unit)
+            .and_then(|b| usize::try_from(b).ok())
+            .ok_or_else(|| usage(format!("{flag} is too large: {s:?}"))),
+        _ => Err(usage(format!(
+            "{flag} must be a positive size such as 2M or 65536, got {s:?}"
+        ))),
+    }
+}
+
+#[cfg(feature = "server")]
+fn seconds(flag: &str, secs: f64) -> Result<Duration, Vec<Error>> {
+    if secs.is_finite() && secs > 0.0 && secs <= 86_400.0 {
+        Ok(Duration::from_secs_f64(secs))
+    } else {
+        Err(usage(format!(
+            "{flag} must be a number of seconds above 0 (at most a day), got {secs}"
+        )))
+    }
 }
 
 fn sql(args: SqlArgs) -> Result<(), Vec<Error>> {

@@ -2,15 +2,17 @@
 //! port, with the request bodies of the cohort API's documentation, persistence across a restart,
 //! and authentication.
 
-use std::io::{Read, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::process::{Command, Stdio};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use cohort_engine::server::{spawn, ServeOptions, ServerHandle};
 use serde_json::{json, Value};
 
-const KEY: &str = "phx_test_key";
+const KEY: &str = "phx_test_key_0123456789";
 
 struct Resp {
     status: u16,
@@ -173,18 +175,25 @@ fn data_dir(name: &str) -> PathBuf {
     dir
 }
 
-fn start(dir: &Path) -> (ServerHandle, Api) {
-    let handle = spawn(ServeOptions {
-        data_dir: dir.to_path_buf(),
-        db_path: dir.join("cohorts.sqlite"),
-        listen: "127.0.0.1:0".parse().unwrap(),
-        api_key: Some(KEY.to_string()),
-    })
-    .unwrap();
+fn options(dir: &Path) -> ServeOptions {
+    let mut opts = ServeOptions::new(dir.join("cohorts.sqlite"));
+    opts.data_dir = Some(dir.to_path_buf());
+    opts.listen = "127.0.0.1:0".parse().unwrap();
+    opts.api_key = Some(KEY.to_string());
+    opts.access_log = false;
+    opts
+}
+
+fn start_with(opts: ServeOptions) -> (ServerHandle, Api) {
+    let handle = spawn(opts).unwrap();
     let api = Api {
         addr: handle.addr(),
     };
     (handle, api)
+}
+
+fn start(dir: &Path) -> (ServerHandle, Api) {
+    start_with(options(dir))
 }
 
 fn is_set_body() -> Value {
@@ -246,17 +255,17 @@ fn requests_without_the_key_are_rejected() {
 #[test]
 fn the_server_refuses_to_start_without_a_key() {
     let dir = data_dir("nokey");
-    let opts = |key: Option<&str>| ServeOptions {
-        data_dir: dir.clone(),
-        db_path: dir.join("cohorts.sqlite"),
-        listen: "127.0.0.1:0".parse().unwrap(),
-        api_key: key.map(str::to_string),
+    let opts = |key: Option<&str>| {
+        let mut o = options(&dir);
+        o.api_key = key.map(str::to_string);
+        o
     };
     let e = spawn(opts(Some("  "))).err().unwrap();
     assert_eq!(e.code(), "usage");
-    assert!(e.to_string().contains("COHORT_ENGINE_API_KEY"));
     if std::env::var_os("COHORT_ENGINE_API_KEY").is_none() {
-        assert_eq!(spawn(opts(None)).err().unwrap().code(), "usage");
+        let e = spawn(opts(None)).err().unwrap();
+        assert_eq!(e.code(), "usage");
+        assert!(e.to_string().contains("COHORT_ENGINE_API_KEY"));
     }
 }
 
@@ -607,4 +616,900 @@ fn a_restart_keeps_every_cohort() {
     assert!(e > d, "{e} > {d}");
     server.shutdown().unwrap();
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Hardening (issue 20): each test below reproduces one finding of the hostile-client audit.
+
+const BIN: &str = env!("CARGO_BIN_EXE_cohort-engine");
+
+/// Sends `request` as is over a fresh connection and reads the response (or what the server
+/// sends before closing), giving up after `wait`.
+fn exchange(addr: SocketAddr, request: &[u8], wait: Duration) -> (Option<Resp>, Duration) {
+    let started = Instant::now();
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(wait)).unwrap();
+    stream.write_all(request).unwrap();
+    let mut bytes = Vec::new();
+    let mut buf = [0u8; 65536];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => bytes.extend_from_slice(&buf[..n]),
+            Err(_) => break,
+        }
+    }
+    (parse_response(&bytes), started.elapsed())
+}
+
+fn parse_response(bytes: &[u8]) -> Option<Resp> {
+    let text = String::from_utf8_lossy(bytes).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    let mut lines = head.split("\r\n");
+    let status: u16 = lines.next()?.split(' ').nth(1)?.parse().ok()?;
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .collect();
+    let chunked = headers
+        .iter()
+        .any(|(k, v)| k.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked"));
+    let body = if chunked {
+        dechunk(body)
+    } else {
+        body.to_string()
+    };
+    Some(Resp {
+        status,
+        headers,
+        body,
+    })
+}
+
+/// A request with the key and a body of the given content type.
+fn request(method: &str, path: &str, content_type: &str, body: &[u8]) -> Vec<u8> {
+    let mut out = format!(
+        "{method} {} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\
+         Authorization: Bearer {KEY}\r\nContent-Type: {content_type}\r\n\
+         Content-Length: {}\r\n\r\n",
+        url(path),
+        body.len()
+    )
+    .into_bytes();
+    out.extend_from_slice(body);
+    out
+}
+
+fn multipart_body(boundary: &str, fields: &[(&str, &str)], csv: Option<&str>) -> Vec<u8> {
+    let mut body = String::new();
+    for (name, value) in fields {
+        body.push_str(&format!(
+            "--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n"
+        ));
+    }
+    if let Some(csv) = csv {
+        body.push_str(&format!(
+            "--{boundary}\r\nContent-Disposition: form-data; name=\"csv\"; filename=\"m.csv\"\r\n\
+             Content-Type: text/csv\r\n\r\n{csv}\r\n"
+        ));
+    }
+    body.push_str(&format!("--{boundary}--\r\n"));
+    body.into_bytes()
+}
+
+fn percent_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// `depth` nested arrays.
+fn nested(depth: usize) -> Value {
+    let mut v = json!(1);
+    for _ in 0..depth {
+        v = Value::Array(vec![v]);
+    }
+    v
+}
+
+/// Finding 1: a create sent as a form or multipart body with ~126 levels of nesting was stored,
+/// and the next start-up failed on that record.
+#[test]
+fn deeply_nested_form_and_multipart_bodies_are_refused() {
+    let dir = data_dir("deep");
+    let (server, api) = start(&dir);
+    let mut filters = is_set_body()["filters"].clone();
+    filters["extra"] = nested(126);
+    let filters = filters.to_string();
+    let form = format!("name=deep&filters={}", percent_encode(&filters));
+    let r = raw(
+        api.addr,
+        "POST",
+        &url(""),
+        Some(KEY),
+        Some("application/x-www-form-urlencoded"),
+        form.as_bytes(),
+    );
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(r.json()["detail"]
+        .as_str()
+        .unwrap()
+        .contains("nested more than"));
+    let body = multipart_body("B0undary", &[("name", "deep"), ("filters", &filters)], None);
+    let r = raw(
+        api.addr,
+        "POST",
+        &url(""),
+        Some(KEY),
+        Some("multipart/form-data; boundary=B0undary"),
+        &body,
+    );
+    assert_eq!(r.status, 400, "{}", r.body);
+    // A form field that is not JSON is refused rather than stored as a string.
+    let r = raw(
+        api.addr,
+        "POST",
+        &url(""),
+        Some(KEY),
+        Some("application/x-www-form-urlencoded"),
+        b"name=x&filters=%7Bnope",
+    );
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert_eq!(r.json()["attr"], "filters");
+    // The same cohort in a form, legally nested, is created and survives a restart.
+    let form = format!(
+        "name=ok&filters={}",
+        percent_encode(&is_set_body()["filters"].to_string())
+    );
+    let r = raw(
+        api.addr,
+        "POST",
+        &url(""),
+        Some(KEY),
+        Some("application/x-www-form-urlencoded"),
+        form.as_bytes(),
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    let id = r.json()["id"].as_i64().unwrap();
+    server.shutdown().unwrap();
+    let (server, api) = start(&dir);
+    assert_eq!(api.get(&format!("{id}/")).json()["count"], 2);
+    server.shutdown().unwrap();
+}
+
+/// A `cohort-engine serve` child process, its address and everything it wrote on stderr.
+struct Proc {
+    child: std::process::Child,
+    addr: SocketAddr,
+    stderr: Arc<Mutex<String>>,
+}
+
+impl Proc {
+    fn start(args: &[&str], key_env: Option<&str>) -> Proc {
+        let mut cmd = Command::new(BIN);
+        cmd.arg("serve")
+            .args(["--listen", "127.0.0.1:0"])
+            .args(args)
+            .env_remove("COHORT_ENGINE_API_KEY")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        if let Some(k) = key_env {
+            cmd.env("COHORT_ENGINE_API_KEY", k);
+        }
+        let mut child = cmd.spawn().unwrap();
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let (tx, rx) = mpsc::channel::<SocketAddr>();
+        let pipe = child.stderr.take().unwrap();
+        let sink = stderr.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                if let Some(a) = line.split("serving on http://").nth(1) {
+                    let _ = tx.send(a.trim().parse().unwrap());
+                }
+                let mut s = sink.lock().unwrap();
+                s.push_str(&line);
+                s.push('\n');
+            }
+        });
+        let addr = match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(a) => a,
+            Err(_) => {
+                let _ = child.kill();
+                panic!("the server did not start: {}", stderr.lock().unwrap());
+            }
+        };
+        Proc {
+            child,
+            addr,
+            stderr,
+        }
+    }
+
+    fn api(&self) -> Api {
+        Api { addr: self.addr }
+    }
+
+    fn log(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    /// `kill -9`.
+    fn kill(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Waits until `f` holds, for at most `secs` seconds.
+fn eventually(secs: u64, f: impl Fn() -> bool) -> bool {
+    let until = Instant::now() + Duration::from_secs(secs);
+    while Instant::now() < until {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    f()
+}
+
+/// Finding 1: one unreadable record (written by an older version, or by hand) kept the whole
+/// server from starting. Now it is quarantined with an error naming its id.
+#[test]
+fn an_unreadable_record_is_quarantined_and_the_rest_is_served() {
+    let dir = data_dir("quarantine");
+    let db = dir.join("cohorts.sqlite");
+    let db_arg = db.to_str().unwrap().to_string();
+    let data_arg = dir.to_str().unwrap().to_string();
+    let args = ["--db", &db_arg, "--data", &data_arg];
+    let server = Proc::start(&args, Some(KEY));
+    let a = server.api().create(is_set_body());
+    let b = server.api().create(behavioral_body());
+    let c = server
+        .api()
+        .create(json!({"name": "uses b", "filters": reference(b)}));
+    server.kill();
+    // Damage a's record (nested past serde_json's limit) and make b's filter invalid.
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    let record: String = conn
+        .query_row("SELECT record FROM cohorts WHERE id = ?1", [a], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    let mut record: Value = serde_json::from_str(&record).unwrap();
+    record["filters"]["extra"] = nested(200);
+    let deep = record.to_string();
+    conn.execute(
+        "UPDATE cohorts SET record = ?1 WHERE id = ?2",
+        rusqlite::params![deep, a],
+    )
+    .unwrap();
+    let record: String = conn
+        .query_row("SELECT record FROM cohorts WHERE id = ?1", [b], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    let broken = record.replace("performed_event", "performed_nonsense");
+    conn.execute(
+        "UPDATE cohorts SET record = ?1 WHERE id = ?2",
+        rusqlite::params![broken, b],
+    )
+    .unwrap();
+    drop(conn);
+
+    let server = Proc::start(&args, Some(KEY));
+    let log = server.log();
+    for id in [a, b, c] {
+        assert!(
+            log.contains(&format!("error: cohort {id} cannot be served")),
+            "{log}"
+        );
+    }
+    assert!(log.contains("recursion limit"), "{log}");
+    let api = server.api();
+    assert_eq!(api.get(&format!("{a}/")).status, 404);
+    assert_eq!(api.get(&format!("{b}/")).status, 404);
+    assert_eq!(api.get("").json()["count"], 0);
+    let d = api.create(is_set_body());
+    assert!(d > c, "ids of quarantined cohorts are not reused");
+    drop(server);
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    let quarantined: Vec<i64> = conn
+        .prepare("SELECT id FROM quarantine ORDER BY id")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(quarantined, [a, b, c]);
+    // The next start has nothing to quarantine.
+    drop(conn);
+    let server = Proc::start(&args, Some(KEY));
+    assert!(!server.log().contains("cannot be served"));
+    assert_eq!(server.api().get("").json()["count"], 1);
+}
+
+/// Finding 2: a connection that never completes its request head is closed.
+#[test]
+fn a_stalled_request_head_is_closed() {
+    let dir = data_dir("slowhead");
+    let mut opts = options(&dir);
+    opts.header_timeout = Duration::from_millis(800);
+    let (server, api) = start_with(opts);
+    let (resp, took) = exchange(
+        api.addr,
+        b"GET /api/projects/1/cohorts/ HTTP/1.1\r\nHost: x\r\n",
+        Duration::from_secs(10),
+    );
+    assert!(took < Duration::from_secs(5), "held for {took:?}");
+    // hyper answers 408 or just closes; either way the connection is gone.
+    assert!(resp.is_none_or(|r| r.status == 408));
+    // An idle keep-alive connection with nothing sent is closed too.
+    let (_, took) = exchange(api.addr, b"", Duration::from_secs(10));
+    assert!(took < Duration::from_secs(5), "held for {took:?}");
+    server.shutdown().unwrap();
+}
+
+/// Finding 2: a body that stops arriving is answered 408 (JSON) and the connection closed.
+#[test]
+fn a_stalled_body_is_refused() {
+    let dir = data_dir("slowbody");
+    let mut opts = options(&dir);
+    opts.body_timeout = Duration::from_millis(800);
+    let (server, api) = start_with(opts);
+    let mut req = request("POST", "", "application/json", b"{}");
+    // Claim 100 bytes, send 2.
+    let text = String::from_utf8(req.clone()).unwrap();
+    req = text
+        .replace("Content-Length: 2", "Content-Length: 100")
+        .into_bytes();
+    let (resp, took) = exchange(api.addr, &req, Duration::from_secs(10));
+    assert!(took < Duration::from_secs(5), "held for {took:?}");
+    let resp = resp.expect("a response");
+    assert_eq!(resp.status, 408);
+    assert_eq!(resp.json()["code"], "request_timeout");
+    assert_eq!(api.get("").json()["count"], 0);
+    server.shutdown().unwrap();
+}
+
+/// Finding 2: connections beyond the cap wait (in the listen backlog) until one closes.
+#[test]
+fn connections_are_capped() {
+    let dir = data_dir("cap");
+    let mut opts = options(&dir);
+    opts.max_connections = 2;
+    opts.header_timeout = Duration::from_secs(30);
+    let (server, api) = start_with(opts);
+    let idle1 = TcpStream::connect(api.addr).unwrap();
+    let idle2 = TcpStream::connect(api.addr).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let mut third = TcpStream::connect(api.addr).unwrap();
+    third
+        .write_all(
+            format!(
+                "GET {} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY}\r\nConnection: close\r\n\r\n",
+                url("")
+            )
+            .as_bytes(),
+        )
+        .unwrap();
+    third
+        .set_read_timeout(Some(Duration::from_millis(700)))
+        .unwrap();
+    let mut buf = [0u8; 4096];
+    assert!(
+        third.read(&mut buf).is_err(),
+        "a third connection was served beyond the cap of 2"
+    );
+    drop(idle1);
+    third
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let n = third.read(&mut buf).unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    drop(idle2);
+    server.shutdown().unwrap();
+}
+
+/// Finding 2: an open partial request made Ctrl-C hang; stopping now takes bounded time.
+#[test]
+fn shutdown_finishes_in_bounded_time() {
+    let dir = data_dir("shutdown");
+    let mut opts = options(&dir);
+    opts.header_timeout = Duration::from_secs(60);
+    opts.body_timeout = Duration::from_secs(60);
+    opts.shutdown_timeout = Duration::from_millis(500);
+    let (server, api) = start_with(opts);
+    let mut partial = TcpStream::connect(api.addr).unwrap();
+    partial.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n").unwrap();
+    let mut body = TcpStream::connect(api.addr).unwrap();
+    body.write_all(&request("POST", "", "application/json", b"{}")[..120])
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let (tx, rx) = mpsc::channel();
+    let started = Instant::now();
+    std::thread::spawn(move || {
+        let _ = tx.send(server.shutdown());
+    });
+    let result = rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("shutdown hung");
+    result.unwrap();
+    assert!(started.elapsed() < Duration::from_secs(5));
+    drop((partial, body));
+}
+
+/// Finding 3: the multipart boundary search cost body × boundary length (a 300 KB boundary
+/// took seconds of CPU); boundaries are now at most 70 characters and searched in linear time.
+#[test]
+fn a_huge_multipart_boundary_is_refused_at_once() {
+    let dir = data_dir("boundary");
+    let (server, api) = start(&dir);
+    // Dashes are legal in a boundary; a body of long runs of them nearly matches the delimiter
+    // at every position, which made the old window-by-window search take seconds of CPU.
+    let boundary = "-".repeat(300_000);
+    let mut body = Vec::new();
+    for _ in 0..6 {
+        body.extend_from_slice(&[b'-'; 299_990]);
+        body.push(b'x');
+    }
+    let started = Instant::now();
+    let r = raw(
+        api.addr,
+        "POST",
+        &url(""),
+        Some(KEY),
+        Some(&format!("multipart/form-data; boundary={boundary}")),
+        &body,
+    );
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(r.json()["detail"].as_str().unwrap().contains("boundary"));
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    // A 70-character boundary still works.
+    let b = "z".repeat(70);
+    let body = multipart_body(&b, &[("name", "seventy")], Some("person_id\nu-ada\n"));
+    let r = raw(
+        api.addr,
+        "POST",
+        &url(""),
+        Some(KEY),
+        Some(&format!("multipart/form-data; boundary={b}")),
+        &body,
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert_eq!(r.json()["count"], 1);
+    server.shutdown().unwrap();
+}
+
+/// Finding 4: with the database locked by another connection, readers stalled behind the
+/// writer's busy wait, and the writer got a 500 labelled invalid_input showing the file's path.
+#[test]
+fn a_locked_database_stalls_no_reader_and_answers_503() {
+    let dir = data_dir("locked");
+    let mut opts = options(&dir);
+    opts.db_busy_timeout = Duration::from_secs(3);
+    let db_path = opts.db_path.clone();
+    let (server, api) = start_with(opts);
+    let a = api.create(is_set_body());
+    let other = rusqlite::Connection::open(&db_path).unwrap();
+    other.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let addr = api.addr;
+    let writer = std::thread::spawn(move || {
+        let started = Instant::now();
+        let r = Api { addr }.post(behavioral_body());
+        (r, started.elapsed())
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    // The writer is waiting on SQLite now (for up to 3 s); readers are not: the old server held
+    // the store's lock through that wait, so these took the rest of it.
+    for path in [String::new(), format!("{a}/"), format!("{a}/persons/")] {
+        let started = Instant::now();
+        assert_eq!(api.get(&path).status, 200);
+        let took = started.elapsed();
+        assert!(
+            took < Duration::from_millis(1500),
+            "GET {path} took {took:?}"
+        );
+    }
+    let (r, took) = writer.join().unwrap();
+    assert!(took >= Duration::from_secs(2), "{took:?}");
+    assert_eq!(r.status, 503, "{}", r.body);
+    let body = r.json();
+    assert_eq!(body["type"], "server_error");
+    assert_eq!(body["code"], "database_busy");
+    let text = r.body.to_lowercase();
+    assert!(!text.contains("sqlite") && !text.contains(&dir.display().to_string().to_lowercase()));
+    other.execute_batch("ROLLBACK").unwrap();
+    // Once the lock is gone, writes go through, and nothing half-done was left behind.
+    let b = api.create(behavioral_body());
+    assert_eq!(b, a + 1);
+    assert_eq!(api.get("").json()["count"], 2);
+    server.shutdown().unwrap();
+}
+
+/// Finding 5: a live cohort could come to reference a soft-deleted one.
+#[test]
+fn references_to_deleted_cohorts_are_refused() {
+    let dir = data_dir("deletedref");
+    let (server, api) = start(&dir);
+    let a = api.create(is_set_body());
+    assert_eq!(
+        api.patch(&format!("{a}/"), json!({"deleted": true})).status,
+        200
+    );
+    let r = api.post(json!({"name": "uses a", "filters": reference(a)}));
+    assert_eq!(r.status, 400, "{}", r.body);
+    let detail = r.json()["detail"].as_str().unwrap().to_string();
+    assert!(
+        detail.contains(&format!("cohort {a} \"Users with email\" is deleted")),
+        "{detail}"
+    );
+    // Restore path: b uses a; delete b, then a; restoring b is refused, naming a.
+    assert_eq!(
+        api.patch(&format!("{a}/"), json!({"deleted": false}))
+            .status,
+        200
+    );
+    let b = api.create(json!({"name": "uses a", "filters": reference(a)}));
+    assert_eq!(
+        api.patch(&format!("{b}/"), json!({"deleted": true})).status,
+        200
+    );
+    assert_eq!(
+        api.patch(&format!("{a}/"), json!({"deleted": true})).status,
+        200
+    );
+    let r = api.patch(&format!("{b}/"), json!({"deleted": false}));
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(r.json()["detail"]
+        .as_str()
+        .unwrap()
+        .contains(&format!("cohort {a} ")));
+    assert_eq!(api.get(&format!("{b}/")).json()["deleted"], true);
+    server.shutdown().unwrap();
+}
+
+/// Finding 5: `limit=0` linked to the same page forever; bad `limit`/`offset` were ignored.
+#[test]
+fn bad_limit_and_offset_are_a_400() {
+    let dir = data_dir("paging");
+    let (server, api) = start(&dir);
+    let a = api.create(is_set_body());
+    for q in [
+        "?limit=0",
+        "?limit=-1",
+        "?limit=abc",
+        "?limit=",
+        "?offset=-1",
+        "?offset=x",
+        "?limit=1.5",
+    ] {
+        for path in [String::new(), format!("{a}/persons/")] {
+            let r = api.get(&format!("{path}{q}"));
+            assert_eq!(r.status, 400, "{path}{q}: {}", r.body);
+            assert_eq!(r.json()["type"], "validation_error");
+        }
+    }
+    assert_eq!(api.get("?limit=1&offset=0").status, 200);
+    assert_eq!(
+        api.get(&format!("{a}/persons/?limit=1&offset=5")).status,
+        200
+    );
+    server.shutdown().unwrap();
+}
+
+/// Finding 5: `next`/`previous` copied the unchecked Host header.
+#[test]
+fn pagination_links_never_use_the_host_header() {
+    let dir = data_dir("links");
+    let mut opts = options(&dir);
+    let (server, api) = start_with(opts.clone());
+    api.create(is_set_body());
+    api.create(behavioral_body());
+    let req = format!(
+        "GET {}?limit=1 HTTP/1.1\r\nHost: evil.example\r\nAuthorization: Bearer {KEY}\r\n\
+         Connection: close\r\n\r\n",
+        url("")
+    );
+    let (r, _) = exchange(api.addr, req.as_bytes(), Duration::from_secs(5));
+    let body = r.unwrap().json();
+    assert_eq!(body["next"], "/api/projects/1/cohorts/?limit=1&offset=1");
+    server.shutdown().unwrap();
+    opts.public_url = Some("https://cohorts.example.com/".into());
+    let (server, api) = start_with(opts);
+    let (r, _) = exchange(api.addr, req.as_bytes(), Duration::from_secs(5));
+    let body = r.unwrap().json();
+    assert_eq!(
+        body["next"],
+        "https://cohorts.example.com/api/projects/1/cohorts/?limit=1&offset=1"
+    );
+    server.shutdown().unwrap();
+}
+
+/// Finding 6: uploads — a byte-order mark, an unterminated quote, the body cap, JSON 413s.
+#[test]
+fn csv_uploads_bom_quotes_and_size_limits() {
+    let dir = data_dir("uploads");
+    let mut opts = options(&dir);
+    opts.max_body = 1024;
+    opts.max_upload = 256 * 1024;
+    let (server, api) = start_with(opts);
+    let upload = |csv: &str| {
+        let body = multipart_body("Bnd", &[("name", "up")], Some(csv));
+        raw(
+            api.addr,
+            "POST",
+            &url(""),
+            Some(KEY),
+            Some("multipart/form-data; boundary=Bnd"),
+            &body,
+        )
+    };
+    let r = upload("\u{feff}distinct_id\r\nd-grace\r\n");
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert_eq!(r.json()["count"], 1);
+    let r = upload("person_id\n\"u-ada\nu-grace\n");
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(r.json()["detail"]
+        .as_str()
+        .unwrap()
+        .contains("unterminated quote"));
+    // A realistic upload, larger than the JSON cap: 150 KB of rows.
+    let mut csv = String::from("person_id\n");
+    while csv.len() < 150_000 {
+        csv.push_str("u-linus\nsomeone-we-do-not-know\n");
+    }
+    let r = upload(&csv);
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert_eq!(r.json()["count"], 1);
+    // Over the caps: JSON 413s.
+    csv.push_str(&"x".repeat(200_000));
+    let r = upload(&csv);
+    assert_eq!(r.status, 413);
+    assert_eq!(r.json()["code"], "request_too_large");
+    assert!(r
+        .header("content-type")
+        .unwrap()
+        .starts_with("application/json"));
+    let mut big = is_set_body();
+    big["description"] = json!("d".repeat(2000));
+    let r = api.post(big);
+    assert_eq!(r.status, 413);
+    assert!(r.json()["detail"].as_str().unwrap().contains("--max-body"));
+    server.shutdown().unwrap();
+}
+
+/// Finding 7: keys shorter than 16 characters, padded with spaces or not ASCII are refused at
+/// start-up; a key file works.
+#[test]
+fn weak_or_unusable_keys_are_refused_and_a_key_file_works() {
+    let dir = data_dir("keys");
+    for bad in [
+        "x",
+        "fifteen-chars!!",
+        " phx_test_key_0123456789",
+        "phx_test_key_01234567ü",
+    ] {
+        let mut opts = options(&dir);
+        opts.api_key = Some(bad.to_string());
+        let e = spawn(opts).err().expect(bad);
+        assert_eq!(e.code(), "usage", "{bad:?}");
+        assert!(!e.to_string().contains(bad), "the error shows the key");
+    }
+    let file = dir.join("key.txt");
+    std::fs::write(&file, format!("{KEY}\n")).unwrap();
+    let mut opts = options(&dir);
+    opts.api_key = None;
+    opts.api_key_file = Some(file.clone());
+    let (server, api) = start_with(opts.clone());
+    assert_eq!(api.get("").status, 200);
+    server.shutdown().unwrap();
+    opts.api_key = Some(KEY.into());
+    assert_eq!(spawn(opts).err().unwrap().code(), "usage", "two keys");
+}
+
+/// Finding 7: the key on the command line warns; failed authentications are logged and slowed
+/// down; every request is in the access log.
+#[test]
+fn auth_failures_are_logged_and_slowed_and_requests_logged() {
+    let dir = data_dir("authlog");
+    let db = dir.join("cohorts.sqlite");
+    let server = Proc::start(&["--db", db.to_str().unwrap(), "--api-key", KEY], None);
+    let api = server.api();
+    assert_eq!(api.get("").status, 200);
+    let started = Instant::now();
+    let r = raw(
+        api.addr,
+        "GET",
+        &url(""),
+        Some("phx_wrong_key_0123456789"),
+        None,
+        b"",
+    );
+    assert_eq!(r.status, 401);
+    assert!(
+        started.elapsed() >= Duration::from_millis(200),
+        "{:?}",
+        started.elapsed()
+    );
+    // Many guesses in parallel are answered one at a time.
+    let started = Instant::now();
+    let guesses: Vec<_> = (0..20)
+        .map(|i| {
+            let addr = api.addr;
+            std::thread::spawn(move || {
+                raw(
+                    addr,
+                    "GET",
+                    &url(""),
+                    Some(&format!("guess-{i:016}")),
+                    None,
+                    b"",
+                )
+                .status
+            })
+        })
+        .collect();
+    for g in guesses {
+        assert_eq!(g.join().unwrap(), 401);
+    }
+    assert!(
+        started.elapsed() >= Duration::from_millis(900),
+        "20 guesses in {:?}",
+        started.elapsed()
+    );
+    assert!(eventually(5, || server
+        .log()
+        .contains("authentication failed (a wrong key)")));
+    let log = server.log();
+    assert!(log.contains("--api-key is visible"), "{log}");
+    assert!(
+        log.contains("\"GET /api/projects/1/cohorts/\" 200"),
+        "{log}"
+    );
+    assert!(
+        log.contains("\"GET /api/projects/1/cohorts/\" 401"),
+        "{log}"
+    );
+    assert!(!log.contains(KEY), "the key is never logged");
+}
+
+/// Finding 7: the database file is created readable by its owner only.
+#[cfg(unix)]
+#[test]
+fn the_database_file_is_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = data_dir("mode");
+    let (server, api) = start(&dir);
+    api.create(is_set_body());
+    server.shutdown().unwrap();
+    let mode = std::fs::metadata(dir.join("cohorts.sqlite"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600, "{mode:o}");
+}
+
+/// Finding 8: `serve` refused to start without `--data`.
+#[test]
+fn the_server_starts_without_data() {
+    let dir = data_dir("nodata");
+    let mut opts = options(&dir);
+    opts.data_dir = None;
+    let (server, api) = start_with(opts);
+    let r = api.post(is_set_body());
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert_eq!(r.json()["count"], 0);
+    let id = r.json()["id"].as_i64().unwrap();
+    assert_eq!(
+        api.get(&format!("{id}/persons/")).json()["results"],
+        json!([])
+    );
+    server.shutdown().unwrap();
+    // Started with data later, the same cohorts get their members.
+    let (server, api) = start(&dir);
+    assert_eq!(api.get(&format!("{id}/")).json()["count"], 2);
+    server.shutdown().unwrap();
+}
+
+/// Crash safety: no acknowledged write is lost when the server is killed with `kill -9` in the
+/// middle of a stream of writes.
+#[test]
+fn no_acknowledged_write_is_lost_under_kill_9() {
+    let dir = data_dir("kill9");
+    let db = dir.join("cohorts.sqlite");
+    let db_arg = db.to_str().unwrap().to_string();
+    let data_arg = dir.to_str().unwrap().to_string();
+    let args = ["--db", &db_arg, "--data", &data_arg, "--no-access-log"];
+    for round in 0..2 {
+        let server = Proc::start(&args, Some(KEY));
+        let addr = server.addr;
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let writers: Vec<_> = (0..4)
+            .map(|w| {
+                let stop = stop.clone();
+                std::thread::spawn(move || {
+                    // (created ids, (patched id, last acknowledged patch number))
+                    let mut created = Vec::new();
+                    let mut patched: Option<(i64, u64)> = None;
+                    let mut n = 0u64;
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        n += 1;
+                        let r = std::panic::catch_unwind(|| {
+                            let api = Api { addr };
+                            match patched {
+                                Some((id, _)) if n % 2 == 0 => {
+                                    let r = api.patch(
+                                        &format!("{id}/"),
+                                        json!({"name": format!("w{w}-r{round}-{n}")}),
+                                    );
+                                    (r.status == 200).then_some((id, true))
+                                }
+                                _ => {
+                                    let r = api.post(is_set_body());
+                                    (r.status == 201)
+                                        .then(|| (r.json()["id"].as_i64().unwrap(), false))
+                                }
+                            }
+                        });
+                        match r {
+                            Ok(Some((id, true))) => patched = Some((id, n)),
+                            Ok(Some((id, false))) => {
+                                created.push(id);
+                                if patched.is_none() {
+                                    patched = Some((id, 0));
+                                }
+                            }
+                            // The server is gone (killed) or refused: stop writing.
+                            _ => break,
+                        }
+                    }
+                    (created, patched)
+                })
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(1200));
+        server.kill();
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let results: Vec<_> = writers.into_iter().map(|w| w.join().unwrap()).collect();
+        let acked: usize = results.iter().map(|(c, _)| c.len()).sum();
+        assert!(acked > 10, "only {acked} writes before the kill");
+        // Restart and check every acknowledged write.
+        let server = Proc::start(&args, Some(KEY));
+        let api = server.api();
+        for (w, (created, patched)) in results.iter().enumerate() {
+            for id in created {
+                assert_eq!(api.get(&format!("{id}/")).status, 200, "cohort {id} lost");
+            }
+            if let Some((id, last)) = patched {
+                if *last > 0 {
+                    let name = api.get(&format!("{id}/")).json()["name"]
+                        .as_str()
+                        .unwrap()
+                        .to_string();
+                    let prefix = format!("w{w}-r{round}-");
+                    let stored: u64 = name
+                        .strip_prefix(&prefix)
+                        .and_then(|n| n.parse().ok())
+                        .unwrap_or_else(|| panic!("cohort {id}: patch {last} lost ({name})"));
+                    assert!(stored >= *last, "cohort {id}: patch {last} lost ({name})");
+                }
+            }
+        }
+        drop(server);
+    }
 }

@@ -3,7 +3,7 @@
 //! restore from persisted records).
 
 use cohort_engine::store::{
-    CohortKind, CohortRecord, CohortStore, ListQuery, StoreError, CYCLE_DETAIL,
+    CohortKind, CohortRecord, CohortStore, JsonText, ListQuery, StoreError, CYCLE_DETAIL,
 };
 use cohort_engine::time::{format_micros, parse_absolute};
 use cohort_engine::{Dataset, ErrorKind};
@@ -277,7 +277,7 @@ fn rejected_updates_leave_everything_unchanged() {
     assert_eq!(s.get(b).unwrap(), &before_b);
     assert_eq!(members(&s, b), ["u-ada", "u-linus"]);
     assert_eq!(
-        s.cohort_set().get(a).unwrap().references(),
+        s.cohort_set().unwrap().get(a).unwrap().references(),
         Vec::<i64>::new()
     );
     // Unknown id.
@@ -314,14 +314,70 @@ fn soft_delete_refused_while_referenced_then_allowed_and_restorable() {
     assert_eq!(c["deleted"], true);
     assert_eq!(s.list(&ListQuery::default()).count, 0);
 
-    // Restoring b while a is deleted is fine (a deleted target is empty).
-    s.update(b, &json!({"deleted": false})).unwrap();
-    assert_eq!(members(&s, b), Vec::<String>::new());
-    // Restoring a recalculates it and its dependents.
+    // Restoring b while a is deleted is refused, naming a: b would reference a deleted cohort.
+    let e = s.update(b, &json!({"deleted": false})).unwrap_err();
+    assert_eq!(kind(&e), ErrorKind::UnknownCohort);
+    assert!(
+        e.detail()
+            .contains(&format!("cohort {a} \"Pro plan\" is deleted")),
+        "{}",
+        e.detail()
+    );
+    assert!(s.get(b).unwrap().deleted);
+    // Restoring a first, then b, recalculates both.
     s.update(a, &json!({"deleted": false})).unwrap();
     assert_eq!(members(&s, a), ["u-ada", "u-linus"]);
+    s.update(b, &json!({"deleted": false})).unwrap();
     assert_eq!(members(&s, b), ["u-ada"]);
     assert_eq!(s.list(&ListQuery::default()).count, 2);
+    // Restoring a also recalculates its dependents.
+    s.update(
+        a,
+        &json!({"filters": filters(vec![person("plan", "exact", json!("free"))])}),
+    )
+    .unwrap();
+    assert_eq!(members(&s, b), ["u-grace"]);
+}
+
+#[test]
+fn a_live_cohort_never_references_a_deleted_one() {
+    let mut s = store();
+    let a = pro(&mut s);
+    s.update(a, &json!({"deleted": true})).unwrap();
+    // Created with a reference to a deleted cohort: refused, naming it; nothing is created.
+    let next = s.next_id();
+    let e = s
+        .create(&json!({"name": "Uses deleted", "filters": filters(vec![reference(a)])}))
+        .unwrap_err();
+    assert_eq!(kind(&e), ErrorKind::UnknownCohort);
+    assert_eq!(e.errors().len(), 1, "{e}");
+    assert_eq!(
+        e.errors()[0].to_string(),
+        format!(
+            "unknown_cohort: cohort {next}: filters.properties.values[0].value: \
+             cohort {a} \"Pro plan\" is deleted: restore it or remove the reference"
+        )
+    );
+    assert!(s.get(next).is_none());
+    // Patched to reference it: refused too.
+    let b = s
+        .create(&json!({"name": "B", "filters": filters(vec![person("age", "gt", json!(1))])}))
+        .unwrap();
+    let e = s
+        .update(b, &json!({"filters": filters(vec![reference(a)])}))
+        .unwrap_err();
+    assert_eq!(kind(&e), ErrorKind::UnknownCohort);
+    assert_eq!(s.get(b).unwrap().version, 1);
+    // A deleted cohort may keep (or be given) a reference to another deleted one.
+    s.update(b, &json!({"deleted": true})).unwrap();
+    s.update(b, &json!({"filters": filters(vec![reference(a)])}))
+        .unwrap();
+    // … but is not restored while that one is deleted.
+    let e = s.update(b, &json!({"deleted": false})).unwrap_err();
+    assert!(e
+        .detail()
+        .contains(&format!("cohort {a} \"Pro plan\" is deleted")));
+    assert!(s.get(b).unwrap().deleted);
 }
 
 #[test]
@@ -332,15 +388,22 @@ fn restore_is_validated_like_an_update() {
         .create(&json!({"name": "B", "filters": filters(vec![person("age", "gt", json!(1))])}))
         .unwrap();
     s.update(a, &json!({"deleted": true})).unwrap();
-    // While a is deleted its edges do not count, so b may reference a …
-    s.update(b, &json!({"filters": filters(vec![reference(a)])}))
+    // While a is deleted its references are not checked …
+    s.update(a, &json!({"filters": filters(vec![reference(12345)])}))
         .unwrap();
-    // … but a cannot come back with a reference to b: that closes a loop.
+    // … but restoring it validates them like any update.
+    let e = s.update(a, &json!({"deleted": false})).unwrap_err();
+    assert_eq!(kind(&e), ErrorKind::UnknownCohort);
+    assert!(s.get(a).unwrap().deleted);
     s.update(a, &json!({"filters": filters(vec![reference(b)])}))
         .unwrap();
-    let e = s.update(a, &json!({"deleted": false})).unwrap_err();
+    // … and restoring it validates the definition like any update: b may not reference a now.
+    s.update(a, &json!({"deleted": false})).unwrap();
+    assert_eq!(members(&s, a), ["u-ada", "u-grace"]);
+    let e = s
+        .update(b, &json!({"filters": filters(vec![reference(a)])}))
+        .unwrap_err();
     assert!(e.is_cycle());
-    assert!(s.get(a).unwrap().deleted);
 }
 
 #[test]
@@ -633,4 +696,114 @@ fn next_id_only_moves_forward() {
     s.set_next_id(40).unwrap();
     assert_eq!(pro(&mut s), 40);
     assert_eq!(s.next_id(), 41);
+}
+
+#[test]
+fn csv_uploads_accept_a_byte_order_mark_and_refuse_an_unterminated_quote() {
+    let mut s = store();
+    // Spreadsheet exports often start with a UTF-8 byte-order mark.
+    let id = s
+        .create_from_csv(&json!({"name": "bom"}), "\u{feff}person_id\r\nu-ada\r\n")
+        .unwrap();
+    assert_eq!(members(&s, id), ["u-ada"]);
+    // An unterminated quote used to swallow every following row and give 0 members.
+    let e = s
+        .create_from_csv(
+            &json!({"name": "broken"}),
+            "person_id\n\"u-ada\nu-grace\nu-linus\n",
+        )
+        .unwrap_err();
+    assert_eq!(kind(&e), ErrorKind::InvalidInput);
+    assert!(e.detail().contains("line 2"), "{}", e.detail());
+    assert!(e.detail().contains("unterminated quote"), "{}", e.detail());
+    // Quoted fields with escaped quotes and line breaks are still fine.
+    let ok = s
+        .create_from_csv(
+            &json!({"name": "quoted"}),
+            "note,person_id\n\"a \"\"b\"\"\nc\",u-grace\n",
+        )
+        .unwrap();
+    assert_eq!(members(&s, ok), ["u-grace"]);
+    let e = s
+        .update_with_csv(ok, &json!({}), "person_id\n\"u-ada")
+        .unwrap_err();
+    assert_eq!(kind(&e), ErrorKind::InvalidInput);
+    assert_eq!(members(&s, ok), ["u-grace"]);
+}
+
+/// `depth` nested arrays around a scalar.
+fn nested(depth: usize) -> Value {
+    let mut v = json!(1);
+    for _ in 0..depth {
+        v = Value::Array(vec![v]);
+    }
+    v
+}
+
+#[test]
+fn deeply_nested_fields_are_refused_on_every_path() {
+    let mut s = store();
+    // Unknown keys of `filters` are kept verbatim, so their depth must be bounded too: the
+    // persisted record has to stay readable (serde_json stops at 128 levels).
+    let mut f = filters(vec![person("plan", "exact", json!("pro"))]);
+    f["extra"] = nested(126);
+    let e = s
+        .create(&json!({"name": "deep", "filters": f}))
+        .unwrap_err();
+    assert_eq!(kind(&e), ErrorKind::InvalidInput);
+    assert!(
+        e.detail().contains("filters: nested more than"),
+        "{}",
+        e.detail()
+    );
+    let e = s
+        .create(&json!({"name": "deep", "groups": [{"properties": nested(120)}]}))
+        .unwrap_err();
+    assert!(
+        e.detail().contains("groups: nested more than"),
+        "{}",
+        e.detail()
+    );
+    assert!(s.is_empty());
+    // The deepest legal tree (32 nested groups) is accepted, and its record reads back.
+    let mut tree =
+        json!({"type": "AND", "values": [person("plan", "exact", json!(["pro", "free"]))]});
+    for _ in 1..cohort_engine::Limits::default().max_depth {
+        tree = json!({"type": "OR", "values": [tree]});
+    }
+    let id = s
+        .create(&json!({"name": "deep but legal", "filters": {"properties": tree}}))
+        .unwrap();
+    let text = serde_json::to_string(s.get(id).unwrap()).unwrap();
+    assert!(serde_json::from_str::<CohortRecord>(&text).is_ok());
+    assert_eq!(members(&s, id), ["u-ada", "u-grace", "u-linus"]);
+}
+
+#[test]
+fn restore_valid_leaves_out_bad_records_and_what_depends_on_them() {
+    let mut s = store();
+    let a = pro(&mut s);
+    let b = s
+        .create(&json!({"name": "uses a", "filters": filters(vec![reference(a)])}))
+        .unwrap();
+    let c = s
+        .create(&json!({"name": "fine", "filters": filters(vec![person("age", "gt", json!(40))])}))
+        .unwrap();
+    let mut saved: Vec<CohortRecord> = s.records().cloned().collect();
+    // Cohort a's stored filter became invalid (say, written by another version).
+    saved[0].filters = Some(JsonText::from_value(&filters(vec![person(
+        "plan",
+        "startswith",
+        json!("p"),
+    )])));
+    let data = || Dataset::from_jsonl(PERSONS, EVENTS).unwrap();
+    assert!(CohortStore::restore(data(), saved.clone(), 1).is_err());
+    let (r, rejected) = CohortStore::restore_valid(data(), saved, 1).unwrap();
+    let left_out: Vec<i64> = rejected.iter().map(|x| x.record.id).collect();
+    assert_eq!(left_out, [a, b]);
+    assert_eq!(rejected[0].errors[0].kind(), ErrorKind::InvalidFilter);
+    assert_eq!(rejected[1].errors[0].kind(), ErrorKind::UnknownCohort);
+    assert_eq!(r.records().map(|x| x.id).collect::<Vec<_>>(), [c]);
+    assert_eq!(members(&r, c), ["u-grace"]);
+    assert!(r.next_id() > b, "ids of left-out cohorts are not reused");
 }
