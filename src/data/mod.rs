@@ -72,6 +72,9 @@ pub(crate) struct Events<'a> {
     pub ts: &'a [Micros],
     pub name: &'a [Sym],
     pub props: EventProps<'a>,
+    /// Where each name's run starts (by ascending name), when the owner keeps that index (a
+    /// [`History`] does); otherwise runs are found by binary search on `name`.
+    pub runs: Option<&'a [(Sym, u32)]>,
 }
 
 /// Where the events' properties live.
@@ -90,7 +93,23 @@ impl<'a> Events<'a> {
     /// The positions of the events named `name` (in time order).
     #[inline]
     pub(crate) fn name_range(&self, name: Sym) -> std::ops::Range<usize> {
-        name_range(self.name, name)
+        match self.runs {
+            // A person has few distinct event names: a short scan beats two binary searches
+            // over all of its events.
+            Some(runs) => {
+                for (i, &(n, start)) in runs.iter().enumerate() {
+                    if n == name {
+                        let end = runs.get(i + 1).map_or(self.ts.len(), |r| r.1 as usize);
+                        return start as usize..end;
+                    }
+                    if n > name {
+                        break;
+                    }
+                }
+                0..0
+            }
+            None => name_range(self.name, name),
+        }
     }
 
     /// Calls `f` with every property of event `i`, by ascending key.
@@ -282,6 +301,7 @@ impl Dataset {
                 offsets: &self.ev_prop_offsets[a..=b],
                 data: &self.ev_props,
             },
+            runs: None,
         }
     }
 }
@@ -364,6 +384,8 @@ pub struct History {
     pub(crate) ts: Vec<Micros>,
     pub(crate) name: Vec<Sym>,
     pub(crate) props: Vec<Box<[Prop]>>,
+    /// (name, first position) of each name's run, by ascending name.
+    runs: Vec<(Sym, u32)>,
 }
 
 impl History {
@@ -384,22 +406,50 @@ impl History {
             ts: Vec::with_capacity(events.len()),
             name: Vec::with_capacity(events.len()),
             props: Vec::with_capacity(events.len()),
+            runs: Vec::new(),
         };
         for (n, t, p) in events {
             h.name.push(n);
             h.ts.push(t);
             h.props.push(p);
         }
+        h.index_runs();
         h
+    }
+
+    /// Rebuilds the run index from the name column.
+    fn index_runs(&mut self) {
+        self.runs.clear();
+        for (i, &n) in self.name.iter().enumerate() {
+            if self.runs.last().is_none_or(|r| r.0 != n) {
+                self.runs.push((n, i as u32));
+            }
+        }
     }
 
     pub(crate) fn insert(&mut self, ts: Micros, name: Sym, props: Box<[Prop]>) {
         // Keep (name, time) order: a leaf reads one name's events, in time order.
-        let range = name_range(&self.name, name);
-        let at = range.start + self.ts[range].partition_point(|&t| t <= ts);
+        let r = self.runs.partition_point(|&(n, _)| n < name);
+        let start = self.runs.get(r).map_or(self.ts.len(), |run| run.1 as usize);
+        let exists = self.runs.get(r).is_some_and(|run| run.0 == name);
+        let end = if exists {
+            self.runs
+                .get(r + 1)
+                .map_or(self.ts.len(), |run| run.1 as usize)
+        } else {
+            start
+        };
+        let at = start + self.ts[start..end].partition_point(|&t| t <= ts);
         self.ts.insert(at, ts);
         self.name.insert(at, name);
         self.props.insert(at, props);
+        // Runs after this name start one later; a new name gets its own run.
+        if !exists {
+            self.runs.insert(r, (name, at as u32));
+        }
+        for run in &mut self.runs[r + 1..] {
+            run.1 += 1;
+        }
     }
 
     /// Drops events older than `before`, for services that keep a bounded history.
@@ -411,6 +461,7 @@ impl History {
         self.name.retain(|_| *k.next().unwrap_or(&true));
         let mut k = keep.iter();
         self.props.retain(|_| *k.next().unwrap_or(&true));
+        self.index_runs();
     }
 
     pub(crate) fn events(&self) -> Events<'_> {
@@ -418,6 +469,7 @@ impl History {
             ts: &self.ts,
             name: &self.name,
             props: EventProps::Boxed(&self.props),
+            runs: Some(&self.runs),
         }
     }
 }
