@@ -9,6 +9,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use clap::{Args, Parser, Subcommand};
 
+use cohort_engine::data::Projection;
 use cohort_engine::time::{parse_absolute, Micros};
 use cohort_engine::{
     BatchOptions, CohortId, CohortSet, Dataset, Error, ErrorKind, Limits, LoadOptions,
@@ -253,7 +254,7 @@ fn eval(args: EvalArgs) -> Result<(), Vec<Error>> {
         .collect::<Result<Vec<_>, _>>()?;
     let set = load_set(&args.data.cohorts)?;
     requested(&set, &wanted)?;
-    let data = load_data(&args.data, threads)?;
+    let data = load_data(&args.data, threads, &set)?;
     let eval_started = Instant::now();
     let options = BatchOptions {
         cohorts: (!wanted.is_empty()).then_some(wanted),
@@ -297,8 +298,9 @@ fn load_set(path: &std::path::Path) -> Result<CohortSet, Vec<Error>> {
     CohortSet::from_json_with(&text, &name, &Limits::default()).map_err(|e| e.0)
 }
 
-/// Loads the data files, with progress on stderr unless quiet.
-fn load_data(args: &DataArgs, threads: usize) -> Result<Dataset, Vec<Error>> {
+/// Loads the data files, with progress on stderr unless quiet. Only what the cohorts of `set`
+/// read is kept (every command loading data knows its cohorts first).
+fn load_data(args: &DataArgs, threads: usize, set: &CohortSet) -> Result<Dataset, Vec<Error>> {
     let started = Instant::now();
     let mut progress = |file: &str, lines: u64, elapsed: Duration| {
         if elapsed.as_secs_f64() >= 1.0 {
@@ -311,6 +313,7 @@ fn load_data(args: &DataArgs, threads: usize) -> Result<Dataset, Vec<Error>> {
     };
     let mut opts = LoadOptions {
         threads,
+        projection: Some(Projection::of(set)),
         ..Default::default()
     };
     if !args.quiet {
@@ -325,9 +328,16 @@ fn load_data(args: &DataArgs, threads: usize) -> Result<Dataset, Vec<Error>> {
             stats.persons,
             stats.events,
             started.elapsed().as_secs_f64(),
-            data.event_bytes() as f64 / (stats.events.max(1)) as f64,
+            data.event_bytes() as f64 / (data.event_count().max(1)) as f64,
             data.person_bytes() as f64 / (stats.persons.max(1)) as f64
         );
+        if stats.dropped_events > 0 {
+            eprintln!(
+                "kept {} events: {} are of names no cohort reads",
+                data.event_count(),
+                stats.dropped_events
+            );
+        }
         if stats.skipped_events > 0 {
             eprintln!(
                 "skipped {} events whose distinct id no person owns",
@@ -386,7 +396,7 @@ fn explain(args: ExplainArgs) -> Result<(), Vec<Error>> {
     };
     let set = load_set(&args.data.cohorts)?;
     check_cohort(&set, cohort)?;
-    let data = load_data(&args.data, 0)?;
+    let data = load_data(&args.data, 0, &set)?;
     let Some(index) = data.resolve(&args.person) else {
         return Err(usage(format!(
             "--person {:?}: no person has this id or distinct id",
@@ -424,7 +434,7 @@ fn watch(args: WatchArgs) -> Result<(), Vec<Error>> {
     };
     let now = parse_now(&Some(now_text.clone()))?;
     let set = load_set(&args.data.cohorts)?;
-    let data = load_data(&args.data, 0)?;
+    let data = load_data(&args.data, 0, &set)?;
     let engine = cohort_engine::Engine::new(&set).map_err(|e| vec![e])?;
     let mut tracker = cohort_engine::Tracker::from_dataset(engine, &data, now);
     drop(data);

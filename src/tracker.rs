@@ -667,11 +667,11 @@ impl Dataset {
                     .unwrap_or_default()
                     .to_string();
                 let mut props = Map::new();
-                for (k, v) in ev.props(i) {
-                    if let Some(key) = self.symbols.keys.name(*k) {
+                ev.for_each_prop(i, |k, v| {
+                    if let Some(key) = self.symbols.keys.name(k) {
                         props.insert(key.to_string(), crate::eval::explain::val_json(v));
                     }
-                }
+                });
                 (name, ev.ts[i], props)
             })
             .collect();

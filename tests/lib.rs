@@ -4,6 +4,7 @@
 mod alloc;
 mod cases;
 mod cli;
+mod projection;
 mod props;
 mod references;
 mod regressions;

@@ -7,34 +7,22 @@
 use std::borrow::Cow;
 use std::fmt;
 
-use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 use serde_json::{Number, Value};
 
+use super::arena::StrSet;
+use super::columns::{encode, RawVal};
+use super::Projection;
+
 use crate::time::{parse_absolute, parse_timestamp, Micros};
 use crate::value::Val;
-
-/// A parsed event line.
-pub(super) struct EventLine<'a> {
-    pub distinct_id: Cow<'a, str>,
-    pub event: Cow<'a, str>,
-    pub ts: Micros,
-    pub props: Vec<(Cow<'a, str>, Val)>,
-}
 
 /// A parsed person line.
 pub(super) struct PersonLine<'a> {
     pub id: Cow<'a, str>,
     pub distinct_ids: Vec<Cow<'a, str>>,
     pub props: Vec<(Cow<'a, str>, Val)>,
-}
-
-/// Parses an event line, or `None` when the slow path must decide.
-pub(super) fn event(text: &str) -> Option<EventLine<'_>> {
-    let mut de = serde_json::Deserializer::from_str(text);
-    let line = de.deserialize_map(EventVisitor).ok()?;
-    de.end().ok()?;
-    line
 }
 
 /// Parses a person line, or `None` when the slow path must decide.
@@ -226,36 +214,6 @@ impl<'de> Deserialize<'de> for Props<'de> {
     }
 }
 
-struct EventVisitor;
-
-impl<'de> Visitor<'de> for EventVisitor {
-    type Value = Option<EventLine<'de>>;
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("an event object")
-    }
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        let (mut did, mut event, mut ts, mut props) = (None, None, None, None);
-        while let Some(Str(k)) = map.next_key::<Str<'de>>()? {
-            match k.as_ref() {
-                "distinct_id" if did.is_none() => did = Some(map.next_value::<Id<'de>>()?.0),
-                "event" if event.is_none() => event = Some(map.next_value::<Str<'de>>()?.0),
-                "timestamp" if ts.is_none() => ts = Some(map.next_value::<Ts>()?.0),
-                "properties" if props.is_none() => props = Some(map.next_value::<Props<'de>>()?.0),
-                "distinct_id" | "event" | "timestamp" | "properties" => return Err(bail()),
-                _ => {
-                    map.next_value::<IgnoredAny>()?;
-                }
-            }
-        }
-        Ok(Some(EventLine {
-            distinct_id: did.ok_or_else(bail)?,
-            event: event.ok_or_else(bail)?,
-            ts: ts.ok_or_else(bail)?,
-            props: props.unwrap_or_default(),
-        }))
-    }
-}
-
 struct Ids<'a>(Vec<Cow<'a, str>>);
 
 impl<'de> Deserialize<'de> for Ids<'de> {
@@ -317,5 +275,229 @@ impl<'de> Visitor<'de> for PersonVisitor {
             distinct_ids: dids.unwrap_or_default(),
             props: props.unwrap_or_default(),
         }))
+    }
+}
+
+/// A property value the sink is told about (`None` = JSON null).
+pub(super) type SinkVal<'a> = Option<RawVal<'a>>;
+
+/// Marks a null value in [`EventSink::line`] (the key counts for duplicates, nothing is kept).
+pub(super) const NULL_VALUE: u32 = u32::MAX;
+
+/// Where an event line's properties go while it is parsed: block-local dictionaries of keys and
+/// of (key, value) encodings, and the current line's (key, value) pairs. Everything is reused
+/// from line to line and block to block, so parsing allocates nothing in the steady state.
+#[derive(Default)]
+pub(super) struct EventSink {
+    /// Block-local property keys.
+    pub keys: StrSet,
+    /// Per block-local key: is it kept (`Some(true)`), dropped by the projection, or unknown.
+    pub key_keep: Vec<bool>,
+    /// Block-local values: the key's local number (4 bytes) then the value's encoding.
+    pub values: StrSet,
+    /// The current line's properties: (local key, local value or [`NULL_VALUE`]).
+    pub line: Vec<(u32, u32)>,
+    enc: Vec<u8>,
+}
+
+impl EventSink {
+    /// Empties the block-local tables, keeping their buffers.
+    pub(super) fn clear(&mut self) {
+        self.keys.clear();
+        self.key_keep.clear();
+        self.values.clear();
+        self.line.clear();
+    }
+
+    /// The local number of `key` when the projection keeps it.
+    #[inline]
+    pub(super) fn key(&mut self, key: &str, projection: Option<&Projection>) -> Option<u32> {
+        let k = self.keys.intern(key.as_bytes());
+        if k as usize == self.key_keep.len() {
+            self.key_keep
+                .push(projection.is_none_or(|p| p.keeps_event_key(key)));
+        }
+        self.key_keep[k as usize].then_some(k)
+    }
+
+    /// Records the current line's value of local key `k`.
+    #[inline]
+    pub(super) fn value(&mut self, k: u32, v: SinkVal<'_>) {
+        let code = match v {
+            None => NULL_VALUE,
+            Some(v) => {
+                self.enc.clear();
+                self.enc.extend_from_slice(&k.to_le_bytes());
+                encode(v, &mut self.enc);
+                self.values.intern(&self.enc)
+            }
+        };
+        self.line.push((k, code));
+    }
+
+    /// True when the current line names a key twice (the slow path then applies JSON's
+    /// last-value-wins rule).
+    pub(super) fn line_has_duplicate_keys(&self) -> bool {
+        let l = &self.line;
+        (1..l.len()).any(|i| l[..i].iter().any(|&(k, _)| k == l[i].0))
+    }
+}
+
+/// The envelope of an event line (its properties went to the sink).
+pub(super) struct EventHead<'a> {
+    pub distinct_id: Cow<'a, str>,
+    pub event: Cow<'a, str>,
+    pub ts: Micros,
+}
+
+/// Parses an event line, its properties into `sink.line` (which it clears first); `None` when
+/// the slow path must decide.
+pub(super) fn event_into<'a>(
+    text: &'a str,
+    sink: &mut EventSink,
+    projection: Option<&Projection>,
+) -> Option<EventHead<'a>> {
+    sink.line.clear();
+    let mut de = serde_json::Deserializer::from_str(text);
+    let head = de
+        .deserialize_map(EventSeedVisitor { sink, projection })
+        .ok()?;
+    de.end().ok()?;
+    if sink.line_has_duplicate_keys() {
+        return None;
+    }
+    head
+}
+
+struct EventSeedVisitor<'s, 'p> {
+    sink: &'s mut EventSink,
+    projection: Option<&'p Projection>,
+}
+
+impl<'de> Visitor<'de> for EventSeedVisitor<'_, '_> {
+    type Value = Option<EventHead<'de>>;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an event object")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let (mut did, mut event, mut ts, mut props) = (None, None, None, false);
+        while let Some(Str(k)) = map.next_key::<Str<'de>>()? {
+            match k.as_ref() {
+                "distinct_id" if did.is_none() => did = Some(map.next_value::<Id<'de>>()?.0),
+                "event" if event.is_none() => event = Some(map.next_value::<Str<'de>>()?.0),
+                "timestamp" if ts.is_none() => ts = Some(map.next_value::<Ts>()?.0),
+                "properties" if !props => {
+                    props = true;
+                    map.next_value_seed(PropsSeed {
+                        sink: &mut *self.sink,
+                        projection: self.projection,
+                    })?;
+                }
+                "distinct_id" | "event" | "timestamp" | "properties" => return Err(bail()),
+                _ => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(Some(EventHead {
+            distinct_id: did.ok_or_else(bail)?,
+            event: event.ok_or_else(bail)?,
+            ts: ts.ok_or_else(bail)?,
+        }))
+    }
+}
+
+/// `properties` (null = none), each kept key's value into the sink.
+struct PropsSeed<'s, 'p> {
+    sink: &'s mut EventSink,
+    projection: Option<&'p Projection>,
+}
+
+impl<'de> DeserializeSeed<'de> for PropsSeed<'_, '_> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for PropsSeed<'_, '_> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an object")
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        while let Some(Str(k)) = map.next_key::<Str<'de>>()? {
+            match self.sink.key(&k, self.projection) {
+                Some(local) => map.next_value_seed(ValueSeed {
+                    sink: &mut *self.sink,
+                    key: local,
+                })?,
+                None => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One kept property value, into the sink.
+struct ValueSeed<'s> {
+    sink: &'s mut EventSink,
+    key: u32,
+}
+
+impl<'de> DeserializeSeed<'de> for ValueSeed<'_> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for ValueSeed<'_> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<(), E> {
+        self.sink.value(self.key, None);
+        Ok(())
+    }
+    fn visit_bool<E: de::Error>(self, b: bool) -> Result<(), E> {
+        self.sink.value(self.key, Some(RawVal::Bool(b)));
+        Ok(())
+    }
+    fn visit_u64<E: de::Error>(self, n: u64) -> Result<(), E> {
+        self.sink.value(self.key, Some(RawVal::Num(&n.into())));
+        Ok(())
+    }
+    fn visit_i64<E: de::Error>(self, n: i64) -> Result<(), E> {
+        self.sink.value(self.key, Some(RawVal::Num(&n.into())));
+        Ok(())
+    }
+    fn visit_f64<E: de::Error>(self, x: f64) -> Result<(), E> {
+        let n = Number::from_f64(x).ok_or_else(bail)?;
+        self.sink.value(self.key, Some(RawVal::Num(&n)));
+        Ok(())
+    }
+    fn visit_str<E: de::Error>(self, s: &str) -> Result<(), E> {
+        self.sink.value(self.key, Some(RawVal::Str(s)));
+        Ok(())
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<(), A::Error> {
+        // Containers keep only their string form (sorted keys, compact), built through a Value.
+        let v = Value::deserialize(de::value::SeqAccessDeserializer::new(seq))?;
+        self.sink
+            .value(self.key, Some(RawVal::Json(&v.to_string())));
+        Ok(())
+    }
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<(), A::Error> {
+        let v = Value::deserialize(de::value::MapAccessDeserializer::new(map))?;
+        self.sink
+            .value(self.key, Some(RawVal::Json(&v.to_string())));
+        Ok(())
     }
 }

@@ -18,7 +18,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Map, Value};
 
-use super::{Column, Dataset, NameRun, Prop};
+use super::arena::StrSet;
+use super::columns::{ColumnBuilder, EventColumn, RawVal};
+use super::fast::{EventSink, NULL_VALUE};
+use super::{Column, Dataset, NameRun, Projection, Prop};
 use crate::error::Error;
 use crate::intern::{Interner, Sym, Symbols};
 use crate::time::{parse_timestamp, Micros};
@@ -35,6 +38,9 @@ pub struct LoadOptions<'a> {
     pub progress: Option<Progress<'a>>,
     /// Parser threads (0 = all cores). The result never depends on it.
     pub threads: usize,
+    /// Keep only what these cohorts read (see [`Projection`]); `None` (the default) keeps
+    /// everything.
+    pub projection: Option<Projection>,
 }
 
 /// What a load read.
@@ -42,10 +48,13 @@ pub struct LoadOptions<'a> {
 pub struct LoadStats {
     /// Persons loaded.
     pub persons: usize,
-    /// Events attached to persons.
+    /// Events attached to persons (stored or dropped by the projection).
     pub events: usize,
     /// Events skipped because no person owns their distinct id.
     pub skipped_events: u64,
+    /// Events of known persons not stored because the projection drops their name (counted in
+    /// `events`).
+    pub dropped_events: u64,
 }
 
 /// Opens a data file, decompressing it when its name ends in `.gz`.
@@ -66,84 +75,124 @@ fn open(path: &Path) -> Result<Box<dyn BufRead + Send>, Error> {
 /// Bytes per block handed to a parser thread.
 const BLOCK_BYTES: usize = 1 << 20;
 
-/// A block of whole lines: its sequence number, the number of its first line, the bytes.
+/// A block of whole lines: its sequence number and bytes.
 struct RawBlock {
     seq: usize,
-    first_line: usize,
     bytes: Vec<u8>,
 }
 
-/// A parsed block: records with their line numbers, the block-local name tables, or the first
-/// error in the block.
-struct Parsed<T> {
-    seq: usize,
-    lines: usize,
-    records: Vec<(usize, T)>,
-    local: Symbols,
-    error: Option<Error>,
+/// What a parser thread fills from one block; reused from block to block.
+trait BlockState: Default + Send {
+    /// Empties the state for the next block, keeping its buffers.
+    fn reset(&mut self);
 }
 
-/// Streams `reader` through parallel `parse` calls (one per non-blank line, given the line text
-/// and a block-local symbol table) and feeds the results, with their line numbers, to `consume`
-/// in file order.
-fn pipeline<T: Send>(
+/// A parsed block: its lines, the parser's state, or the first error in the block (line within
+/// the block, counting from 0, and message).
+struct Parsed<S> {
+    seq: usize,
+    lines: usize,
+    state: S,
+    error: Option<(usize, String)>,
+}
+
+/// Takes a value from a pool, or makes one.
+fn take<T: Default>(pool: &Mutex<Vec<T>>) -> T {
+    pool.lock()
+        .ok()
+        .and_then(|mut p| p.pop())
+        .unwrap_or_default()
+}
+
+/// Returns a value to a pool.
+fn give<T>(pool: &Mutex<Vec<T>>, t: T) {
+    if let Ok(mut p) = pool.lock() {
+        p.push(t);
+    }
+}
+
+/// Streams `reader` through parallel `parse` calls (one per non-blank line, given the line
+/// text, its number within the block and the block's state) and feeds each block's state, with
+/// the number of lines before the block, to `consume` in file order. Block buffers and states
+/// circulate through pools, so the steady state allocates nothing.
+fn pipeline<S: BlockState>(
     reader: impl BufRead + Send,
     name: &str,
     threads: usize,
     started: Instant,
     progress: &mut Option<Progress<'_>>,
-    parse: impl Fn(&str, &mut Symbols) -> Result<Option<T>, String> + Sync,
-    mut consume: impl FnMut(Vec<(usize, T)>, &Symbols) -> Result<(), Error>,
+    parse: impl Fn(&str, usize, &mut S) -> Result<(), String> + Sync,
+    mut consume: impl FnMut(&mut S, usize) -> Result<(), Error>,
 ) -> Result<(), Error> {
     let stop = AtomicBool::new(false);
     let (work_tx, work_rx) = mpsc::sync_channel::<RawBlock>(threads * 2);
     let work_rx = Mutex::new(work_rx);
-    let (done_tx, done_rx) = mpsc::channel::<Parsed<T>>();
+    let (done_tx, done_rx) = mpsc::channel::<Parsed<S>>();
+    let buffers: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
+    let states: Mutex<Vec<S>> = Mutex::new(Vec::new());
     std::thread::scope(|s| {
         // Reader: cut the stream into blocks of whole lines.
         let reader_stop = &stop;
-        let reader_name = name;
-        let read_error = s.spawn(move || -> Option<Error> {
+        let buffers = &buffers;
+        let read_error = s.spawn(move || -> Option<String> {
             let mut reader = reader;
-            let mut line = 1usize;
             let mut seq = 0usize;
-            loop {
-                let mut bytes = Vec::with_capacity(BLOCK_BYTES + 4096);
-                let mut lines = 0usize;
-                while bytes.len() < BLOCK_BYTES {
-                    match reader.read_until(b'\n', &mut bytes) {
-                        Ok(0) => break,
-                        Ok(_) => lines += 1,
+            let mut carry: Vec<u8> = Vec::new();
+            let mut error = None;
+            let mut eof = false;
+            while !eof && error.is_none() {
+                let mut bytes = take(buffers);
+                bytes.clear();
+                bytes.append(&mut carry);
+                // Fill to the block size, then on to the end of a line.
+                loop {
+                    let chunk = match reader.fill_buf() {
+                        Ok(c) => c,
+                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                         Err(e) => {
-                            return Some(Error::input(
-                                format!("{reader_name}:{}", line + lines),
-                                format!("cannot read: {e}"),
-                            ))
+                            error = Some(format!("cannot read: {e}"));
+                            break;
                         }
+                    };
+                    if chunk.is_empty() {
+                        eof = true;
+                        break;
+                    }
+                    let n = chunk.len();
+                    bytes.extend_from_slice(chunk);
+                    reader.consume(n);
+                    if bytes.len() >= BLOCK_BYTES && bytes[bytes.len() - n..].contains(&b'\n') {
+                        break;
                     }
                 }
-                if lines == 0 || reader_stop.load(Ordering::Relaxed) {
+                if !eof {
+                    // Keep the partial last line for the next block (after an error: drop it).
+                    let cut = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+                    if error.is_none() {
+                        carry.extend_from_slice(&bytes[cut..]);
+                    }
+                    bytes.truncate(cut);
+                }
+                if bytes.is_empty() {
+                    give(buffers, bytes);
+                    continue;
+                }
+                if reader_stop.load(Ordering::Relaxed) {
                     return None;
                 }
-                if work_tx
-                    .send(RawBlock {
-                        seq,
-                        first_line: line,
-                        bytes,
-                    })
-                    .is_err()
-                {
+                if work_tx.send(RawBlock { seq, bytes }).is_err() {
                     return None;
                 }
                 seq += 1;
-                line += lines;
             }
+            error
         });
         for _ in 0..threads {
             let done_tx = done_tx.clone();
             let work_rx = &work_rx;
             let stop = &stop;
             let parse = &parse;
+            let states = &states;
             s.spawn(move || loop {
                 let block = match work_rx.lock() {
                     Ok(rx) => rx.recv(),
@@ -151,37 +200,33 @@ fn pipeline<T: Send>(
                 };
                 let Ok(block) = block else { return };
                 if stop.load(Ordering::Relaxed) {
+                    give(buffers, block.bytes);
                     continue; // drain, so the reader never blocks forever
                 }
-                let mut local = Symbols::default();
-                let mut records = Vec::new();
+                let mut state: S = take(states);
+                state.reset();
                 let mut error = None;
                 let mut lines = 0;
                 for (k, raw) in block.bytes.split_inclusive(|&b| b == b'\n').enumerate() {
                     lines += 1;
-                    let at = block.first_line + k;
                     let Ok(text) = std::str::from_utf8(raw) else {
-                        error = Some(Error::input(format!("{name}:{at}"), "not valid UTF-8"));
+                        error = Some((k, "not valid UTF-8".to_string()));
                         break;
                     };
                     let text = text.trim_matches(|c: char| c.is_ascii_whitespace());
                     if text.is_empty() {
                         continue;
                     }
-                    match parse(text, &mut local) {
-                        Ok(Some(r)) => records.push((at, r)),
-                        Ok(None) => {}
-                        Err(msg) => {
-                            error = Some(Error::input(format!("{name}:{at}"), msg));
-                            break;
-                        }
+                    if let Err(msg) = parse(text, k, &mut state) {
+                        error = Some((k, msg));
+                        break;
                     }
                 }
+                give(buffers, block.bytes);
                 let parsed = Parsed {
                     seq: block.seq,
                     lines,
-                    records,
-                    local,
+                    state,
                     error,
                 };
                 if done_tx.send(parsed).is_err() {
@@ -191,46 +236,47 @@ fn pipeline<T: Send>(
         }
         drop(done_tx);
         // Merge in file order.
-        let mut pending: BTreeMap<usize, Parsed<T>> = BTreeMap::new();
+        let mut pending: BTreeMap<usize, Parsed<S>> = BTreeMap::new();
         let mut next = 0usize;
-        let mut lines = 0u64;
-        let mut reported = 0u64;
+        let mut lines = 0usize;
+        let mut reported = 0usize;
         let mut result = Ok(());
         for parsed in done_rx.iter() {
             pending.insert(parsed.seq, parsed);
-            while let Some(p) = pending.remove(&next) {
+            while let Some(mut p) = pending.remove(&next) {
                 next += 1;
                 if result.is_err() {
                     continue;
                 }
-                if let Some(e) = p.error {
+                if let Some((k, msg)) = p.error.take() {
+                    result = Err(Error::input(format!("{name}:{}", lines + k + 1), msg));
+                    stop.store(true, Ordering::Relaxed);
+                    continue;
+                }
+                if let Err(e) = consume(&mut p.state, lines) {
                     result = Err(e);
                     stop.store(true, Ordering::Relaxed);
                     continue;
                 }
-                lines += p.lines as u64;
-                if let Err(e) = consume(p.records, &p.local) {
-                    result = Err(e);
-                    stop.store(true, Ordering::Relaxed);
-                    continue;
-                }
+                lines += p.lines;
+                give(&states, p.state);
                 if lines - reported >= 1_000_000 {
                     reported = lines;
                     if let Some(cb) = progress.as_mut() {
-                        cb(name, lines, started.elapsed());
+                        cb(name, lines as u64, started.elapsed());
                     }
                 }
             }
         }
-        if let Ok(Some(e)) = read_error.join() {
+        if let Ok(Some(msg)) = read_error.join() {
             // A read error comes after every line before it; report it unless a line failed first.
             if result.is_ok() {
-                result = Err(e);
+                result = Err(Error::input(format!("{name}:{}", lines + 1), msg));
             }
         }
         if result.is_ok() {
             if let Some(cb) = progress.as_mut() {
-                cb(name, lines, started.elapsed());
+                cb(name, lines as u64, started.elapsed());
             }
         }
         result
@@ -274,26 +320,116 @@ struct PersonRec {
     props: Vec<Prop>,
 }
 
-enum EventRec {
-    Skipped,
-    Kept {
-        person: u32,
-        ts: Micros,
-        name: Sym,
-        props: Vec<Prop>,
-    },
+/// A block of person lines: records with their line numbers within the block, and the
+/// block-local key table.
+#[derive(Default)]
+struct PersonBlock {
+    records: Vec<(usize, PersonRec)>,
+    local: Symbols,
+}
+
+impl BlockState for PersonBlock {
+    fn reset(&mut self) {
+        self.records.clear();
+        self.local = Symbols::default();
+    }
+}
+
+/// A block of event lines in columns, with block-local names, keys and values.
+#[derive(Default)]
+struct EventBlock {
+    sink: EventSink,
+    /// Block-local event names, and whether the projection keeps each.
+    names: StrSet,
+    name_keep: Vec<bool>,
+    /// Per kept event: owner, timestamp, local name.
+    person: Vec<u32>,
+    ts: Vec<Micros>,
+    name: Vec<u32>,
+    /// Per kept property: (event within the block, local value).
+    props: Vec<(u32, u32)>,
+    /// Events of unknown distinct ids.
+    skipped: u64,
+    /// Events of known persons whose names the projection drops.
+    dropped: u64,
+}
+
+impl BlockState for EventBlock {
+    fn reset(&mut self) {
+        self.sink.clear();
+        self.names.clear();
+        self.name_keep.clear();
+        self.person.clear();
+        self.ts.clear();
+        self.name.clear();
+        self.props.clear();
+        self.skipped = 0;
+        self.dropped = 0;
+    }
+}
+
+/// The slow path of an event line: a `serde_json::Value`, with every check's exact message;
+/// kept properties into the sink.
+fn slow_event(
+    text: &str,
+    sink: &mut EventSink,
+    projection: Option<&Projection>,
+) -> Result<(String, String, Micros), String> {
+    sink.line.clear();
+    let mut obj = object(text)?;
+    let did = match obj.get("distinct_id") {
+        Some(v) if !v.is_null() => id_string(v, "distinct_id")?,
+        _ => return Err("an event needs a \"distinct_id\"".into()),
+    };
+    let event = match obj.get("event") {
+        Some(Value::String(s)) => s.clone(),
+        Some(other) => return Err(format!("event must be a string, got {other}")),
+        None => return Err("an event needs an \"event\" name".into()),
+    };
+    let ts = match obj.get("timestamp") {
+        Some(v) => parse_timestamp(v)?,
+        None => return Err("an event needs a \"timestamp\"".into()),
+    };
+    match obj.remove("properties") {
+        None | Some(Value::Null) => {}
+        Some(Value::Object(m)) => {
+            for (k, v) in &m {
+                let Some(local) = sink.key(k, projection) else {
+                    continue;
+                };
+                let json;
+                let raw = match v {
+                    Value::Null => None,
+                    Value::Bool(b) => Some(RawVal::Bool(*b)),
+                    Value::Number(n) => Some(RawVal::Num(n)),
+                    Value::String(s) => Some(RawVal::Str(s)),
+                    other => {
+                        json = other.to_string();
+                        Some(RawVal::Json(&json))
+                    }
+                };
+                sink.value(local, raw);
+            }
+        }
+        Some(other) => return Err(format!("properties must be an object, got {other}")),
+    }
+    Ok((did, event, ts))
 }
 
 /// Maps block-local ids to global ones.
-fn remap(local: &Interner, global: &mut Interner) -> Vec<Sym> {
+fn remap(local: &Interner, global: &mut Interner, keep: impl Fn(&str) -> bool) -> Vec<Sym> {
     (0..local.len())
         .map(|i| {
             local
                 .name(Sym(i as u32))
+                .filter(|n| keep(n))
                 .map_or(Sym::ABSENT, |n| global.intern(n))
         })
         .collect()
 }
+
+/// Not yet mapped (a block-local id's global id is looked up on first use).
+const UNMAPPED: u32 = u32::MAX;
 
 impl Dataset {
     /// Loads persons and (optionally) events from JSONL files; names ending in `.gz` are read
@@ -334,21 +470,27 @@ impl Dataset {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
             t => t,
         };
+        let projection = opts.projection.as_ref();
         let mut ds = Dataset::default();
         let mut symbols = Symbols::default();
         let mut columns: Vec<Column> = Vec::new();
 
-        let parse_person = |text: &str, local: &mut Symbols| -> Result<Option<PersonRec>, String> {
+        let parse_person = |text: &str, k: usize, block: &mut PersonBlock| -> Result<(), String> {
+            let local = &mut block.local;
             if let Some(line) = super::fast::person(text) {
-                return Ok(Some(PersonRec {
-                    id: line.id.into_owned(),
-                    distinct_ids: line.distinct_ids.into_iter().map(Cow::into_owned).collect(),
-                    props: line
-                        .props
-                        .into_iter()
-                        .map(|(k, v)| (local.keys.intern(&k), v))
-                        .collect(),
-                }));
+                block.records.push((
+                    k,
+                    PersonRec {
+                        id: line.id.into_owned(),
+                        distinct_ids: line.distinct_ids.into_iter().map(Cow::into_owned).collect(),
+                        props: line
+                            .props
+                            .into_iter()
+                            .map(|(k, v)| (local.keys.intern(&k), v))
+                            .collect(),
+                    },
+                ));
+                return Ok(());
             }
             let mut obj = object(text)?;
             let id = match obj.get("id") {
@@ -367,11 +509,15 @@ impl Dataset {
                 Some(other) => return Err(format!("distinct_ids must be a list, got {other}")),
             };
             let props = local_props(&mut obj, &mut local.keys)?;
-            Ok(Some(PersonRec {
-                id,
-                distinct_ids,
-                props,
-            }))
+            block.records.push((
+                k,
+                PersonRec {
+                    id,
+                    distinct_ids,
+                    props,
+                },
+            ));
+            Ok(())
         };
         pipeline(
             persons,
@@ -380,10 +526,12 @@ impl Dataset {
             started,
             &mut opts.progress,
             parse_person,
-            |records, local| {
-                let keys = remap(&local.keys, &mut symbols.keys);
-                for (line, r) in records {
-                    let at = || format!("{persons_name}:{line}");
+            |block, before| {
+                let keys = remap(&block.local.keys, &mut symbols.keys, |k| {
+                    projection.is_none_or(|p| p.keeps_person_key(k))
+                });
+                for (k, r) in block.records.drain(..) {
+                    let at = || format!("{persons_name}:{}", before + k + 1);
                     let index = ds.person_ids.len() as u32;
                     if ds.person_index.contains_key(r.id.as_str()) {
                         return Err(Error::input(
@@ -411,6 +559,7 @@ impl Dataset {
                         .props
                         .into_iter()
                         .map(|(k, v)| (keys[k.0 as usize], v))
+                        .filter(|(k, _)| *k != Sym::ABSENT)
                         .collect();
                     props.sort_by_key(|(k, _)| *k);
                     props.dedup_by_key(|(k, _)| *k);
@@ -434,56 +583,48 @@ impl Dataset {
         let mut ev_person: Vec<u32> = Vec::new();
         let mut ev_ts: Vec<Micros> = Vec::new();
         let mut ev_name: Vec<Sym> = Vec::new();
-        let mut ev_prop_end: Vec<u32> = Vec::new();
-        let mut ev_props: Vec<Prop> = Vec::new();
-        let mut skipped = 0u64;
+        let mut builders: Vec<ColumnBuilder> = Vec::new();
+        let (mut skipped, mut dropped) = (0u64, 0u64);
         if let Some((reader, name)) = events {
             let distinct_index = &ds.distinct_index;
-            let parse_event =
-                |text: &str, local: &mut Symbols| -> Result<Option<EventRec>, String> {
-                    if let Some(line) = super::fast::event(text) {
-                        let Some(&person) = distinct_index.get(line.distinct_id.as_ref()) else {
-                            return Ok(Some(EventRec::Skipped));
-                        };
-                        let props = line
-                            .props
-                            .into_iter()
-                            .map(|(k, v)| (local.keys.intern(&k), v))
-                            .collect();
-                        let name = local.events.intern(&line.event);
-                        return Ok(Some(EventRec::Kept {
-                            person,
-                            ts: line.ts,
-                            name,
-                            props,
-                        }));
+            let parse_event = |text: &str, _k: usize, b: &mut EventBlock| -> Result<(), String> {
+                let fast = super::fast::event_into(text, &mut b.sink, projection);
+                let slow;
+                let (did, event, ts) = match &fast {
+                    Some(h) => (h.distinct_id.as_ref(), h.event.as_ref(), h.ts),
+                    None => {
+                        slow = slow_event(text, &mut b.sink, projection)?;
+                        (slow.0.as_str(), slow.1.as_str(), slow.2)
                     }
-                    let mut obj = object(text)?;
-                    let did = match obj.get("distinct_id") {
-                        Some(v) if !v.is_null() => id_string(v, "distinct_id")?,
-                        _ => return Err("an event needs a \"distinct_id\"".into()),
-                    };
-                    let event = match obj.get("event") {
-                        Some(Value::String(s)) => s.clone(),
-                        Some(other) => return Err(format!("event must be a string, got {other}")),
-                        None => return Err("an event needs an \"event\" name".into()),
-                    };
-                    let ts = match obj.get("timestamp") {
-                        Some(v) => parse_timestamp(v)?,
-                        None => return Err("an event needs a \"timestamp\"".into()),
-                    };
-                    let props = local_props(&mut obj, &mut local.keys)?;
-                    let Some(&person) = distinct_index.get(did.as_str()) else {
-                        return Ok(Some(EventRec::Skipped));
-                    };
-                    let name = local.events.intern(&event);
-                    Ok(Some(EventRec::Kept {
-                        person,
-                        ts,
-                        name,
-                        props,
-                    }))
                 };
+                let Some(&person) = distinct_index.get(did) else {
+                    b.skipped += 1;
+                    return Ok(());
+                };
+                let n = b.names.intern(event.as_bytes());
+                if n as usize == b.name_keep.len() {
+                    b.name_keep
+                        .push(projection.is_none_or(|p| p.keeps_event(event)));
+                }
+                if !b.name_keep[n as usize] {
+                    b.dropped += 1;
+                    return Ok(());
+                }
+                let e = b.ts.len() as u32;
+                b.person.push(person);
+                b.ts.push(ts);
+                b.name.push(n);
+                for &(_, v) in &b.sink.line {
+                    if v != NULL_VALUE {
+                        b.props.push((e, v));
+                    }
+                }
+                Ok(())
+            };
+            // Block-local → global ids, reused across blocks.
+            let mut names: Vec<Sym> = Vec::new();
+            let mut keys: Vec<u32> = Vec::new();
+            let mut values: Vec<(u32, u32)> = Vec::new();
             pipeline(
                 reader,
                 name,
@@ -491,59 +632,70 @@ impl Dataset {
                 started,
                 &mut opts.progress,
                 parse_event,
-                |records, local| {
-                    let keys = remap(&local.keys, &mut symbols.keys);
-                    let names = remap(&local.events, &mut symbols.events);
-                    for (line, r) in records {
-                        match r {
-                            EventRec::Skipped => skipped += 1,
-                            EventRec::Kept {
-                                person,
-                                ts,
-                                name: event,
-                                props,
-                            } => {
-                                ev_person.push(person);
-                                ev_ts.push(ts);
-                                ev_name.push(names[event.0 as usize]);
-                                let mut props: Vec<Prop> = props
-                                    .into_iter()
-                                    .map(|(k, v)| (keys[k.0 as usize], v))
-                                    .collect();
-                                props.sort_by_key(|(k, _)| *k);
-                                props.dedup_by_key(|(k, _)| *k);
-                                ev_props.extend(props);
-                                let end = u32::try_from(ev_props.len()).map_err(|_| {
-                                    Error::input(
-                                        format!("{name}:{line}"),
-                                        "more than 2^32 event properties",
-                                    )
-                                })?;
-                                ev_prop_end.push(end);
-                            }
-                        }
+                |b, _before| {
+                    skipped += b.skipped;
+                    dropped += b.dropped;
+                    let base = ev_ts.len();
+                    if base + b.ts.len() >= u32::MAX as usize {
+                        return Err(Error::input(name, "more than 2^32 - 1 events"));
                     }
-                    if ev_ts.len() >= u32::MAX as usize {
-                        return Err(Error::input(name, "more than 2^32 events"));
+                    names.clear();
+                    names.extend((0..b.names.len() as u32).map(|i| {
+                        if b.name_keep[i as usize] {
+                            symbols.events.intern(b.names.get_str(i))
+                        } else {
+                            Sym::ABSENT
+                        }
+                    }));
+                    keys.clear();
+                    keys.resize(b.sink.keys.len(), UNMAPPED);
+                    values.clear();
+                    values.resize(b.sink.values.len(), (UNMAPPED, 0));
+                    ev_person.extend_from_slice(&b.person);
+                    ev_ts.extend_from_slice(&b.ts);
+                    ev_name.extend(b.name.iter().map(|&n| names[n as usize]));
+                    for &(e, v) in &b.props {
+                        let mut slot = values[v as usize];
+                        if slot.0 == UNMAPPED {
+                            let bytes = b.sink.values.get(v);
+                            let (local_key, encoded) = bytes.split_at(4.min(bytes.len()));
+                            let lk =
+                                u32::from_le_bytes(local_key.try_into().unwrap_or([0; 4])) as usize;
+                            if keys[lk] == UNMAPPED {
+                                keys[lk] = symbols.keys.intern(b.sink.keys.get_str(lk as u32)).0;
+                            }
+                            let gk = keys[lk] as usize;
+                            if builders.len() <= gk {
+                                builders.resize_with(gk + 1, ColumnBuilder::default);
+                            }
+                            slot = (gk as u32, builders[gk].dict.intern(encoded));
+                            values[v as usize] = slot;
+                        }
+                        builders[slot.0 as usize]
+                            .pairs
+                            .push(((base + e as usize) as u32, slot.1));
                     }
                     Ok(())
                 },
             )?;
         }
-        ds.group_events(ev_person, ev_ts, ev_name, ev_prop_end, ev_props);
+        ds.group_events(ev_person, ev_ts, ev_name, builders, threads);
         ds.skipped_events = skipped;
+        ds.dropped_events = dropped;
         ds.symbols = symbols;
         Ok(ds)
     }
 
-    /// Orders events by (person, event name, timestamp), stable, and stores them column-wise.
+    /// Orders events by (person, event name, timestamp) — file order among equals — and stores
+    /// them column-wise: a counting sort by person, then each person's few events sorted on
+    /// their own, persons split across threads.
     fn group_events(
         &mut self,
         person: Vec<u32>,
         ts: Vec<Micros>,
         name: Vec<Sym>,
-        prop_end: Vec<u32>,
-        mut props: Vec<Prop>,
+        builders: Vec<ColumnBuilder>,
+        threads: usize,
     ) {
         let n = self.person_ids.len();
         let m = ts.len();
@@ -554,32 +706,47 @@ impl Dataset {
         for p in 0..n {
             offsets[p + 1] += offsets[p];
         }
-        // Counting sort by person (stable), then each person's events by time (stable).
         let mut order = vec![0u32; m];
-        let mut cursor = offsets.clone();
-        for (i, &p) in person.iter().enumerate() {
-            order[cursor[p as usize] as usize] = i as u32;
-            cursor[p as usize] += 1;
-        }
-        for p in 0..n {
-            let slice = &mut order[offsets[p] as usize..offsets[p + 1] as usize];
-            slice.sort_by_key(|&i| (name[i as usize], ts[i as usize]));
-        }
-        let mut out_props = Vec::with_capacity(props.len());
-        let mut out_offsets = Vec::with_capacity(m + 1);
-        out_offsets.push(0u32);
-        self.ev_ts = order.iter().map(|&i| ts[i as usize]).collect();
-        self.ev_name = order.iter().map(|&i| name[i as usize]).collect();
-        for &i in &order {
-            let i = i as usize;
-            let start = if i == 0 { 0 } else { prop_end[i - 1] as usize };
-            for slot in &mut props[start..prop_end[i] as usize] {
-                out_props.push(std::mem::replace(slot, (Sym::ABSENT, Val::Bool(false))));
+        {
+            let mut cursor = offsets.clone();
+            for (i, &p) in person.iter().enumerate() {
+                order[cursor[p as usize] as usize] = i as u32;
+                cursor[p as usize] += 1;
             }
-            out_offsets.push(out_props.len() as u32);
         }
-        self.ev_props = out_props;
-        self.ev_prop_offsets = out_offsets;
+        drop(person);
+        // Each person's events by (name, time, file position): the same order as a stable sort.
+        let sort_persons = |persons: std::ops::Range<usize>, slice: &mut [u32]| {
+            let base = offsets[persons.start] as usize;
+            for p in persons {
+                let (a, b) = (offsets[p] as usize - base, offsets[p + 1] as usize - base);
+                slice[a..b].sort_unstable_by_key(|&i| (name[i as usize], ts[i as usize], i));
+            }
+        };
+        let parts = split_persons(&offsets, threads);
+        std::thread::scope(|s| {
+            let mut rest: &mut [u32] = &mut order;
+            for range in &parts {
+                let len = (offsets[range.end] - offsets[range.start]) as usize;
+                let (mine, tail) = rest.split_at_mut(len);
+                rest = tail;
+                let range = range.clone();
+                let sort_persons = &sort_persons;
+                s.spawn(move || sort_persons(range, mine));
+            }
+        });
+        self.ev_ts = gather(&order, &ts, threads);
+        drop(ts);
+        self.ev_name = gather(&order, &name, threads);
+        drop(name);
+        // Old position → new position, for the property columns.
+        let mut position = vec![0u32; m];
+        for (new, &old) in order.iter().enumerate() {
+            position[old as usize] = new as u32;
+        }
+        drop(order);
+        self.ev_columns = finish_columns(builders, &position, threads);
+        drop(position);
         // Runs of one name within one person, by name: what a behavioral leaf scans in batch.
         let names = self
             .ev_name
@@ -610,8 +777,9 @@ impl Dataset {
     pub fn stats(&self) -> LoadStats {
         LoadStats {
             persons: self.len(),
-            events: self.event_count(),
+            events: self.event_count() + self.dropped_events as usize,
             skipped_events: self.skipped_events,
+            dropped_events: self.dropped_events,
         }
     }
 
@@ -627,4 +795,80 @@ impl Dataset {
             &mut LoadOptions::default(),
         )
     }
+}
+
+/// Splits persons `0..n` into at most `parts` ranges of about equal event counts.
+fn split_persons(offsets: &[u32], parts: usize) -> Vec<std::ops::Range<usize>> {
+    let n = offsets.len() - 1;
+    let total = offsets[n] as u64;
+    let parts = parts.max(1) as u64;
+    let mut out = Vec::new();
+    let mut start = 0usize;
+    for k in 1..=parts {
+        let target = (total * k / parts) as u32;
+        let end = if k == parts {
+            n
+        } else {
+            offsets
+                .partition_point(|&o| o <= target)
+                .saturating_sub(1)
+                .clamp(start, n)
+        };
+        if end > start || k == parts {
+            out.push(start..end);
+        }
+        start = end;
+    }
+    out
+}
+
+/// `src` in the order `order`, gathered on `threads` threads.
+fn gather<T: Copy + Send + Sync>(order: &[u32], src: &[T], threads: usize) -> Vec<T> {
+    let Some(&first) = src.first() else {
+        return Vec::new();
+    };
+    let mut out = vec![first; order.len()];
+    let chunk = order.len().div_ceil(threads.max(1)).max(1);
+    std::thread::scope(|s| {
+        for (o, idx) in out.chunks_mut(chunk).zip(order.chunks(chunk)) {
+            s.spawn(move || {
+                for (slot, &i) in o.iter_mut().zip(idx) {
+                    *slot = src[i as usize];
+                }
+            });
+        }
+    });
+    out
+}
+
+/// Finishes every key's column (renumbering events by `position`), keys shared among threads.
+fn finish_columns(
+    builders: Vec<ColumnBuilder>,
+    position: &[u32],
+    threads: usize,
+) -> Vec<Option<EventColumn>> {
+    let count = builders.len();
+    let work: Mutex<Vec<(usize, ColumnBuilder)>> =
+        Mutex::new(builders.into_iter().enumerate().rev().collect());
+    let done: Mutex<Vec<(usize, EventColumn)>> = Mutex::new(Vec::new());
+    std::thread::scope(|s| {
+        for _ in 0..threads.max(1).min(count.max(1)) {
+            s.spawn(|| loop {
+                let next = work.lock().ok().and_then(|mut w| w.pop());
+                let Some((k, b)) = next else { return };
+                if b.pairs.is_empty() {
+                    continue;
+                }
+                let col = b.finish(position);
+                if let Ok(mut d) = done.lock() {
+                    d.push((k, col));
+                }
+            });
+        }
+    });
+    let mut out: Vec<Option<EventColumn>> = vec![None; count];
+    for (k, col) in done.into_inner().unwrap_or_default() {
+        out[k] = Some(col);
+    }
+    out
 }

@@ -7,12 +7,18 @@
 //! - [`Person`] + [`History`]: one person that a service holds, built against an
 //!   [`crate::Engine`]'s names, for the single-person fast path.
 
+mod arena;
+mod columns;
 mod csv;
 mod fast;
 mod load;
+mod projection;
 
 pub use csv::CsvMembers;
 pub use load::{LoadOptions, LoadStats, Progress};
+pub use projection::Projection;
+
+use columns::EventColumn;
 
 use serde_json::{Map, Value};
 
@@ -71,10 +77,10 @@ pub(crate) struct Events<'a> {
 /// Where the events' properties live.
 #[derive(Clone, Copy)]
 pub(crate) enum EventProps<'a> {
-    /// `offsets[i]..offsets[i + 1]` of `data` are event i's properties.
-    Flat {
-        offsets: &'a [u32],
-        data: &'a [Prop],
+    /// A dataset's property columns; event `i` of the view is store position `base + i`.
+    Columns {
+        columns: &'a [Option<EventColumn>],
+        base: usize,
     },
     /// One boxed slice per event.
     Boxed(&'a [Box<[Prop]>]),
@@ -87,15 +93,28 @@ impl<'a> Events<'a> {
         name_range(self.name, name)
     }
 
-    /// The properties of event `i`.
+    /// The value of property `key` of event `i`, if it has one.
     #[inline]
-    pub(crate) fn props(&self, i: usize) -> &'a [Prop] {
+    pub(crate) fn get(&self, i: usize, key: Sym) -> Option<&'a Val> {
         match self.props {
-            EventProps::Flat { offsets, data } => {
-                let (a, b) = (offsets[i] as usize, offsets[i + 1] as usize);
-                &data[a..b]
+            EventProps::Columns { columns, base } => {
+                columns.get(key.0 as usize)?.as_ref()?.get(base + i)
             }
-            EventProps::Boxed(b) => &b[i],
+            EventProps::Boxed(b) => lookup(&b[i], key),
+        }
+    }
+
+    /// Calls `f` with every property of event `i`, by ascending key.
+    pub(crate) fn for_each_prop(&self, i: usize, mut f: impl FnMut(Sym, &'a Val)) {
+        match self.props {
+            EventProps::Columns { columns, base } => {
+                for (k, col) in columns.iter().enumerate() {
+                    if let Some(v) = col.as_ref().and_then(|c| c.get(base + i)) {
+                        f(Sym(k as u32), v);
+                    }
+                }
+            }
+            EventProps::Boxed(b) => b[i].iter().for_each(|(k, v)| f(*k, v)),
         }
     }
 }
@@ -169,11 +188,13 @@ pub struct Dataset {
     event_offsets: Vec<u32>,
     ev_ts: Vec<Micros>,
     ev_name: Vec<Sym>,
-    ev_prop_offsets: Vec<u32>,
-    ev_props: Vec<Prop>,
+    /// Event properties by key (indexed by the key's [`Sym`]), each a column over all events.
+    ev_columns: Vec<Option<EventColumn>>,
     /// For each event name, the persons having events of it and where they lie.
     pub(crate) name_runs: Vec<Vec<NameRun>>,
     skipped_events: u64,
+    /// Events of known persons the projection did not store.
+    dropped_events: u64,
 }
 
 impl Dataset {
@@ -187,7 +208,7 @@ impl Dataset {
         self.person_ids.is_empty()
     }
 
-    /// Number of events attached to persons.
+    /// Number of events stored (attached to persons and kept by the load's projection).
     pub fn event_count(&self) -> usize {
         self.ev_ts.len()
     }
@@ -227,13 +248,17 @@ impl Dataset {
             .map(|(p, _)| p as usize)
     }
 
-    /// Approximate heap bytes used by events (timestamps, names, property offsets and values).
+    /// Approximate heap bytes used by events (timestamps, names, runs and property columns).
     pub fn event_bytes(&self) -> usize {
         self.name_runs.iter().map(|r| r.len() * 12).sum::<usize>()
             + self.ev_ts.len() * 8
             + self.ev_name.len() * 4
-            + self.ev_prop_offsets.len() * 4
-            + self.ev_props.len() * std::mem::size_of::<Prop>()
+            + self
+                .ev_columns
+                .iter()
+                .flatten()
+                .map(EventColumn::heap_bytes)
+                .sum::<usize>()
     }
 
     /// Approximate heap bytes used by persons (ids, indices, property columns).
@@ -267,9 +292,9 @@ impl Dataset {
         Events {
             ts: &self.ev_ts[a..b],
             name: &self.ev_name[a..b],
-            props: EventProps::Flat {
-                offsets: &self.ev_prop_offsets[a..=b],
-                data: &self.ev_props,
+            props: EventProps::Columns {
+                columns: &self.ev_columns,
+                base: a,
             },
         }
     }
