@@ -50,6 +50,12 @@ impl StrSet {
         self.ends.len()
     }
 
+    /// True when there are no members.
+    #[inline]
+    pub(crate) fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
     /// Member `i`'s bytes.
     #[inline]
     pub(crate) fn get(&self, i: u32) -> &[u8] {
@@ -134,6 +140,14 @@ impl StrSet {
         self.ends.clear();
         self.hashes.clear();
         self.table.iter_mut().for_each(|s| *s = EMPTY);
+    }
+
+    /// Heap bytes held.
+    pub(crate) fn heap_bytes(&self) -> usize {
+        self.bytes.capacity()
+            + self.ends.capacity() * 8
+            + self.hashes.capacity() * 4
+            + self.table.capacity() * 4
     }
 
     /// Members in number order.

@@ -533,25 +533,28 @@ impl Dataset {
                 for (k, r) in block.records.drain(..) {
                     let at = || format!("{persons_name}:{}", before + k + 1);
                     let index = ds.person_ids.len() as u32;
-                    if ds.person_index.contains_key(r.id.as_str()) {
+                    if ds.person_ids.find(r.id.as_bytes()).is_some() {
                         return Err(Error::input(
                             at(),
                             format!("duplicate person id {:?}", r.id),
                         ));
                     }
                     for d in r.distinct_ids {
-                        match ds.distinct_index.get(d.as_str()) {
-                            Some(&owner) if owner != index => {
+                        match ds.distinct_ids.find(d.as_bytes()) {
+                            Some(m) if ds.distinct_owner[m as usize] != index => {
+                                let owner = ds.distinct_owner[m as usize];
                                 return Err(Error::input(
                                     at(),
                                     format!(
                                         "distinct id {d:?} is already owned by person {:?}",
-                                        ds.person_ids[owner as usize]
+                                        ds.person_ids.get_str(owner)
                                     ),
-                                ))
+                                ));
                             }
-                            _ => {
-                                ds.distinct_index.insert(d.into_boxed_str(), index);
+                            Some(_) => {}
+                            None => {
+                                ds.distinct_ids.intern(d.as_bytes());
+                                ds.distinct_owner.push(index);
                             }
                         }
                     }
@@ -570,8 +573,7 @@ impl Dataset {
                         }
                         columns[k].push(index, v);
                     }
-                    ds.person_index.insert(r.id.clone().into_boxed_str(), index);
-                    ds.person_ids.push(r.id.into_boxed_str());
+                    ds.person_ids.intern(r.id.as_bytes());
                 }
                 Ok(())
             },
@@ -586,7 +588,7 @@ impl Dataset {
         let mut builders: Vec<ColumnBuilder> = Vec::new();
         let (mut skipped, mut dropped) = (0u64, 0u64);
         if let Some((reader, name)) = events {
-            let distinct_index = &ds.distinct_index;
+            let (distinct_ids, owners) = (&ds.distinct_ids, &ds.distinct_owner);
             let parse_event = |text: &str, _k: usize, b: &mut EventBlock| -> Result<(), String> {
                 let fast = super::fast::event_into(text, &mut b.sink, projection);
                 let slow;
@@ -597,7 +599,10 @@ impl Dataset {
                         (slow.0.as_str(), slow.1.as_str(), slow.2)
                     }
                 };
-                let Some(&person) = distinct_index.get(did) else {
+                let Some(&person) = distinct_ids
+                    .find(did.as_bytes())
+                    .and_then(|d| owners.get(d as usize))
+                else {
                     b.skipped += 1;
                     return Ok(());
                 };

@@ -179,9 +179,11 @@ pub(crate) struct NameRun {
 #[derive(Debug, Default)]
 pub struct Dataset {
     pub(crate) symbols: Symbols,
-    person_ids: Vec<Box<str>>,
-    person_index: crate::intern::FnvMap<Box<str>, u32>,
-    distinct_index: crate::intern::FnvMap<Box<str>, u32>,
+    /// Person ids in one arena: member `i` is person `i`'s id.
+    person_ids: arena::StrSet,
+    /// Distinct ids in one arena, and each one's owner.
+    distinct_ids: arena::StrSet,
+    distinct_owner: Vec<u32>,
     /// Person properties by key (indexed by the key's [`Sym`]), each a sparse column.
     pub(crate) columns: Vec<Column>,
     /// `event_offsets[p]..event_offsets[p + 1]` are person p's events, in time order.
@@ -220,21 +222,36 @@ impl Dataset {
 
     /// The id of person `index` (its string form).
     pub fn person_id(&self, index: usize) -> Option<&str> {
-        self.person_ids.get(index).map(|s| &**s)
+        (index < self.person_ids.len()).then(|| self.person_ids.get_str(index as u32))
     }
 
     /// Every distinct id with the index of the person owning it (in no particular order).
     pub fn distinct_owners(&self) -> impl Iterator<Item = (&str, usize)> {
-        self.distinct_index.iter().map(|(d, &p)| (&**d, p as usize))
+        (0..self.distinct_ids.len() as u32).map(|d| {
+            (
+                self.distinct_ids.get_str(d),
+                self.distinct_owner[d as usize] as usize,
+            )
+        })
     }
 
     /// The index of the person with this id, or else the person owning this distinct id
     /// (a person id wins over a distinct id with the same text).
     pub fn resolve(&self, id_or_distinct_id: &str) -> Option<usize> {
-        self.person_index
-            .get(id_or_distinct_id)
-            .or_else(|| self.distinct_index.get(id_or_distinct_id))
-            .map(|&i| i as usize)
+        self.person_index(id_or_distinct_id)
+            .or_else(|| self.distinct_owner(id_or_distinct_id))
+    }
+
+    /// The index of the person with this id.
+    pub(crate) fn person_index(&self, id: &str) -> Option<usize> {
+        self.person_ids.find(id.as_bytes()).map(|i| i as usize)
+    }
+
+    /// The index of the person owning this distinct id.
+    pub(crate) fn distinct_owner(&self, distinct_id: &str) -> Option<usize> {
+        self.distinct_ids
+            .find(distinct_id.as_bytes())
+            .map(|d| self.distinct_owner[d as usize] as usize)
     }
 
     /// The index of the person with this property `key` equal to `value`, ASCII-case-insensitively
@@ -263,13 +280,13 @@ impl Dataset {
 
     /// Approximate heap bytes used by persons (ids, indices, property columns).
     pub fn person_bytes(&self) -> usize {
-        let ids: usize = self.person_ids.iter().map(|s| s.len() + 16).sum();
+        let ids = self.person_ids.heap_bytes() + self.distinct_ids.heap_bytes();
         let columns: usize = self
             .columns
             .iter()
             .map(|c| c.persons.len() * 8 + c.dict.len() * (std::mem::size_of::<Val>() + 16))
             .sum();
-        ids * 2 + self.distinct_index.len() * 40 + self.event_offsets.len() * 4 + columns
+        ids + self.distinct_owner.len() * 4 + self.event_offsets.len() * 4 + columns
     }
 
     /// Person `p`'s properties as a key-sorted slice (gathered from the columns; for
