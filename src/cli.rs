@@ -90,6 +90,11 @@ struct GenerateArgs {
     /// The instant the data ends at (timestamps cover the 400 days before it).
     #[arg(long, value_name = "TIME", default_value = "2026-11-01T00:00:00Z")]
     now: String,
+    /// Data shape: `simple` (person id = first distinct id, up to 3 event properties, 50 event
+    /// names) or `wide` (1-4 distinct ids unlike the person id, 6-10 event properties with long
+    /// URLs and nested objects, 200 event names, person properties of every JSON type).
+    #[arg(long, value_name = "SHAPE", default_value = "simple")]
+    shape: String,
 }
 
 #[derive(Args, Debug)]
@@ -494,11 +499,18 @@ fn watch(args: WatchArgs) -> Result<(), Vec<Error>> {
 
 fn generate(args: GenerateArgs) -> Result<(), Vec<Error>> {
     let now = parse_now(&Some(args.now.clone()))?;
+    let Some(shape) = cohort_engine::generate::Shape::from_name(&args.shape) else {
+        return Err(usage(format!(
+            "--shape must be simple or wide, got {:?}",
+            args.shape
+        )));
+    };
     let opts = cohort_engine::generate::GenerateOptions {
         persons: args.persons,
         events_per_person: args.events_per_person,
         seed: args.seed,
         now,
+        shape,
     };
     std::fs::create_dir_all(&args.out).map_err(|e| {
         vec![Error::input(

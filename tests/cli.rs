@@ -588,3 +588,84 @@ fn sql_prints_one_select_per_cohort_or_refuses_clearly() {
         &["error: usage: --dialect \"duckdb\" is not supported (only clickhouse)"],
     );
 }
+
+#[test]
+fn generated_wide_shape_evaluates_the_same_on_any_threads_and_partitions() {
+    let dir = tempdir();
+    let out = dir.display().to_string();
+    let o = run(&[
+        "generate",
+        "--persons",
+        "800",
+        "--events-per-person",
+        "20",
+        "--shape",
+        "wide",
+        "--out",
+        &out,
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let f = |name: &str| dir.join(name).display().to_string();
+    let (c, p, e) = (f("cohorts.json"), f("persons.jsonl"), f("events.jsonl"));
+    let base = [
+        "eval",
+        "--cohorts",
+        &c,
+        "--persons",
+        &p,
+        "--events",
+        &e,
+        "--now",
+        "2026-11-01T00:00:00Z",
+        "--quiet",
+    ];
+    let eval = |extra: &[&str]| {
+        let args: Vec<&str> = base.iter().chain(extra).copied().collect();
+        let o = run(&args);
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+        serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(&stdout(&o)).unwrap()
+    };
+    let whole = eval(&["--threads", "1"]);
+    assert_eq!(whole, eval(&["--threads", "2"]));
+    let mut union: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+    for i in 0..3 {
+        for (k, v) in eval(&["--partition", &format!("{i}/3")]) {
+            let ids = v
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_str().unwrap().to_string());
+            union.entry(k).or_default().extend(ids);
+        }
+    }
+    for (k, v) in &whole {
+        let mut want: Vec<String> = v
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_str().unwrap().to_string())
+            .collect();
+        let mut got = union.remove(k).unwrap_or_default();
+        want.sort();
+        got.sort();
+        assert_eq!(got, want, "cohort {k}");
+    }
+    assert!(whole.values().any(|v| !v.as_array().unwrap().is_empty()));
+    let o = run(&[
+        "generate",
+        "--persons",
+        "1",
+        "--events-per-person",
+        "1",
+        "--shape",
+        "tall",
+        "--out",
+        &out,
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).starts_with("error: usage: --shape must be simple or wide"),
+        "{}",
+        stderr(&o)
+    );
+}

@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 
 use cohort_engine::data::Projection;
-use cohort_engine::generate::{generate, GenerateOptions};
+use cohort_engine::generate::{generate, GenerateOptions, Shape};
 use cohort_engine::time::parse_absolute;
 use cohort_engine::{BatchOptions, CohortSet, Dataset, LoadOptions, Scratch};
 use serde_json::Value;
@@ -146,20 +146,43 @@ fn projection_changes_no_data_driven_case() {
 
 #[test]
 fn projection_changes_no_generated_cohort() {
-    let dir = std::env::temp_dir().join(format!("cohort-projection-{}", std::process::id()));
-    let opts = GenerateOptions {
-        persons: 1500,
-        events_per_person: 30,
-        ..Default::default()
-    };
-    generate(&opts, &dir).unwrap();
-    let read = |f: &str| std::fs::read(dir.join(f)).unwrap();
-    let set = CohortSet::from_json(&String::from_utf8(read("cohorts.json")).unwrap()).unwrap();
-    let (persons, events) = (read("persons.jsonl"), read("events.jsonl"));
-    let failures = compare(&set, &persons, &events, opts.now, false);
-    std::fs::remove_dir_all(&dir).ok();
-    assert!(failures.is_empty(), "{}", failures.join("\n"));
-    // The projection does drop something here, so the test compares two different stores.
-    let projected = load(&persons, &events, Some(Projection::of(&set)), 1);
-    assert!(projected.stats().dropped_events > 0);
+    for shape in [Shape::Simple, Shape::Wide] {
+        let dir = std::env::temp_dir().join(format!(
+            "cohort-projection-{}-{shape:?}",
+            std::process::id()
+        ));
+        let opts = GenerateOptions {
+            persons: 1500,
+            events_per_person: 30,
+            shape,
+            ..Default::default()
+        };
+        generate(&opts, &dir).unwrap();
+        let read = |f: &str| std::fs::read(dir.join(f)).unwrap();
+        let set = CohortSet::from_json(&String::from_utf8(read("cohorts.json")).unwrap()).unwrap();
+        let (persons, events) = (read("persons.jsonl"), read("events.jsonl"));
+        std::fs::remove_dir_all(&dir).ok();
+        let failures = compare(&set, &persons, &events, opts.now, false);
+        assert!(failures.is_empty(), "{shape:?}: {}", failures.join("\n"));
+        // The projection does drop something here, so the test compares two different stores.
+        let projected = load(&persons, &events, Some(Projection::of(&set)), 1);
+        assert!(projected.stats().dropped_events > 0);
+        let members = projected
+            .evaluate(&set, opts.now, &BatchOptions::default())
+            .unwrap();
+        assert!(
+            members.values().all(|m| !m.is_empty()),
+            "{shape:?}: {members:?}"
+        );
+        if shape == Shape::Wide {
+            // No distinct id is its owner's person id, and persons have up to four.
+            let mut per_person = vec![0usize; projected.len()];
+            for (d, p) in projected.distinct_owners() {
+                assert_ne!(Some(d), projected.person_id(p));
+                per_person[p] += 1;
+            }
+            assert_eq!(per_person.iter().max(), Some(&4));
+            assert_eq!(per_person.iter().min(), Some(&1));
+        }
+    }
 }
