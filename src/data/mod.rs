@@ -127,22 +127,20 @@ pub(crate) struct Column {
     pub persons: Vec<u32>,
     pub codes: Vec<u32>,
     pub dict: Vec<Val>,
-    /// Value → code, while loading.
-    index: crate::intern::FnvMap<Val, u32>,
+    /// While loading: each distinct value's exact encoding (member `i` is `dict[i]`).
+    index: arena::StrSet,
+    scratch: Vec<u8>,
 }
 
 impl Column {
     /// Appends person `p`'s value (persons must come in ascending order).
     pub(crate) fn push(&mut self, p: u32, v: Val) {
-        let code = match self.index.get(&v) {
-            Some(&c) => c,
-            None => {
-                let c = self.dict.len() as u32;
-                self.dict.push(v.clone());
-                self.index.insert(v, c);
-                c
-            }
-        };
+        self.scratch.clear();
+        columns::encode_val(&v, &mut self.scratch);
+        let code = self.index.intern(&self.scratch);
+        if code as usize == self.dict.len() {
+            self.dict.push(v);
+        }
         self.persons.push(p);
         self.codes.push(code);
     }
@@ -150,6 +148,10 @@ impl Column {
     /// Drops the loading index.
     pub(crate) fn finish(&mut self) {
         self.index = Default::default();
+        self.scratch = Vec::new();
+        self.persons.shrink_to_fit();
+        self.codes.shrink_to_fit();
+        self.dict.shrink_to_fit();
     }
 
     /// Person `p`'s value, if it has one.
