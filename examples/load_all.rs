@@ -14,7 +14,8 @@ use cohort_engine::{BatchOptions, CohortSet, Dataset, LoadOptions};
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let dir = std::path::PathBuf::from(args.first().expect("usage: load_all DIR [--project] [NOW]"));
+    let dir =
+        std::path::PathBuf::from(args.first().expect("usage: load_all DIR [--project] [NOW]"));
     let project = args.iter().any(|a| a == "--project");
     let now = args
         .iter()

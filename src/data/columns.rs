@@ -66,7 +66,8 @@ pub(crate) fn encode_number(n: &Number, out: &mut Vec<u8>) {
 }
 
 /// Appends the encoding of a [`Val`].
-pub(crate) fn encode_val(v: &Val, out: &mut Vec<u8>) {
+#[cfg(test)]
+fn encode_val(v: &Val, out: &mut Vec<u8>) {
     match v {
         Val::Bool(b) => encode(RawVal::Bool(*b), out),
         Val::Num(n) => encode_number(n, out),

@@ -16,22 +16,6 @@ use super::columns::{encode, RawVal};
 use super::Projection;
 
 use crate::time::{parse_absolute, parse_timestamp, Micros};
-use crate::value::Val;
-
-/// A parsed person line.
-pub(super) struct PersonLine<'a> {
-    pub id: Cow<'a, str>,
-    pub distinct_ids: Vec<Cow<'a, str>>,
-    pub props: Vec<(Cow<'a, str>, Val)>,
-}
-
-/// Parses a person line, or `None` when the slow path must decide.
-pub(super) fn person(text: &str) -> Option<PersonLine<'_>> {
-    let mut de = serde_json::Deserializer::from_str(text);
-    let line = de.deserialize_map(PersonVisitor).ok()?;
-    de.end().ok()?;
-    line
-}
 
 /// Something the fast path does not handle: fall back.
 fn bail<E: de::Error>() -> E {
@@ -129,116 +113,6 @@ impl<'de> Deserialize<'de> for Ts {
     }
 }
 
-/// A property value: `None` for JSON null (missing).
-struct PropValue(Option<Val>);
-
-impl<'de> Deserialize<'de> for PropValue {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = PropValue;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a JSON value")
-            }
-            fn visit_unit<E: de::Error>(self) -> Result<PropValue, E> {
-                Ok(PropValue(None))
-            }
-            fn visit_bool<E: de::Error>(self, b: bool) -> Result<PropValue, E> {
-                Ok(PropValue(Some(Val::Bool(b))))
-            }
-            fn visit_u64<E: de::Error>(self, n: u64) -> Result<PropValue, E> {
-                Ok(PropValue(Some(Val::Num(n.into()))))
-            }
-            fn visit_i64<E: de::Error>(self, n: i64) -> Result<PropValue, E> {
-                Ok(PropValue(Some(Val::Num(n.into()))))
-            }
-            fn visit_f64<E: de::Error>(self, x: f64) -> Result<PropValue, E> {
-                Number::from_f64(x)
-                    .map(|n| PropValue(Some(Val::Num(n))))
-                    .ok_or_else(bail)
-            }
-            fn visit_str<E: de::Error>(self, s: &str) -> Result<PropValue, E> {
-                Ok(PropValue(Some(Val::Str(s.into()))))
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<PropValue, A::Error> {
-                let v = Value::deserialize(de::value::SeqAccessDeserializer::new(seq))?;
-                Ok(PropValue(Val::from_json(&v)))
-            }
-            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<PropValue, A::Error> {
-                let v = Value::deserialize(de::value::MapAccessDeserializer::new(map))?;
-                Ok(PropValue(Val::from_json(&v)))
-            }
-        }
-        d.deserialize_any(V)
-    }
-}
-
-/// `properties`: an object (null = none); a duplicate key falls back (JSON objects keep the last
-/// value, which the slow path implements).
-struct Props<'a>(Vec<(Cow<'a, str>, Val)>);
-
-impl<'de> Deserialize<'de> for Props<'de> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = Props<'de>;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("an object")
-            }
-            fn visit_unit<E: de::Error>(self) -> Result<Props<'de>, E> {
-                Ok(Props(Vec::new()))
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Props<'de>, A::Error> {
-                let mut out: Vec<(Cow<'de, str>, Val)> = Vec::new();
-                // Keys of null values (missing, so not kept) still count for the duplicate check.
-                let mut null_keys: Vec<Cow<'de, str>> = Vec::new();
-                while let Some(Str(k)) = map.next_key::<Str<'de>>()? {
-                    match map.next_value::<PropValue>()?.0 {
-                        Some(v) => out.push((k, v)),
-                        None => null_keys.push(k),
-                    }
-                }
-                let mut names: Vec<&str> = out
-                    .iter()
-                    .map(|(k, _)| k.as_ref())
-                    .chain(null_keys.iter().map(|k| k.as_ref()))
-                    .collect();
-                names.sort_unstable();
-                if names.windows(2).any(|w| w[0] == w[1]) {
-                    return Err(bail());
-                }
-                Ok(Props(out))
-            }
-        }
-        d.deserialize_any(V)
-    }
-}
-
-struct Ids<'a>(Vec<Cow<'a, str>>);
-
-impl<'de> Deserialize<'de> for Ids<'de> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = Ids<'de>;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a list of ids")
-            }
-            fn visit_unit<E: de::Error>(self) -> Result<Ids<'de>, E> {
-                Ok(Ids(Vec::new()))
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Ids<'de>, A::Error> {
-                let mut out = Vec::new();
-                while let Some(Id(id)) = seq.next_element::<Id<'de>>()? {
-                    out.push(id);
-                }
-                Ok(Ids(out))
-            }
-        }
-        d.deserialize_any(V)
-    }
-}
-
 /// An id field that may be null (then `uuid` is used).
 struct MaybeId<'a>(Option<Cow<'a, str>>);
 
@@ -248,43 +122,13 @@ impl<'de> Deserialize<'de> for MaybeId<'de> {
     }
 }
 
-struct PersonVisitor;
-
-impl<'de> Visitor<'de> for PersonVisitor {
-    type Value = Option<PersonLine<'de>>;
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a person object")
-    }
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        let (mut id, mut uuid, mut dids, mut props) = (None, None, None, None);
-        while let Some(Str(k)) = map.next_key::<Str<'de>>()? {
-            match k.as_ref() {
-                "id" if id.is_none() => id = Some(map.next_value::<MaybeId<'de>>()?.0),
-                "uuid" if uuid.is_none() => uuid = Some(map.next_value::<MaybeId<'de>>()?.0),
-                "distinct_ids" if dids.is_none() => dids = Some(map.next_value::<Ids<'de>>()?.0),
-                "properties" if props.is_none() => props = Some(map.next_value::<Props<'de>>()?.0),
-                "id" | "uuid" | "distinct_ids" | "properties" => return Err(bail()),
-                _ => {
-                    map.next_value::<IgnoredAny>()?;
-                }
-            }
-        }
-        let id = id.flatten().or(uuid.flatten()).ok_or_else(bail)?;
-        Ok(Some(PersonLine {
-            id,
-            distinct_ids: dids.unwrap_or_default(),
-            props: props.unwrap_or_default(),
-        }))
-    }
-}
-
 /// A property value the sink is told about (`None` = JSON null).
 pub(super) type SinkVal<'a> = Option<RawVal<'a>>;
 
 /// Marks a null value in [`EventSink::line`] (the key counts for duplicates, nothing is kept).
 pub(super) const NULL_VALUE: u32 = u32::MAX;
 
-/// Where an event line's properties go while it is parsed: block-local dictionaries of keys and
+/// Where a line's properties go while it is parsed: block-local dictionaries of keys and
 /// of (key, value) encodings, and the current line's (key, value) pairs. Everything is reused
 /// from line to line and block to block, so parsing allocates nothing in the steady state.
 #[derive(Default)]
@@ -298,6 +142,8 @@ pub(super) struct EventSink {
     /// The current line's properties: (local key, local value or [`NULL_VALUE`]).
     pub line: Vec<(u32, u32)>,
     enc: Vec<u8>,
+    /// Person properties (projected by the person keys) rather than event properties.
+    pub persons: bool,
 }
 
 impl EventSink {
@@ -314,8 +160,14 @@ impl EventSink {
     pub(super) fn key(&mut self, key: &str, projection: Option<&Projection>) -> Option<u32> {
         let k = self.keys.intern(key.as_bytes());
         if k as usize == self.key_keep.len() {
-            self.key_keep
-                .push(projection.is_none_or(|p| p.keeps_event_key(key)));
+            let persons = self.persons;
+            self.key_keep.push(projection.is_none_or(|p| {
+                if persons {
+                    p.keeps_person_key(key)
+                } else {
+                    p.keeps_event_key(key)
+                }
+            }));
         }
         self.key_keep[k as usize].then_some(k)
     }
@@ -498,6 +350,131 @@ impl<'de> Visitor<'de> for ValueSeed<'_> {
         let v = Value::deserialize(de::value::MapAccessDeserializer::new(map))?;
         self.sink
             .value(self.key, Some(RawVal::Json(&v.to_string())));
+        Ok(())
+    }
+}
+
+/// Distinct ids of a block's persons, back to back in one buffer.
+#[derive(Default)]
+pub(super) struct IdList {
+    pub bytes: Vec<u8>,
+    pub ends: Vec<usize>,
+}
+
+impl IdList {
+    pub(super) fn push(&mut self, id: &str) {
+        self.bytes.extend_from_slice(id.as_bytes());
+        self.ends.push(self.bytes.len());
+    }
+
+    /// Id `i`.
+    pub(super) fn get(&self, i: usize) -> &str {
+        let start = if i == 0 { 0 } else { self.ends[i - 1] };
+        std::str::from_utf8(&self.bytes[start..self.ends[i]]).unwrap_or_default()
+    }
+
+    pub(super) fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    /// Drops the ids from `len` on.
+    pub(super) fn truncate(&mut self, len: usize) {
+        self.ends.truncate(len);
+        self.bytes.truncate(self.ends.last().copied().unwrap_or(0));
+    }
+
+    pub(super) fn clear(&mut self) {
+        self.bytes.clear();
+        self.ends.clear();
+    }
+}
+
+/// Parses a person line: its distinct ids onto `ids`, its properties into `sink.line`; returns
+/// the person id, or `None` (with `ids` as it was) when the slow path must decide.
+pub(super) fn person_into<'a>(
+    text: &'a str,
+    sink: &mut EventSink,
+    projection: Option<&Projection>,
+    ids: &mut IdList,
+) -> Option<Cow<'a, str>> {
+    sink.line.clear();
+    let before = ids.len();
+    let mut de = serde_json::Deserializer::from_str(text);
+    let id = de
+        .deserialize_map(PersonSeedVisitor {
+            sink: &mut *sink,
+            projection,
+            ids: &mut *ids,
+        })
+        .ok()
+        .flatten()
+        .filter(|_| de.end().is_ok() && !sink.line_has_duplicate_keys());
+    if id.is_none() {
+        ids.truncate(before);
+    }
+    id
+}
+
+struct PersonSeedVisitor<'s, 'p> {
+    sink: &'s mut EventSink,
+    projection: Option<&'p Projection>,
+    ids: &'s mut IdList,
+}
+
+impl<'de> Visitor<'de> for PersonSeedVisitor<'_, '_> {
+    type Value = Option<Cow<'de, str>>;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a person object")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let (mut id, mut uuid, mut dids, mut props) = (None, None, false, false);
+        while let Some(Str(k)) = map.next_key::<Str<'de>>()? {
+            match k.as_ref() {
+                "id" if id.is_none() => id = Some(map.next_value::<MaybeId<'de>>()?.0),
+                "uuid" if uuid.is_none() => uuid = Some(map.next_value::<MaybeId<'de>>()?.0),
+                "distinct_ids" if !dids => {
+                    dids = true;
+                    map.next_value_seed(IdsSeed(&mut *self.ids))?;
+                }
+                "properties" if !props => {
+                    props = true;
+                    map.next_value_seed(PropsSeed {
+                        sink: &mut *self.sink,
+                        projection: self.projection,
+                    })?;
+                }
+                "id" | "uuid" | "distinct_ids" | "properties" => return Err(bail()),
+                _ => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(Some(id.flatten().or(uuid.flatten()).ok_or_else(bail)?))
+    }
+}
+
+/// `distinct_ids` (null = none), onto the block's id list.
+struct IdsSeed<'s>(&'s mut IdList);
+
+impl<'de> DeserializeSeed<'de> for IdsSeed<'_> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for IdsSeed<'_> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a list of ids")
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        while let Some(Id(id)) = seq.next_element::<Id<'de>>()? {
+            self.0.push(&id);
+        }
         Ok(())
     }
 }

@@ -7,7 +7,6 @@
 //! ordered by event name and time within each person (stable: equal timestamps keep file order),
 //! so a behavioral leaf reads one contiguous, time-ordered run of events.
 
-use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{BufRead, BufReader};
@@ -20,12 +19,11 @@ use serde_json::{Map, Value};
 
 use super::arena::StrSet;
 use super::columns::{ColumnBuilder, EventColumn, RawVal};
-use super::fast::{EventSink, NULL_VALUE};
-use super::{Column, Dataset, NameRun, Projection, Prop};
+use super::fast::{EventSink, IdList, NULL_VALUE};
+use super::{Column, Dataset, NameRun, Projection};
 use crate::error::Error;
-use crate::intern::{Interner, Sym, Symbols};
+use crate::intern::{Sym, Symbols};
 use crate::time::{parse_timestamp, Micros};
-use crate::value::Val;
 
 /// A progress callback: file name, lines read so far, time since the load started.
 pub type Progress<'a> = &'a mut dyn FnMut(&str, u64, Duration);
@@ -302,36 +300,93 @@ fn object(text: &str) -> Result<Map<String, Value>, String> {
     }
 }
 
-/// Properties with block-local key ids; null values are missing and dropped.
-fn local_props(obj: &mut Map<String, Value>, keys: &mut Interner) -> Result<Vec<Prop>, String> {
-    match obj.remove("properties") {
-        None | Some(Value::Null) => Ok(Vec::new()),
-        Some(Value::Object(m)) => Ok(m
-            .iter()
-            .filter_map(|(k, v)| Some((keys.intern(k), Val::from_json(v)?)))
-            .collect()),
-        Some(other) => Err(format!("properties must be an object, got {other}")),
-    }
-}
-
-struct PersonRec {
-    id: String,
-    distinct_ids: Vec<String>,
-    props: Vec<Prop>,
-}
-
-/// A block of person lines: records with their line numbers within the block, and the
-/// block-local key table.
+/// A block of person lines in columns: ids, distinct ids and properties with block-local keys
+/// and values.
 #[derive(Default)]
 struct PersonBlock {
-    records: Vec<(usize, PersonRec)>,
-    local: Symbols,
+    sink: EventSink,
+    /// Per person: line within the block, id, number of distinct ids.
+    line: Vec<usize>,
+    ids: IdList,
+    did_count: Vec<u32>,
+    dids: IdList,
+    /// Per kept property: (person within the block, local value).
+    props: Vec<(u32, u32)>,
 }
 
 impl BlockState for PersonBlock {
     fn reset(&mut self) {
-        self.records.clear();
-        self.local = Symbols::default();
+        self.sink.clear();
+        self.sink.persons = true;
+        self.line.clear();
+        self.ids.clear();
+        self.did_count.clear();
+        self.dids.clear();
+        self.props.clear();
+    }
+}
+
+/// The slow path of a person line: a `serde_json::Value`, with every check's exact message;
+/// distinct ids onto `dids`, kept properties into the sink.
+fn slow_person(
+    text: &str,
+    sink: &mut EventSink,
+    projection: Option<&Projection>,
+    dids: &mut IdList,
+) -> Result<String, String> {
+    sink.line.clear();
+    let mut obj = object(text)?;
+    let id = match obj.get("id") {
+        Some(v) if !v.is_null() => id_string(v, "id")?,
+        _ => match obj.get("uuid") {
+            Some(v) if !v.is_null() => id_string(v, "uuid")?,
+            _ => return Err("a person needs an \"id\" (or \"uuid\")".into()),
+        },
+    };
+    match obj.get("distinct_ids") {
+        None | Some(Value::Null) => {}
+        Some(Value::Array(ids)) => {
+            let ids: Vec<String> = ids
+                .iter()
+                .map(|d| id_string(d, "a distinct id"))
+                .collect::<Result<_, _>>()?;
+            ids.iter().for_each(|d| dids.push(d));
+        }
+        Some(other) => return Err(format!("distinct_ids must be a list, got {other}")),
+    }
+    slow_props(&mut obj, sink, projection)?;
+    Ok(id)
+}
+
+/// `properties` of a slow-path line into the sink.
+fn slow_props(
+    obj: &mut Map<String, Value>,
+    sink: &mut EventSink,
+    projection: Option<&Projection>,
+) -> Result<(), String> {
+    match obj.remove("properties") {
+        None | Some(Value::Null) => Ok(()),
+        Some(Value::Object(m)) => {
+            for (k, v) in &m {
+                let Some(local) = sink.key(k, projection) else {
+                    continue;
+                };
+                let json;
+                let raw = match v {
+                    Value::Null => None,
+                    Value::Bool(b) => Some(RawVal::Bool(*b)),
+                    Value::Number(n) => Some(RawVal::Num(n)),
+                    Value::String(s) => Some(RawVal::Str(s)),
+                    other => {
+                        json = other.to_string();
+                        Some(RawVal::Json(&json))
+                    }
+                };
+                sink.value(local, raw);
+            }
+            Ok(())
+        }
+        Some(other) => Err(format!("properties must be an object, got {other}")),
     }
 }
 
@@ -390,42 +445,8 @@ fn slow_event(
         Some(v) => parse_timestamp(v)?,
         None => return Err("an event needs a \"timestamp\"".into()),
     };
-    match obj.remove("properties") {
-        None | Some(Value::Null) => {}
-        Some(Value::Object(m)) => {
-            for (k, v) in &m {
-                let Some(local) = sink.key(k, projection) else {
-                    continue;
-                };
-                let json;
-                let raw = match v {
-                    Value::Null => None,
-                    Value::Bool(b) => Some(RawVal::Bool(*b)),
-                    Value::Number(n) => Some(RawVal::Num(n)),
-                    Value::String(s) => Some(RawVal::Str(s)),
-                    other => {
-                        json = other.to_string();
-                        Some(RawVal::Json(&json))
-                    }
-                };
-                sink.value(local, raw);
-            }
-        }
-        Some(other) => return Err(format!("properties must be an object, got {other}")),
-    }
+    slow_props(&mut obj, sink, projection)?;
     Ok((did, event, ts))
-}
-
-/// Maps block-local ids to global ones.
-fn remap(local: &Interner, global: &mut Interner, keep: impl Fn(&str) -> bool) -> Vec<Sym> {
-    (0..local.len())
-        .map(|i| {
-            local
-                .name(Sym(i as u32))
-                .filter(|n| keep(n))
-                .map_or(Sym::ABSENT, |n| global.intern(n))
-        })
-        .collect()
 }
 
 /// Not yet mapped (a block-local id's global id is looked up on first use).
@@ -475,50 +496,31 @@ impl Dataset {
         let mut symbols = Symbols::default();
         let mut columns: Vec<Column> = Vec::new();
 
-        let parse_person = |text: &str, k: usize, block: &mut PersonBlock| -> Result<(), String> {
-            let local = &mut block.local;
-            if let Some(line) = super::fast::person(text) {
-                block.records.push((
-                    k,
-                    PersonRec {
-                        id: line.id.into_owned(),
-                        distinct_ids: line.distinct_ids.into_iter().map(Cow::into_owned).collect(),
-                        props: line
-                            .props
-                            .into_iter()
-                            .map(|(k, v)| (local.keys.intern(&k), v))
-                            .collect(),
-                    },
-                ));
-                return Ok(());
+        let parse_person = |text: &str, k: usize, b: &mut PersonBlock| -> Result<(), String> {
+            let before = b.dids.len();
+            let fast = super::fast::person_into(text, &mut b.sink, projection, &mut b.dids);
+            let slow;
+            let id = match &fast {
+                Some(id) => id.as_ref(),
+                None => {
+                    slow = slow_person(text, &mut b.sink, projection, &mut b.dids)?;
+                    slow.as_str()
+                }
+            };
+            let p = b.line.len() as u32;
+            b.line.push(k);
+            b.ids.push(id);
+            b.did_count.push((b.dids.len() - before) as u32);
+            for &(_, v) in &b.sink.line {
+                if v != NULL_VALUE {
+                    b.props.push((p, v));
+                }
             }
-            let mut obj = object(text)?;
-            let id = match obj.get("id") {
-                Some(v) if !v.is_null() => id_string(v, "id")?,
-                _ => match obj.get("uuid") {
-                    Some(v) if !v.is_null() => id_string(v, "uuid")?,
-                    _ => return Err("a person needs an \"id\" (or \"uuid\")".into()),
-                },
-            };
-            let distinct_ids = match obj.get("distinct_ids") {
-                None | Some(Value::Null) => Vec::new(),
-                Some(Value::Array(ids)) => ids
-                    .iter()
-                    .map(|d| id_string(d, "a distinct id"))
-                    .collect::<Result<_, _>>()?,
-                Some(other) => return Err(format!("distinct_ids must be a list, got {other}")),
-            };
-            let props = local_props(&mut obj, &mut local.keys)?;
-            block.records.push((
-                k,
-                PersonRec {
-                    id,
-                    distinct_ids,
-                    props,
-                },
-            ));
             Ok(())
         };
+        // Block-local → global ids, reused across blocks.
+        let mut keys: Vec<u32> = Vec::new();
+        let mut values: Vec<(u32, u32)> = Vec::new();
         pipeline(
             persons,
             persons_name,
@@ -526,20 +528,24 @@ impl Dataset {
             started,
             &mut opts.progress,
             parse_person,
-            |block, before| {
-                let keys = remap(&block.local.keys, &mut symbols.keys, |k| {
-                    projection.is_none_or(|p| p.keeps_person_key(k))
-                });
-                for (k, r) in block.records.drain(..) {
+            |b, before| {
+                keys.clear();
+                keys.resize(b.sink.keys.len(), UNMAPPED);
+                values.clear();
+                values.resize(b.sink.values.len(), (UNMAPPED, 0));
+                let first = ds.person_ids.len() as u32;
+                let mut did = 0usize;
+                let mut props = b.props.iter().peekable();
+                for (i, &k) in b.line.iter().enumerate() {
                     let at = || format!("{persons_name}:{}", before + k + 1);
-                    let index = ds.person_ids.len() as u32;
-                    if ds.person_ids.find(r.id.as_bytes()).is_some() {
-                        return Err(Error::input(
-                            at(),
-                            format!("duplicate person id {:?}", r.id),
-                        ));
+                    let index = first + i as u32;
+                    let id = b.ids.get(i);
+                    if ds.person_ids.find(id.as_bytes()).is_some() {
+                        return Err(Error::input(at(), format!("duplicate person id {id:?}")));
                     }
-                    for d in r.distinct_ids {
+                    for _ in 0..b.did_count[i] {
+                        let d = b.dids.get(did);
+                        did += 1;
                         match ds.distinct_ids.find(d.as_bytes()) {
                             Some(m) if ds.distinct_owner[m as usize] != index => {
                                 let owner = ds.distinct_owner[m as usize];
@@ -558,22 +564,26 @@ impl Dataset {
                             }
                         }
                     }
-                    let mut props: Vec<Prop> = r
-                        .props
-                        .into_iter()
-                        .map(|(k, v)| (keys[k.0 as usize], v))
-                        .filter(|(k, _)| *k != Sym::ABSENT)
-                        .collect();
-                    props.sort_by_key(|(k, _)| *k);
-                    props.dedup_by_key(|(k, _)| *k);
-                    for (k, v) in props {
-                        let k = k.0 as usize;
-                        if columns.len() <= k {
-                            columns.resize_with(k + 1, Column::default);
+                    ds.person_ids.intern(id.as_bytes());
+                    while let Some(&(_, v)) = props.next_if(|&&(p, _)| p as usize == i) {
+                        let mut slot = values[v as usize];
+                        if slot.0 == UNMAPPED {
+                            let bytes = b.sink.values.get(v);
+                            let (local_key, encoded) = bytes.split_at(4.min(bytes.len()));
+                            let lk =
+                                u32::from_le_bytes(local_key.try_into().unwrap_or([0; 4])) as usize;
+                            if keys[lk] == UNMAPPED {
+                                keys[lk] = symbols.keys.intern(b.sink.keys.get_str(lk as u32)).0;
+                            }
+                            let gk = keys[lk] as usize;
+                            if columns.len() <= gk {
+                                columns.resize_with(gk + 1, Column::default);
+                            }
+                            slot = (gk as u32, columns[gk].code_of(encoded));
+                            values[v as usize] = slot;
                         }
-                        columns[k].push(index, v);
+                        columns[slot.0 as usize].push_code(index, slot.1);
                     }
-                    ds.person_ids.intern(r.id.as_bytes());
                 }
                 Ok(())
             },

@@ -129,18 +129,20 @@ pub(crate) struct Column {
     pub dict: Vec<Val>,
     /// While loading: each distinct value's exact encoding (member `i` is `dict[i]`).
     index: arena::StrSet,
-    scratch: Vec<u8>,
 }
 
 impl Column {
-    /// Appends person `p`'s value (persons must come in ascending order).
-    pub(crate) fn push(&mut self, p: u32, v: Val) {
-        self.scratch.clear();
-        columns::encode_val(&v, &mut self.scratch);
-        let code = self.index.intern(&self.scratch);
+    /// The code of the value with encoding `enc` (see [`columns::encode`]), adding it when new.
+    pub(crate) fn code_of(&mut self, enc: &[u8]) -> u32 {
+        let code = self.index.intern(enc);
         if code as usize == self.dict.len() {
-            self.dict.push(v);
+            self.dict.push(columns::decode(enc));
         }
+        code
+    }
+
+    /// Appends person `p`'s value by its code (persons must come in ascending order).
+    pub(crate) fn push_code(&mut self, p: u32, code: u32) {
         self.persons.push(p);
         self.codes.push(code);
     }
@@ -148,7 +150,6 @@ impl Column {
     /// Drops the loading index.
     pub(crate) fn finish(&mut self) {
         self.index = Default::default();
-        self.scratch = Vec::new();
         self.persons.shrink_to_fit();
         self.codes.shrink_to_fit();
         self.dict.shrink_to_fit();
