@@ -115,14 +115,53 @@ impl Default for Codes {
 }
 
 impl Codes {
-    /// Narrows `codes` for a dictionary of `size` values.
-    fn narrow(codes: Vec<u32>, size: usize) -> Codes {
-        if size <= 1 << 8 {
-            Codes::U8(codes.into_iter().map(|c| c as u8).collect())
-        } else if size <= 1 << 16 {
-            Codes::U16(codes.into_iter().map(|c| c as u16).collect())
-        } else {
-            Codes::U32(codes)
+    /// Appends a code, widening every code first when it does not fit.
+    fn push(&mut self, code: u32) {
+        match self {
+            Codes::U8(c) if code <= u8::MAX as u32 => c.push(code as u8),
+            Codes::U16(c) if code <= u16::MAX as u32 => c.push(code as u16),
+            Codes::U32(c) => c.push(code),
+            Codes::U8(c) if code <= u16::MAX as u32 => {
+                let mut w: Vec<u16> = c.iter().map(|&x| x as u16).collect();
+                w.push(code as u16);
+                *self = Codes::U16(w);
+            }
+            Codes::U8(c) => {
+                let mut w: Vec<u32> = c.iter().map(|&x| x as u32).collect();
+                w.push(code);
+                *self = Codes::U32(w);
+            }
+            Codes::U16(c) => {
+                let mut w: Vec<u32> = c.iter().map(|&x| x as u32).collect();
+                w.push(code);
+                *self = Codes::U32(w);
+            }
+        }
+    }
+
+    /// `n` zero codes of the same width.
+    fn zeros_like(&self, n: usize) -> Codes {
+        match self {
+            Codes::U8(_) => Codes::U8(vec![0; n]),
+            Codes::U16(_) => Codes::U16(vec![0; n]),
+            Codes::U32(_) => Codes::U32(vec![0; n]),
+        }
+    }
+
+    /// Sets code `i` (which fits the width: it comes from a vector of the same width).
+    fn set(&mut self, i: usize, code: u32) {
+        match self {
+            Codes::U8(c) => c[i] = code as u8,
+            Codes::U16(c) => c[i] = code as u16,
+            Codes::U32(c) => c[i] = code,
+        }
+    }
+
+    fn shrink(&mut self) {
+        match self {
+            Codes::U8(c) => c.shrink_to_fit(),
+            Codes::U16(c) => c.shrink_to_fit(),
+            Codes::U32(c) => c.shrink_to_fit(),
         }
     }
 
@@ -208,49 +247,6 @@ impl EventColumn {
         self.dict.get(self.codes.get(r)? as usize)
     }
 
-    /// Builds a column from `(position, code)` pairs (positions unique, any order) over `events`
-    /// stored events, with the dictionary `dict`.
-    pub(crate) fn build(mut pairs: Vec<(u32, u32)>, events: usize, dict: Vec<Val>) -> EventColumn {
-        let n = pairs.len();
-        let presence = if n == events {
-            pairs.sort_unstable_by_key(|&(p, _)| p);
-            Presence::All
-        } else if n * 4 < events / 8 {
-            pairs.sort_unstable_by_key(|&(p, _)| p);
-            Presence::List(pairs.iter().map(|&(p, _)| p).collect())
-        } else {
-            let mut words = vec![0u64; events.div_ceil(64)];
-            for &(p, _) in &pairs {
-                words[p as usize / 64] |= 1u64 << (p % 64);
-            }
-            let mut ranks = Vec::with_capacity(words.len().div_ceil(RANK_WORDS));
-            let mut total = 0u32;
-            for group in words.chunks(RANK_WORDS) {
-                ranks.push(total);
-                total += group.iter().map(|w| w.count_ones()).sum::<u32>();
-            }
-            let presence = Presence::Bitmap { words, ranks };
-            // Place each code at its rank: no sort needed.
-            let mut codes = vec![0u32; n];
-            for &(p, c) in &pairs {
-                if let Some(r) = presence.rank(p as usize) {
-                    codes[r] = c;
-                }
-            }
-            return EventColumn {
-                presence,
-                codes: Codes::narrow(codes, dict.len()),
-                dict,
-            };
-        };
-        let codes = pairs.into_iter().map(|(_, c)| c).collect();
-        EventColumn {
-            presence,
-            codes: Codes::narrow(codes, dict.len()),
-            dict,
-        }
-    }
-
     /// Approximate heap bytes.
     pub(crate) fn heap_bytes(&self) -> usize {
         let dict: usize = self
@@ -268,24 +264,99 @@ impl EventColumn {
     }
 }
 
-/// A key's values while loading: the dictionary (as encodings) and `(event, code)` pairs in file
-/// order, event numbers counting every stored event.
+/// A key's values while loading: the dictionary (as encodings), which stored events (in file
+/// order) have the key, as a bitmap, and their codes in that order, as narrow as the dictionary
+/// allows so far.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct ColumnBuilder {
     pub dict: StrSet,
-    pub pairs: Vec<(u32, u32)>,
+    present: Vec<u64>,
+    codes: Codes,
+    count: usize,
 }
 
 impl ColumnBuilder {
+    /// Records that stored event `event` (above every event pushed before) has value `code`.
+    #[inline]
+    pub(crate) fn push(&mut self, event: u32, code: u32) {
+        let w = event as usize / 64;
+        if w >= self.present.len() {
+            self.present.resize(w + 1, 0);
+        }
+        self.present[w] |= 1u64 << (event % 64);
+        self.codes.push(code);
+        self.count += 1;
+    }
+
+    /// True when no event has the key.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// Releases growth slack.
+    pub(crate) fn shrink(&mut self) {
+        self.present.shrink_to_fit();
+        self.codes.shrink();
+    }
+
     /// The finished column, with the events renumbered by `position` (old → new).
     pub(crate) fn finish(self, position: &[u32]) -> EventColumn {
         let dict: Vec<Val> = self.dict.iter().map(decode).collect();
-        drop(self.dict);
-        let mut pairs = self.pairs;
-        for pair in &mut pairs {
-            pair.0 = position[pair.0 as usize];
+        let events = position.len();
+        let n = self.count;
+        // New positions of the events having the key, in file order (the codes' order).
+        let mut moved: Vec<u32> = Vec::with_capacity(n);
+        for (w, &word) in self.present.iter().enumerate() {
+            let mut bits = word;
+            while bits != 0 {
+                let i = w * 64 + bits.trailing_zeros() as usize;
+                bits &= bits - 1;
+                moved.push(position[i]);
+            }
         }
-        EventColumn::build(pairs, position.len(), dict)
+        drop(self.present);
+        let old = self.codes;
+        let mut codes = old.zeros_like(n);
+        let presence = if n == events {
+            for (r, &p) in moved.iter().enumerate() {
+                codes.set(p as usize, old.get(r).unwrap_or(0));
+            }
+            Presence::All
+        } else if n * 4 < events / 8 {
+            let mut order: Vec<(u32, u32)> = moved
+                .iter()
+                .enumerate()
+                .map(|(r, &p)| (p, r as u32))
+                .collect();
+            order.sort_unstable();
+            for (k, &(_, r)) in order.iter().enumerate() {
+                codes.set(k, old.get(r as usize).unwrap_or(0));
+            }
+            Presence::List(order.into_iter().map(|(p, _)| p).collect())
+        } else {
+            let mut words = vec![0u64; events.div_ceil(64)];
+            for &p in &moved {
+                words[p as usize / 64] |= 1u64 << (p % 64);
+            }
+            let mut ranks = Vec::with_capacity(words.len().div_ceil(RANK_WORDS));
+            let mut total = 0u32;
+            for group in words.chunks(RANK_WORDS) {
+                ranks.push(total);
+                total += group.iter().map(|w| w.count_ones()).sum::<u32>();
+            }
+            let presence = Presence::Bitmap { words, ranks };
+            for (r, &p) in moved.iter().enumerate() {
+                if let Some(k) = presence.rank(p as usize) {
+                    codes.set(k, old.get(r).unwrap_or(0));
+                }
+            }
+            presence
+        };
+        EventColumn {
+            presence,
+            codes,
+            dict,
+        }
     }
 }
 
@@ -320,24 +391,34 @@ mod tests {
 
     #[test]
     fn every_presence_shape_finds_its_values() {
-        let dict: Vec<Val> = (0..300).map(|i| Val::Num((i as u64).into())).collect();
-        for events in [1usize, 63, 64, 65, 700, 5000] {
-            for step in [1usize, 2, 3, 97] {
-                let pairs: Vec<(u32, u32)> = (0..events)
-                    .step_by(step)
-                    .rev()
-                    .map(|p| (p as u32, (p % 300) as u32))
-                    .collect();
-                let col = EventColumn::build(pairs, events, dict.clone());
-                for i in 0..events {
-                    let want = (i % step == 0).then(|| Val::Num(((i % 300) as u64).into()));
-                    assert_eq!(
-                        col.get(i).cloned(),
-                        want,
-                        "events {events} step {step} at {i}"
-                    );
+        for dict_size in [3u32, 300, 70_000] {
+            for events in [1usize, 63, 64, 65, 700, 5000] {
+                for step in [1usize, 2, 3, 97] {
+                    let mut b = ColumnBuilder::default();
+                    for v in 0..dict_size {
+                        let mut e = Vec::new();
+                        encode_val(&Val::Num((v as u64).into()), &mut e);
+                        b.dict.intern(&e);
+                    }
+                    // Codes count down from the top, so wide dictionaries widen the codes early.
+                    let code = |p: usize| dict_size - 1 - (p as u32 % dict_size);
+                    for p in (0..events).step_by(step) {
+                        b.push(p as u32, code(p));
+                    }
+                    // Reverse the order: old position p becomes events - 1 - p.
+                    let position: Vec<u32> = (0..events as u32).rev().collect();
+                    let col = b.finish(&position);
+                    for new in 0..events {
+                        let p = events - 1 - new;
+                        let want = (p % step == 0).then(|| Val::Num((code(p) as u64).into()));
+                        assert_eq!(
+                            col.get(new).cloned(),
+                            want,
+                            "dict {dict_size} events {events} step {step} at {new}"
+                        );
+                    }
+                    assert_eq!(col.get(events + 64), None);
                 }
-                assert_eq!(col.get(events + 64), None);
             }
         }
     }

@@ -128,10 +128,18 @@ fn pipeline<S: BlockState>(
     let (done_tx, done_rx) = mpsc::channel::<Parsed<S>>();
     let buffers: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
     let states: Mutex<Vec<S>> = Mutex::new(Vec::new());
+    // Tickets bound the blocks in flight (read, parsing, or parsed and waiting for the merge), so
+    // memory stays at a few blocks even when the merge is slower than the parsers.
+    let in_flight = threads * 2 + 1;
+    let (ticket_tx, ticket_rx) = mpsc::sync_channel::<()>(in_flight);
+    for _ in 0..in_flight {
+        let _ = ticket_tx.send(());
+    }
     std::thread::scope(|s| {
         // Reader: cut the stream into blocks of whole lines.
         let reader_stop = &stop;
         let buffers = &buffers;
+        let own_ticket = ticket_tx.clone();
         let read_error = s.spawn(move || -> Option<String> {
             let mut reader = reader;
             let mut seq = 0usize;
@@ -139,6 +147,9 @@ fn pipeline<S: BlockState>(
             let mut error = None;
             let mut eof = false;
             while !eof && error.is_none() {
+                if ticket_rx.recv().is_err() {
+                    return None;
+                }
                 let mut bytes = take(buffers);
                 bytes.clear();
                 bytes.append(&mut carry);
@@ -173,6 +184,7 @@ fn pipeline<S: BlockState>(
                 }
                 if bytes.is_empty() {
                     give(buffers, bytes);
+                    let _ = own_ticket.send(());
                     continue;
                 }
                 if reader_stop.load(Ordering::Relaxed) {
@@ -191,6 +203,7 @@ fn pipeline<S: BlockState>(
             let stop = &stop;
             let parse = &parse;
             let states = &states;
+            let ticket_tx = ticket_tx.clone();
             s.spawn(move || loop {
                 let block = match work_rx.lock() {
                     Ok(rx) => rx.recv(),
@@ -199,6 +212,7 @@ fn pipeline<S: BlockState>(
                 let Ok(block) = block else { return };
                 if stop.load(Ordering::Relaxed) {
                     give(buffers, block.bytes);
+                    let _ = ticket_tx.send(());
                     continue; // drain, so the reader never blocks forever
                 }
                 let mut state: S = take(states);
@@ -243,6 +257,7 @@ fn pipeline<S: BlockState>(
             pending.insert(parsed.seq, parsed);
             while let Some(mut p) = pending.remove(&next) {
                 next += 1;
+                let _ = ticket_tx.send(());
                 if result.is_err() {
                     continue;
                 }
@@ -686,14 +701,18 @@ impl Dataset {
                             slot = (gk as u32, builders[gk].dict.intern(encoded));
                             values[v as usize] = slot;
                         }
-                        builders[slot.0 as usize]
-                            .pairs
-                            .push(((base + e as usize) as u32, slot.1));
+                        builders[slot.0 as usize].push((base + e as usize) as u32, slot.1);
                     }
                     Ok(())
                 },
             )?;
         }
+        // Large vectors shrink in place (the allocator remaps them): no growth slack while the
+        // grouping holds old and new columns at once.
+        ev_person.shrink_to_fit();
+        ev_ts.shrink_to_fit();
+        ev_name.shrink_to_fit();
+        builders.iter_mut().for_each(ColumnBuilder::shrink);
         ds.group_events(ev_person, ev_ts, ev_name, builders, threads);
         ds.skipped_events = skipped;
         ds.dropped_events = dropped;
@@ -871,7 +890,7 @@ fn finish_columns(
             s.spawn(|| loop {
                 let next = work.lock().ok().and_then(|mut w| w.pop());
                 let Some((k, b)) = next else { return };
-                if b.pairs.is_empty() {
+                if b.is_empty() {
                     continue;
                 }
                 let col = b.finish(position);
