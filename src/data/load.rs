@@ -615,7 +615,8 @@ impl Dataset {
         if let Some((reader, name)) = events {
             let (distinct_ids, owners) = (&ds.distinct_ids, &ds.distinct_owner);
             let parse_event = |text: &str, _k: usize, b: &mut EventBlock| -> Result<(), String> {
-                let fast = super::fast::event_into(text, &mut b.sink, projection);
+                let fast = super::scan::event(text, &mut b.sink, projection)
+                    .or_else(|| super::fast::event_into(text, &mut b.sink, projection));
                 let slow;
                 let (did, event, ts) = match &fast {
                     Some(h) => (h.distinct_id.as_ref(), h.event.as_ref(), h.ts),

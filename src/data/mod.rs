@@ -13,6 +13,7 @@ mod csv;
 mod fast;
 mod load;
 mod projection;
+mod scan;
 
 pub use csv::CsvMembers;
 pub use load::{LoadOptions, LoadStats, Progress};
