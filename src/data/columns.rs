@@ -264,6 +264,17 @@ impl EventColumn {
     }
 }
 
+/// The number of set bits before each group of [`RANK_WORDS`] words.
+fn rank_directory(words: &[u64]) -> Vec<u32> {
+    let mut ranks = Vec::with_capacity(words.len().div_ceil(RANK_WORDS));
+    let mut total = 0u32;
+    for group in words.chunks(RANK_WORDS) {
+        ranks.push(total);
+        total += group.iter().map(|w| w.count_ones()).sum::<u32>();
+    }
+    ranks
+}
+
 /// A key's values while loading: the dictionary (as encodings), which stored events (in file
 /// order) have the key, as a bitmap, and their codes in that order, as narrow as the dictionary
 /// allows so far.
@@ -299,58 +310,44 @@ impl ColumnBuilder {
         self.codes.shrink();
     }
 
-    /// The finished column, with the events renumbered by `position` (old → new).
-    pub(crate) fn finish(self, position: &[u32]) -> EventColumn {
+    /// The finished column: store position `j` holds file event `order[j]`.
+    pub(crate) fn finish(self, order: &[u32]) -> EventColumn {
         let dict: Vec<Val> = self.dict.iter().map(decode).collect();
-        let events = position.len();
+        let events = order.len();
         let n = self.count;
-        // New positions of the events having the key, in file order (the codes' order).
-        let mut moved: Vec<u32> = Vec::with_capacity(n);
-        for (w, &word) in self.present.iter().enumerate() {
-            let mut bits = word;
-            while bits != 0 {
-                let i = w * 64 + bits.trailing_zeros() as usize;
-                bits &= bits - 1;
-                moved.push(position[i]);
+        // A rank directory over the file-order bitmap finds each event's code.
+        let old = Presence::Bitmap {
+            ranks: rank_directory(&self.present),
+            words: self.present,
+        };
+        let mut codes = self.codes.zeros_like(n);
+        let mut words = vec![0u64; events.div_ceil(64)];
+        let mut k = 0;
+        for (j, &o) in order.iter().enumerate() {
+            if let Some(r) = old.rank(o as usize) {
+                words[j / 64] |= 1u64 << (j % 64);
+                codes.set(k, self.codes.get(r).unwrap_or(0));
+                k += 1;
             }
         }
-        drop(self.present);
-        let old = self.codes;
-        let mut codes = old.zeros_like(n);
+        drop(old);
         let presence = if n == events {
-            for (r, &p) in moved.iter().enumerate() {
-                codes.set(p as usize, old.get(r).unwrap_or(0));
-            }
             Presence::All
         } else if n * 4 < events / 8 {
-            let mut order: Vec<(u32, u32)> = moved
-                .iter()
-                .enumerate()
-                .map(|(r, &p)| (p, r as u32))
-                .collect();
-            order.sort_unstable();
-            for (k, &(_, r)) in order.iter().enumerate() {
-                codes.set(k, old.get(r as usize).unwrap_or(0));
-            }
-            Presence::List(order.into_iter().map(|(p, _)| p).collect())
-        } else {
-            let mut words = vec![0u64; events.div_ceil(64)];
-            for &p in &moved {
-                words[p as usize / 64] |= 1u64 << (p % 64);
-            }
-            let mut ranks = Vec::with_capacity(words.len().div_ceil(RANK_WORDS));
-            let mut total = 0u32;
-            for group in words.chunks(RANK_WORDS) {
-                ranks.push(total);
-                total += group.iter().map(|w| w.count_ones()).sum::<u32>();
-            }
-            let presence = Presence::Bitmap { words, ranks };
-            for (r, &p) in moved.iter().enumerate() {
-                if let Some(k) = presence.rank(p as usize) {
-                    codes.set(k, old.get(r).unwrap_or(0));
+            let mut list = Vec::with_capacity(n);
+            for (w, &word) in words.iter().enumerate() {
+                let mut bits = word;
+                while bits != 0 {
+                    list.push((w * 64) as u32 + bits.trailing_zeros());
+                    bits &= bits - 1;
                 }
             }
-            presence
+            Presence::List(list)
+        } else {
+            Presence::Bitmap {
+                ranks: rank_directory(&words),
+                words,
+            }
         };
         EventColumn {
             presence,
@@ -405,11 +402,11 @@ mod tests {
                     for p in (0..events).step_by(step) {
                         b.push(p as u32, code(p));
                     }
-                    // Reverse the order: old position p becomes events - 1 - p.
-                    let position: Vec<u32> = (0..events as u32).rev().collect();
-                    let col = b.finish(&position);
+                    // A rotation: store position j holds file event (j + 7) mod events.
+                    let order: Vec<u32> = (0..events).map(|j| ((j + 7) % events) as u32).collect();
+                    let col = b.finish(&order);
                     for new in 0..events {
-                        let p = events - 1 - new;
+                        let p = (new + 7) % events;
                         let want = (p % step == 0).then(|| Val::Num((code(p) as u64).into()));
                         assert_eq!(
                             col.get(new).cloned(),

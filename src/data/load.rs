@@ -770,18 +770,16 @@ impl Dataset {
                 s.spawn(move || sort_persons(range, mine));
             }
         });
-        self.ev_ts = gather(&order, &ts, threads);
-        drop(ts);
-        self.ev_name = gather(&order, &name, threads);
-        drop(name);
-        // Old position → new position, for the property columns.
-        let mut position = vec![0u32; m];
-        for (new, &old) in order.iter().enumerate() {
-            position[old as usize] = new as u32;
-        }
+        // In place, cycle by cycle: no second copy of the columns.
+        let (mut ts, mut name) = (ts, name);
+        let mut visited = Vec::new();
+        permute(&mut ts, &order, &mut visited);
+        permute(&mut name, &order, &mut visited);
+        drop(visited);
+        self.ev_ts = ts;
+        self.ev_name = name;
+        self.ev_columns = finish_columns(builders, &order, threads);
         drop(order);
-        self.ev_columns = finish_columns(builders, &position, threads);
-        drop(position);
         // Runs of one name within one person, by name: what a behavioral leaf scans in batch.
         let names = self
             .ev_name
@@ -857,29 +855,35 @@ fn split_persons(offsets: &[u32], parts: usize) -> Vec<std::ops::Range<usize>> {
     out
 }
 
-/// `src` in the order `order`, gathered on `threads` threads.
-fn gather<T: Copy + Send + Sync>(order: &[u32], src: &[T], threads: usize) -> Vec<T> {
-    let Some(&first) = src.first() else {
-        return Vec::new();
-    };
-    let mut out = vec![first; order.len()];
-    let chunk = order.len().div_ceil(threads.max(1)).max(1);
-    std::thread::scope(|s| {
-        for (o, idx) in out.chunks_mut(chunk).zip(order.chunks(chunk)) {
-            s.spawn(move || {
-                for (slot, &i) in o.iter_mut().zip(idx) {
-                    *slot = src[i as usize];
-                }
-            });
+/// Reorders `data` in place so that `data[j]` becomes the old `data[order[j]]`, following each
+/// cycle of the permutation once (`visited` is scratch space).
+fn permute<T: Copy>(data: &mut [T], order: &[u32], visited: &mut Vec<u64>) {
+    visited.clear();
+    visited.resize(data.len().div_ceil(64), 0);
+    for start in 0..data.len() {
+        if visited[start / 64] & (1 << (start % 64)) != 0 {
+            continue;
         }
-    });
-    out
+        let first = data[start];
+        let mut k = start;
+        loop {
+            visited[k / 64] |= 1 << (k % 64);
+            let src = order[k] as usize;
+            if src == start {
+                data[k] = first;
+                break;
+            }
+            data[k] = data[src];
+            k = src;
+        }
+    }
 }
 
-/// Finishes every key's column (renumbering events by `position`), keys shared among threads.
+/// Finishes every key's column (event `j` of the store is event `order[j]` of the file), keys
+/// shared among threads.
 fn finish_columns(
     builders: Vec<ColumnBuilder>,
-    position: &[u32],
+    order: &[u32],
     threads: usize,
 ) -> Vec<Option<EventColumn>> {
     let count = builders.len();
@@ -894,7 +898,7 @@ fn finish_columns(
                 if b.is_empty() {
                     continue;
                 }
-                let col = b.finish(position);
+                let col = b.finish(order);
                 if let Ok(mut d) = done.lock() {
                     d.push((k, col));
                 }
