@@ -116,7 +116,7 @@ impl Default for Codes {
 
 impl Codes {
     /// Appends a code, widening every code first when it does not fit.
-    fn push(&mut self, code: u32) {
+    pub(crate) fn push(&mut self, code: u32) {
         match self {
             Codes::U8(c) if code <= u8::MAX as u32 => c.push(code as u8),
             Codes::U16(c) if code <= u16::MAX as u32 => c.push(code as u16),
@@ -157,7 +157,7 @@ impl Codes {
         }
     }
 
-    fn shrink(&mut self) {
+    pub(crate) fn shrink(&mut self) {
         match self {
             Codes::U8(c) => c.shrink_to_fit(),
             Codes::U16(c) => c.shrink_to_fit(),
@@ -166,7 +166,7 @@ impl Codes {
     }
 
     #[inline]
-    fn get(&self, i: usize) -> Option<u32> {
+    pub(crate) fn get(&self, i: usize) -> Option<u32> {
         match self {
             Codes::U8(c) => c.get(i).map(|&c| c as u32),
             Codes::U16(c) => c.get(i).map(|&c| c as u32),
@@ -174,7 +174,7 @@ impl Codes {
         }
     }
 
-    fn bytes(&self) -> usize {
+    pub(crate) fn bytes(&self) -> usize {
         match self {
             Codes::U8(c) => c.len(),
             Codes::U16(c) => c.len() * 2,

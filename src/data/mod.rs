@@ -126,7 +126,8 @@ impl<'a> Events<'a> {
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Column {
     pub persons: Vec<u32>,
-    pub codes: Vec<u32>,
+    /// One code per entry of `persons`, as narrow as the dictionary allows.
+    pub codes: columns::Codes,
     pub dict: Vec<Val>,
     /// While loading: each distinct value's exact encoding (member `i` is `dict[i]`).
     index: arena::StrSet,
@@ -152,22 +153,41 @@ impl Column {
     pub(crate) fn finish(&mut self) {
         self.index = Default::default();
         self.persons.shrink_to_fit();
-        self.codes.shrink_to_fit();
+        self.codes.shrink();
         self.dict.shrink_to_fit();
     }
 
     /// Person `p`'s value, if it has one.
     pub(crate) fn get(&self, p: u32) -> Option<&Val> {
         let i = self.persons.binary_search(&p).ok()?;
-        self.dict.get(self.codes[i] as usize)
+        self.dict.get(self.codes.get(i)? as usize)
     }
 
     /// (person, value) pairs in person order.
     pub(crate) fn iter(&self) -> impl Iterator<Item = (u32, &Val)> {
-        self.persons
-            .iter()
-            .zip(&self.codes)
-            .map(|(&p, &c)| (p, &self.dict[c as usize]))
+        self.persons.iter().enumerate().filter_map(|(i, &p)| {
+            let c = self.codes.get(i)?;
+            Some((p, self.dict.get(c as usize)?))
+        })
+    }
+
+    /// Calls `f` with every (person, code) pair in person order (one loop per code width).
+    #[inline]
+    pub(crate) fn for_each_code(&self, mut f: impl FnMut(u32, u32)) {
+        use columns::Codes;
+        match &self.codes {
+            Codes::U8(c) => self
+                .persons
+                .iter()
+                .zip(c)
+                .for_each(|(&p, &c)| f(p, c as u32)),
+            Codes::U16(c) => self
+                .persons
+                .iter()
+                .zip(c)
+                .for_each(|(&p, &c)| f(p, c as u32)),
+            Codes::U32(c) => self.persons.iter().zip(c).for_each(|(&p, &c)| f(p, c)),
+        }
     }
 }
 
@@ -288,7 +308,11 @@ impl Dataset {
         let columns: usize = self
             .columns
             .iter()
-            .map(|c| c.persons.len() * 8 + c.dict.len() * (std::mem::size_of::<Val>() + 16))
+            .map(|c| {
+                c.persons.len() * 4
+                    + c.codes.bytes()
+                    + c.dict.len() * (std::mem::size_of::<Val>() + 16)
+            })
             .sum();
         ids + self.distinct_owner.len() * 4 + self.event_offsets.len() * 4 + columns
     }
