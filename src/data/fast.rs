@@ -1,8 +1,9 @@
-//! The fast path of line parsing: a JSONL line deserialised straight into borrowed fields and
-//! [`Val`]s, without building a `serde_json::Value` tree (no per-key allocations, no map nodes).
-//! It accepts exactly the well-formed lines; anything unusual (a wrong type, a duplicate key, a
-//! bad timestamp) returns `None` and the caller re-parses the line on the slow path, which
-//! produces the precise error message, so both paths agree on every line.
+//! The serde path of line parsing: a JSONL line deserialised straight into borrowed fields and
+//! a block's dictionaries ([`EventSink`]), without building a `serde_json::Value` tree (no
+//! allocation per line, except for nested values of kept properties). It accepts exactly the
+//! well-formed lines; anything unusual (a wrong type, a duplicate key, a bad timestamp) returns
+//! `None` and the caller re-parses the line on the slow path, which produces the precise error
+//! message, so both paths agree on every line.
 
 use std::borrow::Cow;
 use std::fmt;

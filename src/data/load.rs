@@ -1,11 +1,15 @@
 //! Loading a [`Dataset`] from the JSONL files of `CLI.md` §2.
 //!
 //! A file is streamed in blocks of whole lines (never held whole) by a reader thread; worker
-//! threads parse the blocks in parallel, interning names into block-local tables; the calling
-//! thread merges the blocks in file order, so errors keep their `file:line` and the first bad line
-//! in file order is the one reported. Events are then grouped by person (a counting sort) and
-//! ordered by event name and time within each person (stable: equal timestamps keep file order),
-//! so a behavioral leaf reads one contiguous, time-ordered run of events.
+//! threads parse the blocks in parallel into columnar block states (ids, timestamps, names and
+//! property values with block-local dictionaries), trying the hand-written scanner
+//! ([`super::scan`]), then the borrowed serde path ([`super::fast`]), then a `serde_json::Value`
+//! for the exact error; the calling thread merges the blocks in file order, so errors keep their
+//! `file:line` and the first bad line in file order is the one reported. Buffers and block
+//! states circulate through pools and at most 2 × threads + 1 blocks are in flight, so the steady
+//! state allocates nothing per line and memory stays flat. Events are then grouped by person (a
+//! counting sort), ordered by event name and time within each person (ties keep file order),
+//! the columns permuted in place, so a behavioral leaf reads one contiguous, time-ordered run.
 
 use std::collections::BTreeMap;
 use std::fs::File;

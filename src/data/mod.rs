@@ -1,9 +1,12 @@
 //! The data side: persons with their properties and each person's events in time order.
 //!
 //! Two shapes serve the two ways the engine is used:
-//! - [`Dataset`]: a whole population loaded from JSONL (`CLI.md` §2), for batch evaluation.
-//!   Properties are interned and stored per person, sorted by key; events are grouped by person
-//!   in time order in parallel arrays (timestamp, event name, property range).
+//! - [`Dataset`]: a whole population loaded from JSONL (`CLI.md` §2), for batch evaluation, in
+//!   columns: person and distinct ids in byte arenas; person properties one dictionary-encoded
+//!   column per key; events grouped by person and ordered by (name, time), as a timestamp column
+//!   and a name column, with event properties one column per key (each key's distinct values
+//!   once, a narrow code per event having it, presence as a ranked bitmap). A [`Projection`]
+//!   keeps only what a cohort set reads.
 //! - [`Person`] + [`History`]: one person that a service holds, built against an
 //!   [`crate::Engine`]'s names, for the single-person fast path.
 
