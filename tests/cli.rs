@@ -669,3 +669,67 @@ fn generated_wide_shape_evaluates_the_same_on_any_threads_and_partitions() {
         stderr(&o)
     );
 }
+
+#[test]
+fn projection_still_validates_every_line_and_counts_every_event() {
+    let dir = tempdir();
+    let cohorts = write(
+        &dir,
+        "cohorts.json",
+        r#"[{"id": 1, "filters": {"properties": {"type": "AND", "values": [
+            {"type": "behavioral", "key": "login", "event_type": "events", "value": "performed_event",
+             "time_value": 30, "time_interval": "day"}]}}}]"#,
+    );
+    let persons = write(
+        &dir,
+        "persons.jsonl",
+        "{\"id\": \"p\", \"distinct_ids\": [\"d\"], \"properties\": {\"unread\": 1}}\n",
+    );
+    let good = "{\"distinct_id\": \"d\", \"event\": \"login\", \"timestamp\": \"2024-06-10T00:00:00Z\"}\n\
+                {\"distinct_id\": \"d\", \"event\": \"other\", \"timestamp\": \"2024-06-10T00:00:00Z\", \"properties\": {\"x\": [1, {\"y\": null}]}}\n\
+                {\"distinct_id\": \"zz\", \"event\": \"other\", \"timestamp\": 0}\n";
+    let events = write(&dir, "events.jsonl", good);
+    let o = run(&[
+        "eval",
+        "--cohorts",
+        &cohorts,
+        "--persons",
+        &persons,
+        "--events",
+        &events,
+        "--now",
+        NOW,
+    ]);
+    assert_eq!(stdout(&o), "{\"1\":[\"p\"]}\n", "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(err.contains("loaded 1 persons and 2 events"), "{err}");
+    assert!(
+        err.contains("kept 1 events: 1 are of names no cohort reads"),
+        "{err}"
+    );
+    assert!(err.contains("skipped 1 events"), "{err}");
+    // A bad line of an event name no cohort reads is still the error, with its line.
+    let bad = format!(
+        "{good}{{\"distinct_id\": \"d\", \"event\": \"other\", \"timestamp\": \"yesterday\"}}\n"
+    );
+    let events = write(&dir, "events.jsonl", &bad);
+    let o = run(&[
+        "eval",
+        "--cohorts",
+        &cohorts,
+        "--persons",
+        &persons,
+        "--events",
+        &events,
+        "--now",
+        NOW,
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert_eq!(stdout(&o), "");
+    assert_eq!(
+        stderr(&o),
+        format!(
+            "error: invalid_input: {events}:4: timestamp \"yesterday\" is not a valid date-time\n"
+        )
+    );
+}
