@@ -5,6 +5,7 @@ mod alloc;
 mod cases;
 mod cli;
 mod embedding;
+mod projection;
 mod props;
 mod references;
 mod regressions;

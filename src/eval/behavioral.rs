@@ -6,7 +6,7 @@ use crate::data::Events;
 use crate::intern::Sym;
 use crate::time::{forward, Micros};
 
-use super::eval_prop;
+use super::eval_value;
 
 /// Index of the first event with timestamp > `t`.
 #[inline]
@@ -34,11 +34,10 @@ impl Matcher<'_, '_> {
     #[inline]
     fn is_match(&mut self, i: usize) -> bool {
         self.test.filters.is_empty()
-            || self
-                .test
-                .filters
-                .iter()
-                .all(|f| eval_prop(f, self.ev.props(self.base + i), self.times, self.buf))
+            || self.test.filters.iter().all(|f| {
+                let v = self.ev.get(self.base + i, f.key);
+                eval_value(f, v, self.times, self.buf)
+            })
     }
 
     /// Is any of positions `lo..hi` a match? Without filters, a comparison of indices.
