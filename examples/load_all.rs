@@ -28,10 +28,8 @@ fn main() {
     )
     .expect("valid cohorts");
     let started = Instant::now();
-    let mut opts = LoadOptions {
-        projection: project.then(|| Projection::of(&set)),
-        ..Default::default()
-    };
+    let mut opts = LoadOptions::default();
+    opts.projection = project.then(|| Projection::of(&set));
     let data = Dataset::from_paths(
         &dir.join("persons.jsonl"),
         Some(&dir.join("events.jsonl")),

@@ -362,11 +362,9 @@ fn load_data(args: &DataArgs, threads: usize, set: &CohortSet) -> Result<Dataset
             );
         }
     };
-    let mut opts = LoadOptions {
-        threads,
-        projection: Some(Projection::of(set)),
-        ..Default::default()
-    };
+    let mut opts = LoadOptions::default()
+        .threads(threads)
+        .projection(Projection::of(set));
     if !args.quiet {
         opts.progress = Some(&mut progress);
     }

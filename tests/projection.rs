@@ -34,11 +34,8 @@ fn jsonl(items: Option<&Value>) -> String {
 }
 
 fn load(persons: &[u8], events: &[u8], projection: Option<Projection>, threads: usize) -> Dataset {
-    let mut opts = LoadOptions {
-        threads,
-        projection,
-        ..Default::default()
-    };
+    let mut opts = LoadOptions::default().threads(threads);
+    opts.projection = projection;
     Dataset::from_readers(
         persons,
         "persons.jsonl",

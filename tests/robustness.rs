@@ -251,7 +251,7 @@ fn parallel_loading_keeps_line_numbers_and_results() {
     let results: Vec<_> = [1, 2, 4]
         .iter()
         .map(|&threads| {
-            let mut opts = LoadOptions { threads, ..Default::default() };
+            let mut opts = LoadOptions::default().threads(threads);
             let d = Dataset::from_readers(persons.as_bytes(), "p", Some((events.as_bytes(), "e")), &mut opts).unwrap();
             let set = CohortSet::from_json(
                 &json!([{"id": 1, "filters": {"properties": {"type": "AND", "values": [
@@ -276,10 +276,7 @@ fn parallel_loading_keeps_line_numbers_and_results() {
     );
     bad.push_str("not json\n");
     for threads in [1, 3] {
-        let mut opts = LoadOptions {
-            threads,
-            ..Default::default()
-        };
+        let mut opts = LoadOptions::default().threads(threads);
         let e = Dataset::from_readers(
             persons.as_bytes(),
             "p",

@@ -32,8 +32,17 @@ use crate::time::{parse_timestamp, Micros};
 /// A progress callback: file name, lines read so far, time since the load started.
 pub type Progress<'a> = &'a mut dyn FnMut(&str, u64, Duration);
 
-/// Options for loading; the default is silent and uses every core.
+/// Options for loading; the default is silent, keeps everything and uses every core. Change what
+/// differs with the builder methods (or by assigning the fields):
+///
+/// ```
+/// use cohort_engine::{CohortSet, LoadOptions, Projection};
+/// let set = CohortSet::from_json("[]")?;
+/// let opts = LoadOptions::default().threads(2).projection(Projection::of(&set));
+/// # Ok::<(), cohort_engine::Errors>(())
+/// ```
 #[derive(Default)]
+#[non_exhaustive]
 pub struct LoadOptions<'a> {
     /// Called about every million lines and at the end of each file with the file name, the
     /// lines read so far and the time since the load started.
@@ -45,8 +54,29 @@ pub struct LoadOptions<'a> {
     pub projection: Option<Projection>,
 }
 
+impl<'a> LoadOptions<'a> {
+    /// Use `n` parser threads (0 = all cores).
+    pub fn threads(mut self, n: usize) -> LoadOptions<'a> {
+        self.threads = n;
+        self
+    }
+
+    /// Keep only what `projection` reads.
+    pub fn projection(mut self, projection: Projection) -> LoadOptions<'a> {
+        self.projection = Some(projection);
+        self
+    }
+
+    /// Report progress to `f`.
+    pub fn progress(mut self, f: Progress<'a>) -> LoadOptions<'a> {
+        self.progress = Some(f);
+        self
+    }
+}
+
 /// What a load read.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct LoadStats {
     /// Persons loaded.
     pub persons: usize,
@@ -65,13 +95,28 @@ fn open(path: &Path) -> Result<Box<dyn BufRead + Send>, Error> {
     let file =
         File::open(path).map_err(|e| Error::input(name.clone(), format!("cannot open: {e}")))?;
     Ok(if name.ends_with(".gz") {
-        Box::new(BufReader::with_capacity(
-            1 << 16,
-            flate2::read::MultiGzDecoder::new(file),
-        ))
+        gzip(file, &name)?
     } else {
         Box::new(BufReader::with_capacity(1 << 16, file))
     })
+}
+
+/// A gzip-compressed file (cargo feature `gzip`, in the default build).
+#[cfg(feature = "gzip")]
+fn gzip(file: File, _name: &str) -> Result<Box<dyn BufRead + Send>, Error> {
+    Ok(Box::new(BufReader::with_capacity(
+        1 << 16,
+        flate2::read::MultiGzDecoder::new(file),
+    )))
+}
+
+/// Without the `gzip` feature a `.gz` file is refused, never read as plain text.
+#[cfg(not(feature = "gzip"))]
+fn gzip(_file: File, name: &str) -> Result<Box<dyn BufRead + Send>, Error> {
+    Err(Error::input(
+        name,
+        "gzip-compressed files need the crate's `gzip` feature",
+    ))
 }
 
 /// Bytes per block handed to a parser thread.
