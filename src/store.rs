@@ -60,7 +60,6 @@ use crate::limits::Limits;
 use crate::model::cohort_objects;
 use crate::set::CohortSet;
 use crate::time::{format_micros, Micros};
-use crate::value::Val;
 use crate::CohortId;
 
 /// The API's message for a change that would close a reference loop.
@@ -1808,26 +1807,4 @@ fn push_csv_row(out: &mut String, fields: &[String]) {
         }
     }
     out.push_str("\r\n");
-}
-
-impl Dataset {
-    /// Person `p`'s properties as a JSON object (arrays and objects come back from their string
-    /// form).
-    pub(crate) fn person_properties_json(&self, p: usize) -> Map<String, Value> {
-        self.person_props(p)
-            .iter()
-            .filter_map(|(k, v)| {
-                let key = self.symbols.keys.name(*k)?;
-                let value = match v {
-                    Val::Bool(b) => Value::Bool(*b),
-                    Val::Num(n) => Value::Number(n.clone()),
-                    Val::Str(s) => Value::String(s.to_string()),
-                    Val::Json(s) => {
-                        serde_json::from_str(s).unwrap_or_else(|_| Value::String(s.to_string()))
-                    }
-                };
-                Some((key.to_string(), value))
-            })
-            .collect()
-    }
 }

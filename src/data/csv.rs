@@ -57,12 +57,8 @@ fn records(text: &str) -> Vec<Vec<String>> {
 }
 
 impl Dataset {
-    /// Resolves a static-cohort CSV upload against this dataset.
-    ///
-    /// # Errors
-    /// `invalid_input` when there is no header row or it has none of the columns `person_id`,
-    /// `distinct_id`, `email`.
-    pub fn static_members_from_csv(&self, csv: &str) -> Result<CsvMembers, Error> {
+    /// See [`Dataset::static_members_from_csv`].
+    pub(crate) fn static_members_from_csv_in(&self, csv: &str) -> Result<CsvMembers, Error> {
         let rows = records(csv);
         let Some(header) = rows.first() else {
             return Err(Error::input("csv", "a header row is required"));

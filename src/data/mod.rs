@@ -28,9 +28,13 @@ use serde_json::{Map, Value};
 
 use smallvec::SmallVec;
 
+use std::collections::BTreeMap;
+
+use crate::error::Error;
 use crate::intern::{shared, Sym, Symbols, Table};
 use crate::time::Micros;
 use crate::value::Val;
+use crate::{BatchOptions, Bitset, CohortId, CohortSet, Members, Program, Scratch, Timestamp};
 
 /// One property: interned key and value. Slices of these are sorted by key.
 pub(crate) type Prop = (Sym, Val);
@@ -251,7 +255,120 @@ pub struct Dataset {
     dropped_events: u64,
 }
 
+/// Every public method of [`Dataset`] is here; the loader's constructors are in `load.rs`, and
+/// the bodies live with the code they belong to (batch evaluation in `eval/batch.rs`, CSV uploads
+/// in `csv.rs`).
 impl Dataset {
+    /// Evaluates cohorts of `set` for every person at `now`.
+    ///
+    /// # Errors
+    /// `unknown_cohort` when a requested id is absent or deleted.
+    pub fn evaluate(
+        &self,
+        set: &CohortSet,
+        now: impl Into<Timestamp>,
+        opts: &BatchOptions,
+    ) -> Result<Members, Error> {
+        self.evaluate_in(set, now, opts)
+    }
+
+    /// Compiles a set against this dataset's names.
+    ///
+    /// # Errors
+    /// As [`Program::compile`].
+    pub fn compile(&self, set: &CohortSet) -> Result<Program, Error> {
+        self.compile_in(set)
+    }
+
+    /// Evaluates an already compiled program (from [`Dataset::compile`]) and returns member ids.
+    ///
+    /// # Errors
+    /// As [`Dataset::evaluate`].
+    pub fn evaluate_program(
+        &self,
+        program: &Program,
+        now: impl Into<Timestamp>,
+        opts: &BatchOptions,
+    ) -> Result<Members, Error> {
+        self.evaluate_program_in(program, now, opts)
+    }
+
+    /// Evaluates a compiled program and returns each requested cohort's members as a bitset over
+    /// person indices (see [`Dataset::person_id`]).
+    ///
+    /// # Errors
+    /// As [`Dataset::evaluate`].
+    pub fn evaluate_bitsets(
+        &self,
+        program: &Program,
+        now: impl Into<Timestamp>,
+        opts: &BatchOptions,
+    ) -> Result<BTreeMap<CohortId, Bitset>, Error> {
+        self.evaluate_bitsets_in(program, now, opts)
+    }
+
+    /// Is person `index` a member of `cohort` at `now`? The per-person path over a loaded
+    /// dataset (`program` from [`Dataset::compile`]); [`Dataset::evaluate`] is much faster for
+    /// many persons.
+    ///
+    /// # Errors
+    /// `unknown_cohort` when the cohort is not in the program's set.
+    pub fn matches(
+        &self,
+        program: &Program,
+        cohort: CohortId,
+        index: usize,
+        now: impl Into<Timestamp>,
+        scratch: &mut Scratch,
+    ) -> Result<bool, Error> {
+        self.matches_in(program, cohort, index, now, scratch)
+    }
+
+    /// Explains person `index`'s membership of `cohort` at `now` (see [`crate::Engine::explain`]).
+    ///
+    /// # Errors
+    /// `unknown_cohort` when the cohort is not in the program's set.
+    pub fn explain(
+        &self,
+        program: &Program,
+        cohort: CohortId,
+        index: usize,
+        now: impl Into<Timestamp>,
+        scratch: &mut Scratch,
+    ) -> Result<crate::eval::explain::Explanation, Error> {
+        self.explain_in(program, cohort, index, now, scratch)
+    }
+
+    /// Resolves a static-cohort CSV upload against this dataset.
+    ///
+    /// # Errors
+    /// `invalid_input` when there is no header row or it has none of the columns `person_id`,
+    /// `distinct_id`, `email`.
+    pub fn static_members_from_csv(&self, csv: &str) -> Result<CsvMembers, Error> {
+        self.static_members_from_csv_in(csv)
+    }
+
+    #[cfg(feature = "store")]
+    /// Person `p`'s properties as a JSON object (arrays and objects come back from their string
+    /// form).
+    pub(crate) fn person_properties_json(&self, p: usize) -> Map<String, Value> {
+        self.person_props(p)
+            .iter()
+            .filter_map(|(k, v)| {
+                let key = self.symbols.keys.name(*k)?;
+                let value = match v {
+                    Val::Bool(b) => Value::Bool(*b),
+                    Val::Num(n) => Value::Number(n.clone()),
+                    Val::Str(s) => Value::String(s.to_string()),
+                    Val::Json(s) => {
+                        serde_json::from_str(s).unwrap_or_else(|_| Value::String(s.to_string()))
+                    }
+                };
+                Some((key.to_string(), value))
+            })
+            .collect()
+    }
+
     /// Number of persons.
     pub fn len(&self) -> usize {
         self.person_ids.len()

@@ -83,11 +83,8 @@ struct Batch<'a> {
 }
 
 impl Dataset {
-    /// Evaluates cohorts of `set` for every person at `now`.
-    ///
-    /// # Errors
-    /// `unknown_cohort` when a requested id is absent or deleted.
-    pub fn evaluate(
+    /// See [`Dataset::evaluate`].
+    pub(crate) fn evaluate_in(
         &self,
         set: &CohortSet,
         now: impl Into<Timestamp>,
@@ -112,19 +109,13 @@ impl Dataset {
         }
     }
 
-    /// Compiles a set against this dataset's names.
-    ///
-    /// # Errors
-    /// As [`Program::compile`].
-    pub fn compile(&self, set: &CohortSet) -> Result<Program, Error> {
+    /// See [`Dataset::compile`].
+    pub(crate) fn compile_in(&self, set: &CohortSet) -> Result<Program, Error> {
         Program::compile(set, &self.symbols)
     }
 
-    /// Evaluates an already compiled program (from [`Dataset::compile`]) and returns member ids.
-    ///
-    /// # Errors
-    /// As [`Dataset::evaluate`].
-    pub fn evaluate_program(
+    /// See [`Dataset::evaluate_program`].
+    pub(crate) fn evaluate_program_in(
         &self,
         program: &Program,
         now: impl Into<Timestamp>,
@@ -144,12 +135,8 @@ impl Dataset {
         Ok(members)
     }
 
-    /// Evaluates a compiled program and returns each requested cohort's members as a bitset over
-    /// person indices (see [`Dataset::person_id`]).
-    ///
-    /// # Errors
-    /// As [`Dataset::evaluate`].
-    pub fn evaluate_bitsets(
+    /// See [`Dataset::evaluate_bitsets`].
+    pub(crate) fn evaluate_bitsets_in(
         &self,
         program: &Program,
         now: impl Into<Timestamp>,
@@ -258,13 +245,8 @@ impl Dataset {
 }
 
 impl Dataset {
-    /// Is person `index` a member of `cohort` at `now`? The per-person path over a loaded
-    /// dataset (`program` from [`Dataset::compile`]); [`Dataset::evaluate`] is much faster for
-    /// many persons.
-    ///
-    /// # Errors
-    /// `unknown_cohort` when the cohort is not in the program's set.
-    pub fn matches(
+    /// See [`Dataset::matches`].
+    pub(crate) fn matches_in(
         &self,
         program: &Program,
         cohort: CohortId,
@@ -290,11 +272,8 @@ impl Dataset {
 }
 
 impl Dataset {
-    /// Explains person `index`'s membership of `cohort` at `now` (see [`crate::Engine::explain`]).
-    ///
-    /// # Errors
-    /// `unknown_cohort` when the cohort is not in the program's set.
-    pub fn explain(
+    /// See [`Dataset::explain`].
+    pub(crate) fn explain_in(
         &self,
         program: &Program,
         cohort: CohortId,
