@@ -8,7 +8,7 @@
 use std::time::Instant;
 
 use cohort_engine::time::parse_absolute;
-use cohort_engine::{CohortSet, Dataset, Engine, LoadOptions, Timestamp, Tracker};
+use cohort_engine::{CohortSet, Dataset, Engine, LoadOptions, Projection, Timestamp, Tracker};
 
 fn main() {
     let mut args = std::env::args().skip(1);
@@ -23,7 +23,8 @@ fn main() {
     let data = Dataset::from_paths(
         &dir.join("persons.jsonl"),
         Some(&dir.join("events.jsonl")),
-        &mut LoadOptions::default(),
+        // As `watch` loads: only what the tracked cohorts read.
+        &mut LoadOptions::default().projection(Projection::of(&set)),
     )
     .expect("data loads");
     let now = parse_absolute("2026-11-01T00:00:00Z").expect("now");
