@@ -240,6 +240,12 @@ pub(crate) struct EventColumn {
 }
 
 impl EventColumn {
+    /// The dictionary code of event `i`'s value (a position in the store), if it has the key.
+    #[inline]
+    pub(crate) fn code(&self, i: usize) -> Option<u32> {
+        self.codes.get(self.presence.rank(i)?)
+    }
+
     /// The value of event `i` (a position in the store), if it has the key.
     #[inline]
     pub(crate) fn get(&self, i: usize) -> Option<&Val> {

@@ -22,7 +22,7 @@ pub use csv::CsvMembers;
 pub use load::{LoadOptions, LoadStats, Progress};
 pub use projection::Projection;
 
-use columns::EventColumn;
+pub(crate) use columns::EventColumn;
 
 use serde_json::{Map, Value};
 
@@ -123,6 +123,15 @@ impl<'a> Events<'a> {
                 0..0
             }
             None => name_range(self.name, name),
+        }
+    }
+
+    /// Where event `i` of this view lives in a dataset's column store (`None` for a history).
+    #[inline]
+    pub(crate) fn store_position(&self, i: usize) -> Option<usize> {
+        match self.props {
+            EventProps::Columns { base, .. } => Some(base + i),
+            EventProps::Boxed(_) => None,
         }
     }
 
@@ -247,7 +256,7 @@ pub struct Dataset {
     ev_ts: Vec<Micros>,
     ev_name: Vec<Sym>,
     /// Event properties by key (indexed by the key's [`Sym`]), each a column over all events.
-    ev_columns: Vec<Option<EventColumn>>,
+    pub(crate) ev_columns: Vec<Option<EventColumn>>,
     /// For each event name, the persons having events of it and where they lie.
     pub(crate) name_runs: Vec<Vec<NameRun>>,
     skipped_events: u64,

@@ -12,6 +12,7 @@ use std::collections::BTreeMap;
 use crate::compile::{CohortCode, NodeId, NodeKind, Program, PropTest, TimeExpr};
 use crate::data::Dataset;
 use crate::error::{Error, ErrorKind};
+use crate::eval::behavioral::CodeFilter;
 use crate::eval::bitset::Bitset;
 use crate::eval::{behavioral, person, Scratch, Subject, Who};
 use crate::set::CohortSet;
@@ -459,6 +460,9 @@ impl Batch<'_> {
         let run = |runs: &[crate::data::NameRun]| -> Vec<u32> {
             let mut buf = String::new();
             let mut hits = Vec::new();
+            // Event filters on dictionary codes: each distinct value tested once per thread.
+            let mut codes =
+                CodeFilter::for_leaf(test, &self.data.ev_columns, &self.times, &mut buf);
             for r in runs {
                 let p = r.person as usize;
                 if !mask.get(p) {
@@ -466,7 +470,15 @@ impl Batch<'_> {
                 }
                 let events = self.data.person_events(p);
                 let range = r.start as usize..(r.start + r.len) as usize;
-                if behavioral::eval_range(test, &events, range, &self.times, self.now, &mut buf) {
+                if behavioral::eval_range(
+                    test,
+                    &events,
+                    range,
+                    &self.times,
+                    self.now,
+                    &mut buf,
+                    Some(&mut codes),
+                ) {
                     hits.push(r.person);
                 }
             }

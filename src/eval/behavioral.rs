@@ -2,7 +2,7 @@
 //! binary search on the timestamps, then a scan of the slice in it.
 
 use crate::compile::{BehaviorKind, BehaviorTest};
-use crate::data::Events;
+use crate::data::{EventColumn, Events};
 use crate::intern::Sym;
 use crate::time::{forward, Micros};
 
@@ -20,24 +20,86 @@ fn at_or_after(ts: &[Micros], t: Micros) -> usize {
     ts.partition_point(|&x| x < t)
 }
 
+/// A leaf's event filter over a dataset's column of its key, decided once per distinct value:
+/// per event, one code lookup instead of an operator call. The memo is filled lazily (only the
+/// values the leaf's events carry are tested), so one batch pass tests each distinct value once.
+pub(crate) struct CodeFilter<'a> {
+    column: Option<&'a EventColumn>,
+    /// The filter's result for an event without the key.
+    missing: bool,
+    /// Per dictionary code: 0 = not yet tested, 1 = false, 2 = true.
+    memo: Vec<u8>,
+}
+
+impl<'a> CodeFilter<'a> {
+    /// Filters of `test` over `columns` (a dataset's event columns, by key), evaluated at the
+    /// instant `times` is bound to.
+    pub(crate) fn for_leaf(
+        test: &BehaviorTest,
+        columns: &'a [Option<EventColumn>],
+        times: &[Micros],
+        buf: &mut String,
+    ) -> Vec<CodeFilter<'a>> {
+        test.filters
+            .iter()
+            .map(|f| {
+                let column = columns.get(f.key.0 as usize).and_then(Option::as_ref);
+                CodeFilter {
+                    column,
+                    missing: eval_value(f, None, times, buf),
+                    memo: vec![0; column.map_or(0, |c| c.dict.len())],
+                }
+            })
+            .collect()
+    }
+}
+
 /// Tests the leaf's event filters on the events of its name, `base..` in the person's events.
-struct Matcher<'a, 'b> {
+struct Matcher<'a, 'b, 'c> {
     test: &'a BehaviorTest,
     ev: &'a Events<'a>,
     base: usize,
     times: &'a [Micros],
     buf: &'b mut String,
+    /// The same filters on dictionary codes, when the events live in a dataset's columns.
+    codes: Option<&'b mut [CodeFilter<'c>]>,
 }
 
-impl Matcher<'_, '_> {
+impl Matcher<'_, '_, '_> {
     /// Does event `base + i` (of the leaf's name) meet every event filter?
     #[inline]
     fn is_match(&mut self, i: usize) -> bool {
-        self.test.filters.is_empty()
-            || self.test.filters.iter().all(|f| {
-                let v = self.ev.get(self.base + i, f.key);
-                eval_value(f, v, self.times, self.buf)
-            })
+        if self.test.filters.is_empty() {
+            return true;
+        }
+        if let (Some(codes), Some(pos)) = (
+            self.codes.as_deref_mut(),
+            self.ev.store_position(self.base + i),
+        ) {
+            return self
+                .test
+                .filters
+                .iter()
+                .zip(codes.iter_mut())
+                .all(|(f, c)| {
+                    let Some(code) = c.column.and_then(|col| col.code(pos)) else {
+                        return c.missing;
+                    };
+                    match c.memo[code as usize] {
+                        0 => {
+                            let v = c.column.and_then(|col| col.dict.get(code as usize));
+                            let r = eval_value(f, v, self.times, self.buf);
+                            c.memo[code as usize] = 1 + r as u8;
+                            r
+                        }
+                        m => m == 2,
+                    }
+                });
+        }
+        self.test.filters.iter().all(|f| {
+            let v = self.ev.get(self.base + i, f.key);
+            eval_value(f, v, self.times, self.buf)
+        })
     }
 
     /// Is any of positions `lo..hi` a match? Without filters, a comparison of indices.
@@ -95,7 +157,7 @@ pub(crate) fn eval(
     if test.event == Sym::ABSENT {
         return false;
     }
-    eval_range(test, ev, ev.name_range(test.event), times, now, buf)
+    eval_range(test, ev, ev.name_range(test.event), times, now, buf, None)
 }
 
 /// [`eval`] with the positions of the leaf's event name already known.
@@ -106,6 +168,7 @@ pub(crate) fn eval_range(
     times: &[Micros],
     now: Micros,
     buf: &mut String,
+    codes: Option<&mut [CodeFilter<'_>]>,
 ) -> bool {
     if range.is_empty() {
         return false;
@@ -117,6 +180,7 @@ pub(crate) fn eval_range(
         base: range.start,
         times,
         buf,
+        codes,
     };
     let slot = |s: u32| times[s as usize];
     match test.kind {
@@ -188,7 +252,7 @@ pub(crate) fn eval_range(
 /// The first (first step, second step) timestamps of a sequence in `(start, now]`: for each first
 /// step in time order, the earliest second-step event strictly after it is the only candidate.
 fn sequence_pair(
-    m: &mut Matcher<'_, '_>,
+    m: &mut Matcher<'_, '_, '_>,
     ts: &[Micros],
     ev: &Events<'_>,
     start: Micros,
@@ -244,10 +308,16 @@ pub(crate) fn evidence(
         base: range.start,
         times,
         buf,
+        codes: None,
     };
     let slot = |s: u32| times[s as usize];
     // Matching events in [lo, hi): count, first, last.
-    fn counted(m: &mut Matcher<'_, '_>, ts: &[Micros], lo: usize, hi: usize) -> serde_json::Value {
+    fn counted(
+        m: &mut Matcher<'_, '_, '_>,
+        ts: &[Micros],
+        lo: usize,
+        hi: usize,
+    ) -> serde_json::Value {
         let hits: Vec<usize> = (lo..hi.max(lo)).filter(|&i| m.is_match(i)).collect();
         serde_json::json!({
             "matching_events": hits.len(),
