@@ -262,6 +262,29 @@ pub struct Dataset {
     skipped_events: u64,
     /// Events of known persons the projection did not store.
     dropped_events: u64,
+    /// Persons in the byte order of their ids, and each person's place in it: computed once, on
+    /// the first member list asked for, so member lists never sort strings.
+    id_order: std::sync::OnceLock<(Box<[u32]>, Box<[u32]>)>,
+}
+
+impl Dataset {
+    /// Persons ordered by the UTF-8 bytes of their ids (`.0`), and the rank of each (`.1`).
+    pub(crate) fn id_order(&self) -> &(Box<[u32]>, Box<[u32]>) {
+        self.id_order.get_or_init(|| {
+            let n = self.len();
+            let mut order: Vec<u32> = (0..n as u32).collect();
+            order.sort_unstable_by(|&a, &b| {
+                self.person_id(a as usize)
+                    .unwrap_or_default()
+                    .cmp(self.person_id(b as usize).unwrap_or_default())
+            });
+            let mut rank = vec![0u32; n];
+            for (k, &p) in order.iter().enumerate() {
+                rank[p as usize] = k as u32;
+            }
+            (order.into_boxed_slice(), rank.into_boxed_slice())
+        })
+    }
 }
 
 /// Every public method of [`Dataset`] is here; the loader's constructors are in `load.rs`, and

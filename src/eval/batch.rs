@@ -124,13 +124,22 @@ impl Dataset {
     ) -> Result<Members, Error> {
         let now = now.into().as_micros();
         let bits = self.evaluate_bitsets(program, now, opts)?;
+        // Members in id byte order from the ranks computed once per dataset: an integer sort
+        // per cohort, never a string sort.
+        let (order, rank) = self.id_order();
         let mut members = Members::new();
+        let mut ranks: Vec<u32> = Vec::new();
         for (id, b) in bits {
-            let mut ids: Vec<String> = b
+            ranks.clear();
+            ranks.extend(b.iter().map(|p| rank[p]));
+            ranks.sort_unstable();
+            let ids: Vec<String> = ranks
                 .iter()
-                .filter_map(|p| self.person_id(p).map(str::to_string))
+                .filter_map(|&k| {
+                    self.person_id(order[k as usize] as usize)
+                        .map(str::to_string)
+                })
                 .collect();
-            ids.sort_unstable();
             members.insert(id, ids);
         }
         Ok(members)
