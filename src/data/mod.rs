@@ -240,6 +240,9 @@ pub(crate) struct NameRun {
     pub len: u32,
 }
 
+/// Persons in id byte order, and each person's rank in it.
+pub(crate) type IdOrder = (Box<[u32]>, Box<[u32]>);
+
 /// A whole population: persons indexed `0..n`, their properties and events.
 #[derive(Debug, Default)]
 pub struct Dataset {
@@ -264,12 +267,12 @@ pub struct Dataset {
     dropped_events: u64,
     /// Persons in the byte order of their ids, and each person's place in it: computed once, on
     /// the first member list asked for, so member lists never sort strings.
-    id_order: std::sync::OnceLock<(Box<[u32]>, Box<[u32]>)>,
+    id_order: std::sync::OnceLock<IdOrder>,
 }
 
 impl Dataset {
     /// Persons ordered by the UTF-8 bytes of their ids (`.0`), and the rank of each (`.1`).
-    pub(crate) fn id_order(&self) -> &(Box<[u32]>, Box<[u32]>) {
+    pub(crate) fn id_order(&self) -> &IdOrder {
         self.id_order.get_or_init(|| {
             let n = self.len();
             let mut order: Vec<u32> = (0..n as u32).collect();
