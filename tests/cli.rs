@@ -35,6 +35,24 @@ fn run(args: &[&str]) -> Output {
     Command::new(BIN).args(args).output().expect("run binary")
 }
 
+/// Runs the binary with `input` on its standard input.
+fn run_with_stdin(args: &[impl AsRef<std::ffi::OsStr>], input: &str) -> Output {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
 fn stdout(o: &Output) -> String {
     String::from_utf8(o.stdout.clone()).unwrap()
 }
@@ -508,20 +526,7 @@ fn watch_prints_transitions_per_input_line() {
         r#"{"distinct_id": "ghost", "event": "login", "timestamp": "2024-06-17T07:00:00Z"}"#,
     ]
     .join("\n");
-    let mut child = Command::new(BIN)
-        .args(&args)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(input.as_bytes())
-        .unwrap();
-    let o = child.wait_with_output().unwrap();
+    let o = run_with_stdin(&args, &input);
     assert_eq!(o.status.code(), Some(0));
     // Worked out by hand:
     // 1 linus's plan becomes "PRO": enters 1 (case-insensitive); nothing else changes for him.
@@ -623,8 +628,8 @@ fn watch_reports_on_stderr_and_creates_persons_from_events() {
         r#"{"$now": "2024-06-16T11:00:00Z"}"#,
     ]
     .join("\n");
-    let mut child = Command::new(BIN)
-        .args([
+    let o = run_with_stdin(
+        &[
             "watch",
             "--cohorts",
             cohorts.to_str().unwrap(),
@@ -632,19 +637,9 @@ fn watch_reports_on_stderr_and_creates_persons_from_events() {
             persons.to_str().unwrap(),
             "--now",
             "2024-06-15T12:00:00Z",
-        ])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(input.as_bytes())
-        .unwrap();
-    let o = child.wait_with_output().unwrap();
+        ],
+        &input,
+    );
     assert_eq!(o.status.code(), Some(0));
     // The event of the unknown distinct id "fresh" creates that person, who enters 1; p1 (by
     // its distinct id b, numeric timestamp = 11:00) enters 1; at 06-16T11:00 both signups are

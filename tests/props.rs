@@ -595,6 +595,14 @@ proptest! {
             out.sort();
             out
         };
+        // The transitions from one membership snapshot to the next, sorted.
+        let diff = |before: &[(i64, String)], after: &[(i64, String)]| {
+            let mut out: Vec<(i64, String, Change)> = Vec::new();
+            out.extend(after.iter().filter(|x| !before.contains(x)).map(|x| (x.0, x.1.clone(), Change::Entered)));
+            out.extend(before.iter().filter(|x| !after.contains(x)).map(|x| (x.0, x.1.clone(), Change::Exited)));
+            out.sort();
+            out
+        };
         let ids = ids_of(&set);
         let mut before = snapshot(&set, &persons, now());
         for id in &ids {
@@ -651,18 +659,7 @@ proptest! {
                     let transitions = tracker.set_engine(Engine::new(&set).unwrap());
                     let after = snapshot(&set, &persons, tracker.now().as_micros());
                     // Cohorts of the old set that are gone: their members exit.
-                    let mut expected: Vec<(i64, String, Change)> = Vec::new();
-                    for x in &after {
-                        if !before.contains(x) {
-                            expected.push((x.0, x.1.clone(), Change::Entered));
-                        }
-                    }
-                    for x in &before {
-                        if !after.contains(x) {
-                            expected.push((x.0, x.1.clone(), Change::Exited));
-                        }
-                    }
-                    expected.sort();
+                    let expected = diff(&before, &after);
                     let got: Vec<(i64, String, Change)> = transitions.iter().map(|t| (t.cohort, t.person.clone(), t.change)).collect();
                     prop_assert_eq!(got, expected, "after replacing the set\n{}", set.cohorts().len());
                     before = after;
@@ -672,18 +669,7 @@ proptest! {
             let description = format!("{update:?}");
             let transitions = tracker.apply(update).unwrap();
             let after = snapshot(&set, &persons, tracker.now().as_micros());
-            let mut expected: Vec<(i64, String, Change)> = Vec::new();
-            for x in &after {
-                if !before.contains(x) {
-                    expected.push((x.0, x.1.clone(), Change::Entered));
-                }
-            }
-            for x in &before {
-                if !after.contains(x) {
-                    expected.push((x.0, x.1.clone(), Change::Exited));
-                }
-            }
-            expected.sort();
+            let expected = diff(&before, &after);
             let got: Vec<(i64, String, Change)> = transitions.iter().map(|t| (t.cohort, t.person.clone(), t.change)).collect();
             prop_assert_eq!(got, expected, "after {}\n{}", description, text);
             prop_assert!(transitions.iter().all(|t| t.at == tracker.now()));
