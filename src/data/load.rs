@@ -9,8 +9,7 @@
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
-use std::fs::File;
-use std::io::{BufRead, BufReader};
+use std::io::BufRead;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Mutex};
@@ -18,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Map, Value};
 
+use super::posthog::Source;
 use super::{Column, Dataset, NameRun, Prop};
 use crate::error::Error;
 use crate::intern::{Interner, Sym, Symbols};
@@ -48,19 +48,12 @@ pub struct LoadStats {
     pub skipped_events: u64,
 }
 
-/// Opens a data file, decompressing it when its name ends in `.gz`.
-fn open(path: &Path) -> Result<Box<dyn BufRead + Send>, Error> {
-    let name = path.display().to_string();
-    let file =
-        File::open(path).map_err(|e| Error::input(name.clone(), format!("cannot open: {e}")))?;
-    Ok(if name.ends_with(".gz") {
-        Box::new(BufReader::with_capacity(
-            1 << 16,
-            flate2::read::MultiGzDecoder::new(file),
-        ))
-    } else {
-        Box::new(BufReader::with_capacity(1 << 16, file))
-    })
+/// Parser threads for `threads` (0 = all cores).
+fn thread_count(threads: usize) -> usize {
+    match threads {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        t => t,
+    }
 }
 
 /// Bytes per block handed to a parser thread.
@@ -296,27 +289,27 @@ fn remap(local: &Interner, global: &mut Interner) -> Vec<Sym> {
 }
 
 impl Dataset {
-    /// Loads persons and (optionally) events from JSONL files; names ending in `.gz` are read
-    /// gzip-compressed.
+    /// Loads persons and (optionally) events from data files: each path is a file or a
+    /// directory of part files (every data file in it, in name order). Files are JSON Lines
+    /// (`.jsonl`, `.json`; `.gz` gzip- and `.br` brotli-compressed) or Parquet (`.parquet`);
+    /// persons are in our own shape (`id`, `distinct_ids`) or PostHog's persons model (one row
+    /// per distinct id, resolved by versions and deletions), detected per file; events are ours
+    /// or PostHog's (an event's own `person_id` is ignored: it attaches by `distinct_id`).
     ///
     /// # Errors
-    /// `invalid_input` naming `file:line` for the first malformed line, a duplicate person id, a
-    /// distinct id owned by two persons, or an unreadable file.
+    /// `invalid_input` naming `file:line` (`file:row` in Parquet) for the first malformed line,
+    /// a duplicate person id, a distinct id owned by two persons, or an unreadable file.
     pub fn from_paths(
         persons: &Path,
         events: Option<&Path>,
         opts: &mut LoadOptions<'_>,
     ) -> Result<Dataset, Error> {
-        let p = open(persons)?;
-        let pname = persons.display().to_string();
-        match events {
-            Some(e) => {
-                let ename = e.display().to_string();
-                let er = open(e)?;
-                Dataset::from_readers(p, &pname, Some((er, &ename)), opts)
-            }
-            None => Dataset::from_readers(p, &pname, None::<(&[u8], &str)>, opts),
-        }
+        let threads = thread_count(opts.threads);
+        let persons = super::posthog::person_sources(persons, threads)?;
+        let events = events
+            .map(|e| super::posthog::event_sources(e, threads))
+            .transpose()?;
+        Dataset::from_sources(persons, events, opts)
     }
 
     /// Loads from readers of JSONL text; the names are used in errors.
@@ -329,11 +322,21 @@ impl Dataset {
         events: Option<(E, &str)>,
         opts: &mut LoadOptions<'_>,
     ) -> Result<Dataset, Error> {
+        Dataset::from_sources(
+            vec![Source::reader(persons_name, persons)],
+            events.map(|(r, name)| vec![Source::reader(name, r)]),
+            opts,
+        )
+    }
+
+    /// Loads from sources of JSON Lines in the loader's shapes, one after the other.
+    fn from_sources(
+        persons_sources: Vec<Source<'_>>,
+        events: Option<Vec<Source<'_>>>,
+        opts: &mut LoadOptions<'_>,
+    ) -> Result<Dataset, Error> {
         let started = Instant::now();
-        let threads = match opts.threads {
-            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
-            t => t,
-        };
+        let threads = thread_count(opts.threads);
         let mut ds = Dataset::default();
         let mut symbols = Symbols::default();
         let mut columns: Vec<Column> = Vec::new();
@@ -373,60 +376,63 @@ impl Dataset {
                 props,
             }))
         };
-        pipeline(
-            persons,
-            persons_name,
-            threads,
-            started,
-            &mut opts.progress,
-            parse_person,
-            |records, local| {
-                let keys = remap(&local.keys, &mut symbols.keys);
-                for (line, r) in records {
-                    let at = || format!("{persons_name}:{line}");
-                    let index = ds.person_ids.len() as u32;
-                    if ds.person_index.contains_key(r.id.as_str()) {
-                        return Err(Error::input(
-                            at(),
-                            format!("duplicate person id {:?}", r.id),
-                        ));
-                    }
-                    for d in r.distinct_ids {
-                        match ds.distinct_index.get(d.as_str()) {
-                            Some(&owner) if owner != index => {
-                                return Err(Error::input(
-                                    at(),
-                                    format!(
-                                        "distinct id {d:?} is already owned by person {:?}",
-                                        ds.person_ids[owner as usize]
-                                    ),
-                                ))
-                            }
-                            _ => {
-                                ds.distinct_index.insert(d.into_boxed_str(), index);
+        for source in persons_sources {
+            let persons_name = source.name.as_str();
+            pipeline(
+                (source.open)()?,
+                persons_name,
+                threads,
+                started,
+                &mut opts.progress,
+                &parse_person,
+                |records, local| {
+                    let keys = remap(&local.keys, &mut symbols.keys);
+                    for (line, r) in records {
+                        let at = || format!("{persons_name}:{line}");
+                        let index = ds.person_ids.len() as u32;
+                        if ds.person_index.contains_key(r.id.as_str()) {
+                            return Err(Error::input(
+                                at(),
+                                format!("duplicate person id {:?}", r.id),
+                            ));
+                        }
+                        for d in r.distinct_ids {
+                            match ds.distinct_index.get(d.as_str()) {
+                                Some(&owner) if owner != index => {
+                                    return Err(Error::input(
+                                        at(),
+                                        format!(
+                                            "distinct id {d:?} is already owned by person {:?}",
+                                            ds.person_ids[owner as usize]
+                                        ),
+                                    ))
+                                }
+                                _ => {
+                                    ds.distinct_index.insert(d.into_boxed_str(), index);
+                                }
                             }
                         }
-                    }
-                    let mut props: Vec<Prop> = r
-                        .props
-                        .into_iter()
-                        .map(|(k, v)| (keys[k.0 as usize], v))
-                        .collect();
-                    props.sort_by_key(|(k, _)| *k);
-                    props.dedup_by_key(|(k, _)| *k);
-                    for (k, v) in props {
-                        let k = k.0 as usize;
-                        if columns.len() <= k {
-                            columns.resize_with(k + 1, Column::default);
+                        let mut props: Vec<Prop> = r
+                            .props
+                            .into_iter()
+                            .map(|(k, v)| (keys[k.0 as usize], v))
+                            .collect();
+                        props.sort_by_key(|(k, _)| *k);
+                        props.dedup_by_key(|(k, _)| *k);
+                        for (k, v) in props {
+                            let k = k.0 as usize;
+                            if columns.len() <= k {
+                                columns.resize_with(k + 1, Column::default);
+                            }
+                            columns[k].push(index, v);
                         }
-                        columns[k].push(index, v);
+                        ds.person_index.insert(r.id.clone().into_boxed_str(), index);
+                        ds.person_ids.push(r.id.into_boxed_str());
                     }
-                    ds.person_index.insert(r.id.clone().into_boxed_str(), index);
-                    ds.person_ids.push(r.id.into_boxed_str());
-                }
-                Ok(())
-            },
-        )?;
+                    Ok(())
+                },
+            )?;
+        }
         columns.iter_mut().for_each(Column::finish);
         ds.columns = columns;
 
@@ -437,7 +443,9 @@ impl Dataset {
         let mut ev_prop_end: Vec<u32> = Vec::new();
         let mut ev_props: Vec<Prop> = Vec::new();
         let mut skipped = 0u64;
-        if let Some((reader, name)) = events {
+        for source in events.into_iter().flatten() {
+            let name = source.name.as_str();
+            let reader = (source.open)()?;
             let distinct_index = &ds.distinct_index;
             let parse_event =
                 |text: &str, local: &mut Symbols| -> Result<Option<EventRec>, String> {
@@ -490,7 +498,7 @@ impl Dataset {
                 threads,
                 started,
                 &mut opts.progress,
-                parse_event,
+                &parse_event,
                 |records, local| {
                     let keys = remap(&local.keys, &mut symbols.keys);
                     let names = remap(&local.events, &mut symbols.events);

@@ -10,9 +10,13 @@
 mod csv;
 mod fast;
 mod load;
+#[cfg(feature = "parquet")]
+mod parquet;
+mod posthog;
 
 pub use csv::CsvMembers;
 pub use load::{LoadOptions, LoadStats, Progress};
+pub(crate) use posthog::push_rfc3339;
 
 use serde_json::{Map, Value};
 
