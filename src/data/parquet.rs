@@ -119,7 +119,7 @@ fn open(
         if schema.field_with_name(r).is_err() {
             return Err(Error::input(
                 name,
-                format!("a Parquet {what} file needs a \"{r}\" column"),
+                format!("a Parquet {what} file needs the column \"{r}\""),
             ));
         }
     }

@@ -27,6 +27,7 @@ use std::fs::File;
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use crate::error::Error;
@@ -383,7 +384,7 @@ impl Resolver {
             if text.is_empty() {
                 continue;
             }
-            let row = json_row(text).map_err(|m| Error::input(at(), m))?;
+            let row = fast_row(text).map_err(|m| Error::input(at(), m))?;
             self.add(row);
         }
     }
@@ -463,6 +464,50 @@ pub(crate) fn properties_text(text: &str) -> Result<String, String> {
         Ok(other) => Err(format!("properties must be an object, got {other}")),
         Err(e) => Err(format!("properties is not valid JSON: {e}")),
     }
+}
+
+/// A persons row with each field's JSON text, for the fast path.
+#[derive(serde::Deserialize)]
+struct RawRow<'a> {
+    #[serde(borrow)]
+    distinct_id: Option<&'a RawValue>,
+    #[serde(borrow)]
+    person_id: Option<&'a RawValue>,
+    #[serde(borrow)]
+    properties: Option<&'a RawValue>,
+    #[serde(borrow)]
+    person_version: Option<&'a RawValue>,
+    #[serde(borrow)]
+    person_distinct_id_version: Option<&'a RawValue>,
+    #[serde(borrow)]
+    is_deleted: Option<&'a RawValue>,
+}
+
+/// Parses one JSON Lines persons row: the properties object's text is kept as it is, without
+/// building it; anything unusual goes through [`json_row`], which has the exact messages.
+fn fast_row(text: &str) -> Result<PersonRow, String> {
+    let Ok(raw) = serde_json::from_str::<RawRow<'_>>(text) else {
+        return json_row(text);
+    };
+    let scalar = |r: Option<&RawValue>| -> Option<Value> {
+        r.and_then(|r| serde_json::from_str(r.get()).ok())
+    };
+    let properties = match raw.properties.map(|r| r.get().trim()) {
+        None | Some("null") => "{}".to_string(),
+        Some(p) if p.starts_with('{') => p.to_string(),
+        Some(_) => return json_row(text),
+    };
+    Ok(PersonRow {
+        distinct_id: id_of(scalar(raw.distinct_id).as_ref(), "distinct_id")?,
+        person_id: id_of(scalar(raw.person_id).as_ref(), "person_id")?,
+        properties,
+        person_version: version_of(scalar(raw.person_version).as_ref(), "person_version")?,
+        distinct_id_version: version_of(
+            scalar(raw.person_distinct_id_version).as_ref(),
+            "person_distinct_id_version",
+        )?,
+        is_deleted: deleted_of(scalar(raw.is_deleted).as_ref())?,
+    })
 }
 
 /// Parses one JSON Lines persons row.
