@@ -384,7 +384,7 @@ impl Dataset {
                 threads,
                 started,
                 &mut opts.progress,
-                &parse_person,
+                parse_person,
                 |records, local| {
                     let keys = remap(&local.keys, &mut symbols.keys);
                     for (line, r) in records {
@@ -498,7 +498,7 @@ impl Dataset {
                 threads,
                 started,
                 &mut opts.progress,
-                &parse_event,
+                parse_event,
                 |records, local| {
                     let keys = remap(&local.keys, &mut symbols.keys);
                     let names = remap(&local.events, &mut symbols.events);
