@@ -10,6 +10,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use clap::{Args, Parser, Subcommand};
 
 use cohort_engine::time::{parse_absolute, Micros};
+use cohort_engine::Projection;
 use cohort_engine::{
     BatchOptions, CohortId, CohortSet, Dataset, Error, ErrorKind, Limits, LoadOptions, Transition,
 };
@@ -127,6 +128,11 @@ struct GenerateArgs {
     /// Part files per model for the posthog formats.
     #[arg(long, value_name = "N", default_value_t = 4)]
     parts: usize,
+    /// Data shape: `simple` (person id = first distinct id, up to 3 event properties, 50 event
+    /// names) or `wide` (1-4 distinct ids unlike the person id, 6-10 event properties with long
+    /// URLs and nested objects, 200 event names, person properties of every JSON type).
+    #[arg(long, value_name = "SHAPE", default_value = "simple")]
+    shape: String,
 }
 
 #[derive(Args, Debug)]
@@ -308,7 +314,7 @@ fn eval(args: EvalArgs) -> Result<(), Vec<Error>> {
         .collect::<Result<Vec<_>, _>>()?;
     let set = load_set(&args.data.cohorts)?;
     requested(&set, &wanted)?;
-    let data = load_data(&args.data, threads)?;
+    let data = load_data(&args.data, threads, &set)?;
     let eval_started = Instant::now();
     let mut options = BatchOptions::default().threads(threads);
     options.cohorts = (!wanted.is_empty()).then_some(wanted);
@@ -350,8 +356,9 @@ fn load_set(path: &std::path::Path) -> Result<CohortSet, Vec<Error>> {
     CohortSet::from_json_with(&text, &name, &Limits::default()).map_err(|e| e.0)
 }
 
-/// Loads the data files, with progress on stderr unless quiet.
-fn load_data(args: &DataArgs, threads: usize) -> Result<Dataset, Vec<Error>> {
+/// Loads the data files, with progress on stderr unless quiet. Only what the cohorts of `set`
+/// read is kept (every command loading data knows its cohorts first).
+fn load_data(args: &DataArgs, threads: usize, set: &CohortSet) -> Result<Dataset, Vec<Error>> {
     let started = Instant::now();
     let mut progress = |file: &str, lines: u64, elapsed: Duration| {
         if elapsed.as_secs_f64() >= 1.0 {
@@ -364,6 +371,7 @@ fn load_data(args: &DataArgs, threads: usize) -> Result<Dataset, Vec<Error>> {
     };
     let mut opts = LoadOptions {
         threads,
+        projection: Some(Projection::of(set)),
         ..Default::default()
     };
     if !args.quiet {
@@ -378,9 +386,16 @@ fn load_data(args: &DataArgs, threads: usize) -> Result<Dataset, Vec<Error>> {
             stats.persons,
             stats.events,
             started.elapsed().as_secs_f64(),
-            data.event_bytes() as f64 / (stats.events.max(1)) as f64,
+            data.event_bytes() as f64 / (data.event_count().max(1)) as f64,
             data.person_bytes() as f64 / (stats.persons.max(1)) as f64
         );
+        if stats.dropped_events > 0 {
+            eprintln!(
+                "kept {} events: {} are of names no cohort reads",
+                data.event_count(),
+                stats.dropped_events
+            );
+        }
         if stats.skipped_events > 0 {
             eprintln!(
                 "skipped {} events whose distinct id no person owns",
@@ -439,7 +454,7 @@ fn explain(args: ExplainArgs) -> Result<(), Vec<Error>> {
     };
     let set = load_set(&args.data.cohorts)?;
     check_cohort(&set, cohort)?;
-    let data = load_data(&args.data, 0)?;
+    let data = load_data(&args.data, 0, &set)?;
     let Some(index) = data.resolve(&args.person) else {
         return Err(usage(format!(
             "--person {:?}: no person has this id or distinct id",
@@ -477,7 +492,7 @@ fn watch(args: WatchArgs) -> Result<(), Vec<Error>> {
     };
     let now = parse_now(&Some(now_text.clone()))?;
     let set = load_set(&args.data.cohorts)?;
-    let data = load_data(&args.data, 0)?;
+    let data = load_data(&args.data, 0, &set)?;
     let started = Instant::now();
     let engine = cohort_engine::Engine::new(&set).map_err(|e| e.0)?;
     let mut tracker = cohort_engine::Tracker::from_dataset(engine, &data, now);
@@ -634,11 +649,18 @@ fn generate(args: GenerateArgs) -> Result<(), Vec<Error>> {
     if args.parts == 0 {
         return Err(usage("--parts must be at least 1"));
     }
+    let Some(shape) = cohort_engine::internal::generate::Shape::from_name(&args.shape) else {
+        return Err(usage(format!(
+            "--shape must be simple or wide, got {:?}",
+            args.shape
+        )));
+    };
     let opts = cohort_engine::internal::generate::GenerateOptions {
         persons: args.persons,
         events_per_person: args.events_per_person,
         seed: args.seed,
         now,
+        shape,
     };
     std::fs::create_dir_all(&args.out).map_err(|e| {
         vec![Error::input(

@@ -46,6 +46,8 @@ pub struct GenerateOptions {
     /// The reference instant (microseconds since the epoch): timestamps lie in the 400 days
     /// before it. Default: 2026-11-01T00:00:00Z.
     pub now: i64,
+    /// What the persons and events look like.
+    pub shape: Shape,
 }
 
 impl Default for GenerateOptions {
@@ -55,6 +57,34 @@ impl Default for GenerateOptions {
             events_per_person: 50,
             seed: 42,
             now: DEFAULT_NOW,
+            shape: Shape::Simple,
+        }
+    }
+}
+
+/// The shape of the generated data (both shapes share the vocabulary the cohorts read, so the
+/// same cohorts apply).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Shape {
+    /// Persons `u000000`… whose first distinct id is the person id; three event properties at
+    /// most; fifty event names.
+    #[default]
+    Simple,
+    /// Closer to a PostHog export: UUID-like person ids and one to four distinct ids, none equal
+    /// to the person id; six to ten event properties per event (long URLs with query strings,
+    /// session and device ids, a nested `$set` object, an `$elements` list of objects); two
+    /// hundred event names; extra person properties of every JSON type (lists, objects, numbers
+    /// as strings, booleans, nulls).
+    Wide,
+}
+
+impl Shape {
+    /// The shape named `simple` or `wide`.
+    pub fn from_name(name: &str) -> Option<Shape> {
+        match name {
+            "simple" => Some(Shape::Simple),
+            "wide" => Some(Shape::Wide),
+            _ => None,
         }
     }
 }
@@ -447,6 +477,10 @@ fn push_cents(out: &mut String, cents: i64) {
 
 struct Generator {
     rng: Rng,
+    shape: Shape,
+    /// The wide shape's event names (the fifty common ones first) and their weights.
+    wide_names: Vec<String>,
+    wide_weights: Vec<u64>,
     now: i64,
     events_per_person: u64,
     event_weights: Vec<u64>,
@@ -465,8 +499,19 @@ struct Activity {
 
 impl Generator {
     fn new(opts: &GenerateOptions) -> Generator {
+        let wide_names: Vec<String> = EVENTS
+            .iter()
+            .map(|e| e.to_string())
+            .chain(
+                (0..WIDE_EVENTS - EVENTS.len())
+                    .map(|k| format!("{}_{k:03}", WIDE_PREFIXES[k % WIDE_PREFIXES.len()])),
+            )
+            .collect();
         Generator {
             rng: Rng(opts.seed ^ 0x5eed_c0ff_ee00_0001),
+            shape: opts.shape,
+            wide_weights: cumulative((1..=wide_names.len() as u64).map(|r| 1_000_000 / r)),
+            wide_names,
             now: opts.now,
             events_per_person: opts.events_per_person,
             // Weight ∝ 1/rank, scaled to integers.
@@ -488,11 +533,16 @@ impl Generator {
     ) -> io::Result<()> {
         let now = self.now;
         let day = MICROS_PER_DAY;
-        let id = format!("u{index:06}");
-        let anon = if self.rng.chance(400) {
-            Some(format!("anon-{:012x}", self.rng.next_u64() >> 16))
-        } else {
-            None
+        let (id, dids) = match self.shape {
+            Shape::Simple => {
+                let id = format!("u{index:06}");
+                let mut dids = vec![id.clone()];
+                if self.rng.chance(400) {
+                    dids.push(format!("anon-{:012x}", self.rng.next_u64() >> 16));
+                }
+                (id, dids)
+            }
+            Shape::Wide => self.wide_ids(index),
         };
 
         // Activity profile: start within the last 400 days; 25% churned, 15% returned after a gap.
@@ -526,13 +576,17 @@ impl Generator {
         line.push_str("{\"id\":");
         push_json_str(line, &id);
         line.push_str(",\"distinct_ids\":[");
-        push_json_str(line, &id);
-        if let Some(a) = &anon {
-            line.push(',');
-            push_json_str(line, a);
+        for (k, d) in dids.iter().enumerate() {
+            if k > 0 {
+                line.push(',');
+            }
+            push_json_str(line, d);
         }
         line.push_str("],\"properties\":{");
         self.person_properties(line, index, start);
+        if self.shape == Shape::Wide {
+            self.wide_person_properties(line);
+        }
         line.push_str("}}\n");
         persons.write_all(line.as_bytes())?;
         stats.persons += 1;
@@ -541,12 +595,17 @@ impl Generator {
         let n = self.event_count();
         if n > 0 {
             // The signup event, at the start.
-            self.event_line(line, &id, anon.as_deref(), "signup", start)?;
+            self.event_line(line, &dids, "signup", start)?;
             events.write_all(line.as_bytes())?;
             stats.events += 1;
         }
         for _ in 0..n {
-            let name = EVENTS[self.rng.weighted(&self.event_weights)];
+            let name: std::borrow::Cow<'static, str> = match self.shape {
+                Shape::Simple => EVENTS[self.rng.weighted(&self.event_weights)].into(),
+                Shape::Wide => self.wide_names[self.rng.weighted(&self.wide_weights)]
+                    .clone()
+                    .into(),
+            };
             let ts = if self.rng.chance(2) {
                 now + self.rng.range(0, 10 * day)
             } else if self.rng.chance(20) {
@@ -557,9 +616,9 @@ impl Generator {
             let ghost = self.rng.chance(1);
             if ghost {
                 let g = format!("ghost-{:08x}", self.rng.next_u64() >> 32);
-                self.event_line(line, &g, None, name, ts)?;
+                self.event_line(line, &[g], &name, ts)?;
             } else {
-                self.event_line(line, &id, anon.as_deref(), name, ts)?;
+                self.event_line(line, &dids, &name, ts)?;
             }
             events.write_all(line.as_bytes())?;
             stats.events += 1;
@@ -609,20 +668,26 @@ impl Generator {
         t.min(self.now - 1)
     }
 
+    /// Writes one event line of a person with distinct ids `dids`.
     fn event_line(
         &mut self,
         line: &mut String,
-        id: &str,
-        anon: Option<&str>,
+        dids: &[String],
         name: &str,
         ts: i64,
     ) -> io::Result<()> {
         use std::fmt::Write as _;
         line.clear();
         line.push_str("{\"distinct_id\":");
-        match anon {
-            Some(a) if self.rng.chance(350) => push_json_str(line, a),
-            _ => push_json_str(line, id),
+        match self.shape {
+            Shape::Simple => match dids.get(1) {
+                Some(a) if self.rng.chance(350) => push_json_str(line, a),
+                _ => push_json_str(line, &dids[0]),
+            },
+            Shape::Wide => {
+                let k = self.rng.below(dids.len() as u64) as usize;
+                push_json_str(line, &dids[k]);
+            }
         }
         line.push_str(",\"event\":");
         push_json_str(line, name);
@@ -683,6 +748,9 @@ impl Generator {
             } else {
                 push_cents(line, cents);
             }
+        }
+        if self.shape == Shape::Wide {
+            self.wide_event_properties(line, name, &mut sep);
         }
         line.push_str("}}\n");
         Ok(())
@@ -806,6 +874,220 @@ impl Generator {
             let s = self.rng.range(-1000, 1000);
             let sign = if s < 0 { "-" } else { "" };
             let _ = write!(line, "{sign}{}.{}", s.abs() / 10, s.abs() % 10);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The wide shape
+
+/// Event names in the wide shape: the fifty common ones, then generated ones.
+const WIDE_EVENTS: usize = 200;
+const WIDE_PREFIXES: [&str; 6] = [
+    "feature_used",
+    "button_clicked",
+    "page_section_viewed",
+    "experiment_exposure",
+    "form_submitted",
+    "$web_vitals",
+];
+const HOSTS: [&str; 4] = [
+    "https://app.example.com",
+    "https://www.example.com",
+    "https://eu.example.com",
+    "http://localhost:8000",
+];
+const SECTIONS: [&str; 6] = [
+    "insights",
+    "dashboard",
+    "replay/recent",
+    "feature_flags",
+    "persons",
+    "settings/project",
+];
+const LIBS: [&str; 5] = [
+    "web",
+    "posthog-js",
+    "posthog-python",
+    "posthog-ios",
+    "posthog-node",
+];
+const TAGS: [&str; 6] = [
+    "beta",
+    "vip",
+    "churn-risk",
+    "newsletter",
+    "Partner",
+    "trial",
+];
+
+impl Generator {
+    /// A wide person: a UUID-like person id and one to four distinct ids unlike it (an anonymous
+    /// UUID-like id, an email, a numeric backend id, a device id).
+    fn wide_ids(&mut self, index: u64) -> (String, Vec<String>) {
+        let uuid = |rng: &mut Rng| {
+            let (a, b) = (rng.next_u64(), rng.next_u64());
+            format!(
+                "{:08x}-{:04x}-7{:03x}-{:04x}-{:012x}",
+                a >> 32,
+                (a >> 16) & 0xffff,
+                a & 0xfff,
+                (b >> 48) | 0x8000,
+                b & 0xffff_ffff_ffff
+            )
+        };
+        let id = uuid(&mut self.rng);
+        let count = 1 + self.rng.below(4);
+        let mut dids = vec![uuid(&mut self.rng)];
+        if count > 1 {
+            dids.push(format!("user{index}@mail{}.example", index % 7));
+        }
+        if count > 2 {
+            // A numeric id, as an integer-looking string.
+            dids.push(format!("{}", 10_000_000 + index * 13));
+        }
+        if count > 3 {
+            dids.push(format!("device:{:016x}", self.rng.next_u64()));
+        }
+        (id, dids)
+    }
+
+    /// Extra person properties of every JSON type (appended after the common ones).
+    fn wide_person_properties(&mut self, line: &mut String) {
+        use std::fmt::Write as _;
+        let sep = |line: &mut String| {
+            if !line.ends_with('{') {
+                line.push(',');
+            }
+        };
+        sep(line);
+        line.push_str("\"tags\":[");
+        for k in 0..self.rng.below(4) {
+            if k > 0 {
+                line.push(',');
+            }
+            push_json_str(line, self.rng.pick(&TAGS));
+        }
+        line.push(']');
+        if !self.rng.chance(300) {
+            sep(line);
+            let _ = write!(
+                line,
+                "\"address\":{{\"city\":\"{}\",\"zip\":{},\"geo\":[{}.{:02},{}.{:02}]}}",
+                self.rng.pick(&CITIES),
+                self.rng.range(10_000, 99_999),
+                self.rng.range(-60, 60),
+                self.rng.below(100),
+                self.rng.range(-170, 170),
+                self.rng.below(100)
+            );
+        }
+        sep(line);
+        line.push_str("\"visits\":");
+        match self.rng.below(5) {
+            0 => line.push_str("null"),
+            1 => {
+                let _ = write!(line, "\"{}\"", self.rng.below(500));
+            }
+            2 => line.push_str(if self.rng.chance(500) {
+                "true"
+            } else {
+                "false"
+            }),
+            _ => {
+                let _ = write!(line, "{}", self.rng.below(500));
+            }
+        }
+        sep(line);
+        let _ = write!(
+            line,
+            "\"$initial_referrer\":\"{}/{}?q={:x}\"",
+            self.rng.pick(&HOSTS),
+            self.rng.pick(&SECTIONS),
+            self.rng.next_u64() >> 40
+        );
+        sep(line);
+        let _ = write!(
+            line,
+            "\"ratio\":{}.{:03}",
+            self.rng.below(3),
+            self.rng.below(1000)
+        );
+    }
+
+    /// Extra event properties: URLs, ids, a nested object, a list of objects.
+    fn wide_event_properties(
+        &mut self,
+        line: &mut String,
+        name: &str,
+        sep: &mut impl FnMut(&mut String),
+    ) {
+        use std::fmt::Write as _;
+        sep(line);
+        let _ = write!(
+            line,
+            "\"$current_url\":\"{}/project/{}/{}/{:x}?utm_source={}&utm_campaign=spring_{}&ref=%2Fhome%3Fa%3D{}\"",
+            self.rng.pick(&HOSTS),
+            1 + self.rng.below(40),
+            self.rng.pick(&SECTIONS),
+            self.rng.next_u64() >> 24,
+            self.rng.pick(&UTM),
+            self.rng.below(30),
+            self.rng.below(1000)
+        );
+        sep(line);
+        let _ = write!(line, "\"$session_id\":\"{:016x}\"", self.rng.next_u64());
+        sep(line);
+        line.push_str("\"$lib\":");
+        push_json_str(line, self.rng.pick(&LIBS));
+        sep(line);
+        let _ = write!(
+            line,
+            "\"$screen_width\":{}",
+            [375, 390, 768, 1280, 1440, 1920][self.rng.below(6) as usize]
+        );
+        sep(line);
+        let _ = write!(
+            line,
+            "\"$device_id\":\"{:012x}\"",
+            self.rng.next_u64() >> 16
+        );
+        if self.rng.chance(500) {
+            sep(line);
+            let _ = write!(
+                line,
+                "\"$referrer\":\"{}/{}\"",
+                self.rng.pick(&HOSTS),
+                self.rng.pick(&SECTIONS)
+            );
+        }
+        if self.rng.chance(250) {
+            sep(line);
+            let _ = write!(
+                line,
+                "\"$set\":{{\"plan\":\"{}\",\"seen\":{},\"flags\":{{\"beta\":{}}}}}",
+                PLANS[self.rng.weighted(&self.plans)].0,
+                self.rng.below(100),
+                self.rng.chance(500)
+            );
+        }
+        if name == "$autocapture" || self.rng.chance(150) {
+            sep(line);
+            let _ = write!(
+                line,
+                "\"$elements\":[{{\"tag_name\":\"button\",\"attr__class\":\"btn btn-{}\",\"nth_child\":{}}},{{\"tag_name\":\"div\"}}]",
+                self.rng.below(5),
+                self.rng.below(9)
+            );
+        }
+        if self.rng.chance(500) {
+            sep(line);
+            line.push_str("\"is_mobile\":");
+            line.push_str(if self.rng.chance(300) {
+                "true"
+            } else {
+                "false"
+            });
         }
     }
 }

@@ -181,7 +181,9 @@ pub type CohortId = i64;
 
 pub use ast::{Cohort, Reads};
 pub use compile::Program;
-pub use data::{CsvMembers, Dataset, History, LoadOptions, LoadStats, Person, Progress};
+pub use data::{
+    CsvMembers, Dataset, History, LoadOptions, LoadStats, Person, Progress, Projection,
+};
 pub use engine::{Engine, LiveEngine};
 pub use error::{Error, ErrorKind, Errors};
 pub use eval::batch::{BatchOptions, Members};

@@ -10,37 +10,50 @@ pub type Version = (u64, u64, u64);
 
 /// Parses a version and also reports how many components (1..=3) were given.
 fn parse_with_precision(s: &str) -> Option<(Version, usize)> {
-    let s = s.trim();
+    // Most values need no trimming: skip the Unicode-aware trim when both ends are ASCII
+    // non-space bytes.
+    let plain = |b: Option<&u8>| b.is_some_and(|&b| b.is_ascii() && !b.is_ascii_whitespace());
+    let s = if plain(s.as_bytes().first()) && plain(s.as_bytes().last()) {
+        s
+    } else {
+        s.trim()
+    };
     let s = s
         .strip_prefix('v')
         .or_else(|| s.strip_prefix('V'))
         .unwrap_or(s);
-    let s = s.find(['-', '+']).map_or(s, |i| &s[..i]);
-    // One pass over the bytes: digits accumulate with overflow checks, '.' closes a component.
+    // One pass over the bytes: each component is a run of digits (no leading zero unless it is
+    // "0"), components are separated by '.', and the first '-' or '+' ends the version (a
+    // pre-release or build suffix is ignored).
+    let b = s.as_bytes();
     let mut parts = [0u64; 3];
     let mut count = 0usize;
-    let (mut value, mut digits, mut leading_zero) = (0u64, 0usize, false);
-    let mut close = |value: u64, digits: usize, leading_zero: bool| -> Option<()> {
-        if digits == 0 || (digits > 1 && leading_zero) || count == 3 {
+    let mut i = 0usize;
+    loop {
+        let start = i;
+        let mut value = 0u64;
+        while i < b.len() && b[i].is_ascii_digit() {
+            let d = u64::from(b[i] - b'0');
+            // Up to 19 digits cannot overflow; beyond, check.
+            value = if i - start < 19 {
+                value * 10 + d
+            } else {
+                value.checked_mul(10)?.checked_add(d)?
+            };
+            i += 1;
+        }
+        let digits = i - start;
+        if digits == 0 || (digits > 1 && b[start] == b'0') || count == 3 {
             return None;
         }
         parts[count] = value;
         count += 1;
-        Some(())
-    };
-    for &b in s.as_bytes() {
-        if b == b'.' {
-            close(value, digits, leading_zero)?;
-            (value, digits, leading_zero) = (0, 0, false);
-        } else if b.is_ascii_digit() {
-            leading_zero |= digits == 0 && b == b'0';
-            value = value.checked_mul(10)?.checked_add(u64::from(b - b'0'))?;
-            digits += 1;
-        } else {
-            return None;
+        match b.get(i) {
+            None | Some(b'-') | Some(b'+') => break,
+            Some(b'.') => i += 1,
+            Some(_) => return None,
         }
     }
-    close(value, digits, leading_zero)?;
     Some(((parts[0], parts[1], parts[2]), count))
 }
 

@@ -679,3 +679,148 @@ fn watch_reports_on_stderr_and_creates_persons_from_events() {
         "{err}"
     );
 }
+
+#[test]
+fn generated_wide_shape_evaluates_the_same_on_any_threads_and_partitions() {
+    let dir = tempdir();
+    let out = dir.display().to_string();
+    let o = run(&[
+        "generate",
+        "--persons",
+        "800",
+        "--events-per-person",
+        "20",
+        "--shape",
+        "wide",
+        "--out",
+        &out,
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let f = |name: &str| dir.join(name).display().to_string();
+    let (c, p, e) = (f("cohorts.json"), f("persons.jsonl"), f("events.jsonl"));
+    let base = [
+        "eval",
+        "--cohorts",
+        &c,
+        "--persons",
+        &p,
+        "--events",
+        &e,
+        "--now",
+        "2026-11-01T00:00:00Z",
+        "--quiet",
+    ];
+    let eval = |extra: &[&str]| {
+        let args: Vec<&str> = base.iter().chain(extra).copied().collect();
+        let o = run(&args);
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+        serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(&stdout(&o)).unwrap()
+    };
+    let whole = eval(&["--threads", "1"]);
+    assert_eq!(whole, eval(&["--threads", "2"]));
+    let mut union: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+    for i in 0..3 {
+        for (k, v) in eval(&["--partition", &format!("{i}/3")]) {
+            let ids = v
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_str().unwrap().to_string());
+            union.entry(k).or_default().extend(ids);
+        }
+    }
+    for (k, v) in &whole {
+        let mut want: Vec<String> = v
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_str().unwrap().to_string())
+            .collect();
+        let mut got = union.remove(k).unwrap_or_default();
+        want.sort();
+        got.sort();
+        assert_eq!(got, want, "cohort {k}");
+    }
+    assert!(whole.values().any(|v| !v.as_array().unwrap().is_empty()));
+    let o = run(&[
+        "generate",
+        "--persons",
+        "1",
+        "--events-per-person",
+        "1",
+        "--shape",
+        "tall",
+        "--out",
+        &out,
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).starts_with("error: usage: --shape must be simple or wide"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn projection_still_validates_every_line_and_counts_every_event() {
+    let dir = tempdir();
+    let cohorts = write(
+        &dir,
+        "cohorts.json",
+        r#"[{"id": 1, "filters": {"properties": {"type": "AND", "values": [
+            {"type": "behavioral", "key": "login", "event_type": "events", "value": "performed_event",
+             "time_value": 30, "time_interval": "day"}]}}}]"#,
+    );
+    let persons = write(
+        &dir,
+        "persons.jsonl",
+        "{\"id\": \"p\", \"distinct_ids\": [\"d\"], \"properties\": {\"unread\": 1}}\n",
+    );
+    let good = "{\"distinct_id\": \"d\", \"event\": \"login\", \"timestamp\": \"2024-06-10T00:00:00Z\"}\n\
+                {\"distinct_id\": \"d\", \"event\": \"other\", \"timestamp\": \"2024-06-10T00:00:00Z\", \"properties\": {\"x\": [1, {\"y\": null}]}}\n\
+                {\"distinct_id\": \"zz\", \"event\": \"other\", \"timestamp\": 0}\n";
+    let events = write(&dir, "events.jsonl", good);
+    let o = run(&[
+        "eval",
+        "--cohorts",
+        &cohorts,
+        "--persons",
+        &persons,
+        "--events",
+        &events,
+        "--now",
+        NOW,
+    ]);
+    assert_eq!(stdout(&o), "{\"1\":[\"p\"]}\n", "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(err.contains("loaded 1 persons and 2 events"), "{err}");
+    assert!(
+        err.contains("kept 1 events: 1 are of names no cohort reads"),
+        "{err}"
+    );
+    assert!(err.contains("skipped 1 events"), "{err}");
+    // A bad line of an event name no cohort reads is still the error, with its line.
+    let bad = format!(
+        "{good}{{\"distinct_id\": \"d\", \"event\": \"other\", \"timestamp\": \"yesterday\"}}\n"
+    );
+    let events = write(&dir, "events.jsonl", &bad);
+    let o = run(&[
+        "eval",
+        "--cohorts",
+        &cohorts,
+        "--persons",
+        &persons,
+        "--events",
+        &events,
+        "--now",
+        NOW,
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert_eq!(stdout(&o), "");
+    assert_eq!(
+        stderr(&o),
+        format!(
+            "error: invalid_input: {events}:4: timestamp \"yesterday\" is not a valid date-time\n"
+        )
+    );
+}

@@ -106,8 +106,8 @@ impl Dataset {
                 continue; // a blank line
             }
             let person = match kind {
-                0 => self.person_index.get(cell).map(|&p| p as usize),
-                1 => self.distinct_index.get(cell).map(|&p| p as usize),
+                0 => self.person_index(cell),
+                1 => self.distinct_owner(cell),
                 _ => emails.get(&crate::value::lower(cell)).copied(),
             };
             match person.and_then(|p| self.person_id(p)) {

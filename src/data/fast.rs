@@ -1,49 +1,22 @@
-//! The fast path of line parsing: a JSONL line deserialised straight into borrowed fields and
-//! [`Val`]s, without building a `serde_json::Value` tree (no per-key allocations, no map nodes).
-//! It accepts exactly the well-formed lines; anything unusual (a wrong type, a duplicate key, a
-//! bad timestamp) returns `None` and the caller re-parses the line on the slow path, which
-//! produces the precise error message, so both paths agree on every line.
+//! The serde path of line parsing: a JSONL line deserialised straight into borrowed fields and
+//! a block's dictionaries ([`EventSink`]), without building a `serde_json::Value` tree (no
+//! allocation per line, except for nested values of kept properties). It accepts exactly the
+//! well-formed lines; anything unusual (a wrong type, a duplicate key, a bad timestamp) returns
+//! `None` and the caller re-parses the line on the slow path, which produces the precise error
+//! message, so both paths agree on every line.
 
 use std::borrow::Cow;
 use std::fmt;
 
-use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 use serde_json::{Number, Value};
 
+use super::arena::StrSet;
+use super::columns::{encode, RawVal};
+use super::Projection;
+
 use crate::time::{parse_absolute, parse_timestamp, Micros};
-use crate::value::Val;
-
-/// A parsed event line.
-pub(super) struct EventLine<'a> {
-    pub distinct_id: Cow<'a, str>,
-    pub event: Cow<'a, str>,
-    pub ts: Micros,
-    pub props: Vec<(Cow<'a, str>, Val)>,
-}
-
-/// A parsed person line.
-pub(super) struct PersonLine<'a> {
-    pub id: Cow<'a, str>,
-    pub distinct_ids: Vec<Cow<'a, str>>,
-    pub props: Vec<(Cow<'a, str>, Val)>,
-}
-
-/// Parses an event line, or `None` when the slow path must decide.
-pub(super) fn event(text: &str) -> Option<EventLine<'_>> {
-    let mut de = serde_json::Deserializer::from_str(text);
-    let line = de.deserialize_map(EventVisitor).ok()?;
-    de.end().ok()?;
-    line
-}
-
-/// Parses a person line, or `None` when the slow path must decide.
-pub(super) fn person(text: &str) -> Option<PersonLine<'_>> {
-    let mut de = serde_json::Deserializer::from_str(text);
-    let line = de.deserialize_map(PersonVisitor).ok()?;
-    de.end().ok()?;
-    line
-}
 
 /// Something the fast path does not handle: fall back.
 fn bail<E: de::Error>() -> E {
@@ -141,146 +114,6 @@ impl<'de> Deserialize<'de> for Ts {
     }
 }
 
-/// A property value: `None` for JSON null (missing).
-struct PropValue(Option<Val>);
-
-impl<'de> Deserialize<'de> for PropValue {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = PropValue;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a JSON value")
-            }
-            fn visit_unit<E: de::Error>(self) -> Result<PropValue, E> {
-                Ok(PropValue(None))
-            }
-            fn visit_bool<E: de::Error>(self, b: bool) -> Result<PropValue, E> {
-                Ok(PropValue(Some(Val::Bool(b))))
-            }
-            fn visit_u64<E: de::Error>(self, n: u64) -> Result<PropValue, E> {
-                Ok(PropValue(Some(Val::Num(n.into()))))
-            }
-            fn visit_i64<E: de::Error>(self, n: i64) -> Result<PropValue, E> {
-                Ok(PropValue(Some(Val::Num(n.into()))))
-            }
-            fn visit_f64<E: de::Error>(self, x: f64) -> Result<PropValue, E> {
-                Number::from_f64(x)
-                    .map(|n| PropValue(Some(Val::Num(n))))
-                    .ok_or_else(bail)
-            }
-            fn visit_str<E: de::Error>(self, s: &str) -> Result<PropValue, E> {
-                Ok(PropValue(Some(Val::Str(s.into()))))
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<PropValue, A::Error> {
-                let v = Value::deserialize(de::value::SeqAccessDeserializer::new(seq))?;
-                Ok(PropValue(Val::from_json(&v)))
-            }
-            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<PropValue, A::Error> {
-                let v = Value::deserialize(de::value::MapAccessDeserializer::new(map))?;
-                Ok(PropValue(Val::from_json(&v)))
-            }
-        }
-        d.deserialize_any(V)
-    }
-}
-
-/// `properties`: an object (null = none); a duplicate key falls back (JSON objects keep the last
-/// value, which the slow path implements).
-struct Props<'a>(Vec<(Cow<'a, str>, Val)>);
-
-impl<'de> Deserialize<'de> for Props<'de> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = Props<'de>;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("an object")
-            }
-            fn visit_unit<E: de::Error>(self) -> Result<Props<'de>, E> {
-                Ok(Props(Vec::new()))
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Props<'de>, A::Error> {
-                let mut out: Vec<(Cow<'de, str>, Val)> = Vec::new();
-                // Keys of null values (missing, so not kept) still count for the duplicate check.
-                let mut null_keys: Vec<Cow<'de, str>> = Vec::new();
-                while let Some(Str(k)) = map.next_key::<Str<'de>>()? {
-                    match map.next_value::<PropValue>()?.0 {
-                        Some(v) => out.push((k, v)),
-                        None => null_keys.push(k),
-                    }
-                }
-                let mut names: Vec<&str> = out
-                    .iter()
-                    .map(|(k, _)| k.as_ref())
-                    .chain(null_keys.iter().map(|k| k.as_ref()))
-                    .collect();
-                names.sort_unstable();
-                if names.windows(2).any(|w| w[0] == w[1]) {
-                    return Err(bail());
-                }
-                Ok(Props(out))
-            }
-        }
-        d.deserialize_any(V)
-    }
-}
-
-struct EventVisitor;
-
-impl<'de> Visitor<'de> for EventVisitor {
-    type Value = Option<EventLine<'de>>;
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("an event object")
-    }
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        let (mut did, mut event, mut ts, mut props) = (None, None, None, None);
-        while let Some(Str(k)) = map.next_key::<Str<'de>>()? {
-            match k.as_ref() {
-                "distinct_id" if did.is_none() => did = Some(map.next_value::<Id<'de>>()?.0),
-                "event" if event.is_none() => event = Some(map.next_value::<Str<'de>>()?.0),
-                "timestamp" if ts.is_none() => ts = Some(map.next_value::<Ts>()?.0),
-                "properties" if props.is_none() => props = Some(map.next_value::<Props<'de>>()?.0),
-                "distinct_id" | "event" | "timestamp" | "properties" => return Err(bail()),
-                _ => {
-                    map.next_value::<IgnoredAny>()?;
-                }
-            }
-        }
-        Ok(Some(EventLine {
-            distinct_id: did.ok_or_else(bail)?,
-            event: event.ok_or_else(bail)?,
-            ts: ts.ok_or_else(bail)?,
-            props: props.unwrap_or_default(),
-        }))
-    }
-}
-
-struct Ids<'a>(Vec<Cow<'a, str>>);
-
-impl<'de> Deserialize<'de> for Ids<'de> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = Ids<'de>;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a list of ids")
-            }
-            fn visit_unit<E: de::Error>(self) -> Result<Ids<'de>, E> {
-                Ok(Ids(Vec::new()))
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Ids<'de>, A::Error> {
-                let mut out = Vec::new();
-                while let Some(Id(id)) = seq.next_element::<Id<'de>>()? {
-                    out.push(id);
-                }
-                Ok(Ids(out))
-            }
-        }
-        d.deserialize_any(V)
-    }
-}
-
 /// An id field that may be null (then `uuid` is used).
 struct MaybeId<'a>(Option<Cow<'a, str>>);
 
@@ -290,32 +123,359 @@ impl<'de> Deserialize<'de> for MaybeId<'de> {
     }
 }
 
-struct PersonVisitor;
+/// A property value the sink is told about (`None` = JSON null).
+pub(super) type SinkVal<'a> = Option<RawVal<'a>>;
 
-impl<'de> Visitor<'de> for PersonVisitor {
-    type Value = Option<PersonLine<'de>>;
+/// Marks a null value in [`EventSink::line`] (the key counts for duplicates, nothing is kept).
+pub(super) const NULL_VALUE: u32 = u32::MAX;
+
+/// Where a line's properties go while it is parsed: block-local dictionaries of keys and
+/// of (key, value) encodings, and the current line's (key, value) pairs. Everything is reused
+/// from line to line and block to block, so parsing allocates nothing in the steady state.
+#[derive(Default)]
+pub(super) struct EventSink {
+    /// Block-local property keys.
+    pub keys: StrSet,
+    /// Per block-local key: is it kept (`Some(true)`), dropped by the projection, or unknown.
+    pub key_keep: Vec<bool>,
+    /// Block-local values: the key's local number (4 bytes) then the value's encoding.
+    pub values: StrSet,
+    /// The current line's properties: (local key, local value or [`NULL_VALUE`]).
+    pub line: Vec<(u32, u32)>,
+    enc: Vec<u8>,
+    /// Person properties (projected by the person keys) rather than event properties.
+    pub persons: bool,
+}
+
+impl EventSink {
+    /// Empties the block-local tables, keeping their buffers.
+    pub(super) fn clear(&mut self) {
+        self.keys.clear();
+        self.key_keep.clear();
+        self.values.clear();
+        self.line.clear();
+    }
+
+    /// The local number of `key` when the projection keeps it.
+    #[inline]
+    pub(super) fn key(&mut self, key: &str, projection: Option<&Projection>) -> Option<u32> {
+        let k = self.keys.intern(key.as_bytes());
+        if k as usize == self.key_keep.len() {
+            let persons = self.persons;
+            self.key_keep.push(projection.is_none_or(|p| {
+                if persons {
+                    p.keeps_person_key(key)
+                } else {
+                    p.keeps_event_key(key)
+                }
+            }));
+        }
+        self.key_keep[k as usize].then_some(k)
+    }
+
+    /// Records the current line's value of local key `k`.
+    #[inline]
+    pub(super) fn value(&mut self, k: u32, v: SinkVal<'_>) {
+        let code = match v {
+            None => NULL_VALUE,
+            Some(v) => {
+                self.enc.clear();
+                self.enc.extend_from_slice(&k.to_le_bytes());
+                encode(v, &mut self.enc);
+                self.values.intern(&self.enc)
+            }
+        };
+        self.line.push((k, code));
+    }
+
+    /// True when the current line names a key twice (the slow path then applies JSON's
+    /// last-value-wins rule).
+    pub(super) fn line_has_duplicate_keys(&self) -> bool {
+        let l = &self.line;
+        (1..l.len()).any(|i| l[..i].iter().any(|&(k, _)| k == l[i].0))
+    }
+}
+
+/// The envelope of an event line (its properties went to the sink).
+pub(super) struct EventHead<'a> {
+    pub distinct_id: Cow<'a, str>,
+    pub event: Cow<'a, str>,
+    pub ts: Micros,
+}
+
+/// Parses an event line, its properties into `sink.line` (which it clears first); `None` when
+/// the slow path must decide.
+pub(super) fn event_into<'a>(
+    text: &'a str,
+    sink: &mut EventSink,
+    projection: Option<&Projection>,
+) -> Option<EventHead<'a>> {
+    sink.line.clear();
+    let mut de = serde_json::Deserializer::from_str(text);
+    let head = de
+        .deserialize_map(EventSeedVisitor { sink, projection })
+        .ok()?;
+    de.end().ok()?;
+    if sink.line_has_duplicate_keys() {
+        return None;
+    }
+    head
+}
+
+struct EventSeedVisitor<'s, 'p> {
+    sink: &'s mut EventSink,
+    projection: Option<&'p Projection>,
+}
+
+impl<'de> Visitor<'de> for EventSeedVisitor<'_, '_> {
+    type Value = Option<EventHead<'de>>;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an event object")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let (mut did, mut event, mut ts, mut props) = (None, None, None, false);
+        while let Some(Str(k)) = map.next_key::<Str<'de>>()? {
+            match k.as_ref() {
+                "distinct_id" if did.is_none() => did = Some(map.next_value::<Id<'de>>()?.0),
+                "event" if event.is_none() => event = Some(map.next_value::<Str<'de>>()?.0),
+                "timestamp" if ts.is_none() => ts = Some(map.next_value::<Ts>()?.0),
+                "properties" if !props => {
+                    props = true;
+                    map.next_value_seed(PropsSeed {
+                        sink: &mut *self.sink,
+                        projection: self.projection,
+                    })?;
+                }
+                "distinct_id" | "event" | "timestamp" | "properties" => return Err(bail()),
+                _ => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(Some(EventHead {
+            distinct_id: did.ok_or_else(bail)?,
+            event: event.ok_or_else(bail)?,
+            ts: ts.ok_or_else(bail)?,
+        }))
+    }
+}
+
+/// `properties` (null = none), each kept key's value into the sink.
+struct PropsSeed<'s, 'p> {
+    sink: &'s mut EventSink,
+    projection: Option<&'p Projection>,
+}
+
+impl<'de> DeserializeSeed<'de> for PropsSeed<'_, '_> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for PropsSeed<'_, '_> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an object")
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        while let Some(Str(k)) = map.next_key::<Str<'de>>()? {
+            match self.sink.key(&k, self.projection) {
+                Some(local) => map.next_value_seed(ValueSeed {
+                    sink: &mut *self.sink,
+                    key: local,
+                })?,
+                None => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One kept property value, into the sink.
+struct ValueSeed<'s> {
+    sink: &'s mut EventSink,
+    key: u32,
+}
+
+impl<'de> DeserializeSeed<'de> for ValueSeed<'_> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for ValueSeed<'_> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<(), E> {
+        self.sink.value(self.key, None);
+        Ok(())
+    }
+    fn visit_bool<E: de::Error>(self, b: bool) -> Result<(), E> {
+        self.sink.value(self.key, Some(RawVal::Bool(b)));
+        Ok(())
+    }
+    fn visit_u64<E: de::Error>(self, n: u64) -> Result<(), E> {
+        self.sink.value(self.key, Some(RawVal::Num(&n.into())));
+        Ok(())
+    }
+    fn visit_i64<E: de::Error>(self, n: i64) -> Result<(), E> {
+        self.sink.value(self.key, Some(RawVal::Num(&n.into())));
+        Ok(())
+    }
+    fn visit_f64<E: de::Error>(self, x: f64) -> Result<(), E> {
+        let n = Number::from_f64(x).ok_or_else(bail)?;
+        self.sink.value(self.key, Some(RawVal::Num(&n)));
+        Ok(())
+    }
+    fn visit_str<E: de::Error>(self, s: &str) -> Result<(), E> {
+        self.sink.value(self.key, Some(RawVal::Str(s)));
+        Ok(())
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<(), A::Error> {
+        // Containers keep only their string form (sorted keys, compact), built through a Value.
+        let v = Value::deserialize(de::value::SeqAccessDeserializer::new(seq))?;
+        self.sink
+            .value(self.key, Some(RawVal::Json(&v.to_string())));
+        Ok(())
+    }
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<(), A::Error> {
+        let v = Value::deserialize(de::value::MapAccessDeserializer::new(map))?;
+        self.sink
+            .value(self.key, Some(RawVal::Json(&v.to_string())));
+        Ok(())
+    }
+}
+
+/// Distinct ids of a block's persons, back to back in one buffer.
+#[derive(Default)]
+pub(super) struct IdList {
+    pub bytes: Vec<u8>,
+    pub ends: Vec<usize>,
+}
+
+impl IdList {
+    pub(super) fn push(&mut self, id: &str) {
+        self.bytes.extend_from_slice(id.as_bytes());
+        self.ends.push(self.bytes.len());
+    }
+
+    /// Id `i`.
+    pub(super) fn get(&self, i: usize) -> &str {
+        let start = if i == 0 { 0 } else { self.ends[i - 1] };
+        std::str::from_utf8(&self.bytes[start..self.ends[i]]).unwrap_or_default()
+    }
+
+    pub(super) fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    /// Drops the ids from `len` on.
+    pub(super) fn truncate(&mut self, len: usize) {
+        self.ends.truncate(len);
+        self.bytes.truncate(self.ends.last().copied().unwrap_or(0));
+    }
+
+    pub(super) fn clear(&mut self) {
+        self.bytes.clear();
+        self.ends.clear();
+    }
+}
+
+/// Parses a person line: its distinct ids onto `ids`, its properties into `sink.line`; returns
+/// the person id, or `None` (with `ids` as it was) when the slow path must decide.
+pub(super) fn person_into<'a>(
+    text: &'a str,
+    sink: &mut EventSink,
+    projection: Option<&Projection>,
+    ids: &mut IdList,
+) -> Option<Cow<'a, str>> {
+    sink.line.clear();
+    let before = ids.len();
+    let mut de = serde_json::Deserializer::from_str(text);
+    let id = de
+        .deserialize_map(PersonSeedVisitor {
+            sink: &mut *sink,
+            projection,
+            ids: &mut *ids,
+        })
+        .ok()
+        .flatten()
+        .filter(|_| de.end().is_ok() && !sink.line_has_duplicate_keys());
+    if id.is_none() {
+        ids.truncate(before);
+    }
+    id
+}
+
+struct PersonSeedVisitor<'s, 'p> {
+    sink: &'s mut EventSink,
+    projection: Option<&'p Projection>,
+    ids: &'s mut IdList,
+}
+
+impl<'de> Visitor<'de> for PersonSeedVisitor<'_, '_> {
+    type Value = Option<Cow<'de, str>>;
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("a person object")
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        let (mut id, mut uuid, mut dids, mut props) = (None, None, None, None);
+        let (mut id, mut uuid, mut dids, mut props) = (None, None, false, false);
         while let Some(Str(k)) = map.next_key::<Str<'de>>()? {
             match k.as_ref() {
                 "id" if id.is_none() => id = Some(map.next_value::<MaybeId<'de>>()?.0),
                 "uuid" if uuid.is_none() => uuid = Some(map.next_value::<MaybeId<'de>>()?.0),
-                "distinct_ids" if dids.is_none() => dids = Some(map.next_value::<Ids<'de>>()?.0),
-                "properties" if props.is_none() => props = Some(map.next_value::<Props<'de>>()?.0),
+                "distinct_ids" if !dids => {
+                    dids = true;
+                    map.next_value_seed(IdsSeed(&mut *self.ids))?;
+                }
+                "properties" if !props => {
+                    props = true;
+                    map.next_value_seed(PropsSeed {
+                        sink: &mut *self.sink,
+                        projection: self.projection,
+                    })?;
+                }
                 "id" | "uuid" | "distinct_ids" | "properties" => return Err(bail()),
                 _ => {
                     map.next_value::<IgnoredAny>()?;
                 }
             }
         }
-        let id = id.flatten().or(uuid.flatten()).ok_or_else(bail)?;
-        Ok(Some(PersonLine {
-            id,
-            distinct_ids: dids.unwrap_or_default(),
-            props: props.unwrap_or_default(),
-        }))
+        Ok(Some(id.flatten().or(uuid.flatten()).ok_or_else(bail)?))
+    }
+}
+
+/// `distinct_ids` (null = none), onto the block's id list.
+struct IdsSeed<'s>(&'s mut IdList);
+
+impl<'de> DeserializeSeed<'de> for IdsSeed<'_> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for IdsSeed<'_> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a list of ids")
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        while let Some(Id(id)) = seq.next_element::<Id<'de>>()? {
+            self.0.push(&id);
+        }
+        Ok(())
     }
 }

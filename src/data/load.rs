@@ -1,13 +1,16 @@
 //! Loading a [`Dataset`] from the JSONL files of `CLI.md` §2.
 //!
 //! A file is streamed in blocks of whole lines (never held whole) by a reader thread; worker
-//! threads parse the blocks in parallel, interning names into block-local tables; the calling
-//! thread merges the blocks in file order, so errors keep their `file:line` and the first bad line
-//! in file order is the one reported. Events are then grouped by person (a counting sort) and
-//! ordered by event name and time within each person (stable: equal timestamps keep file order),
-//! so a behavioral leaf reads one contiguous, time-ordered run of events.
+//! threads parse the blocks in parallel into columnar block states (ids, timestamps, names and
+//! property values with block-local dictionaries), trying the hand-written scanner
+//! ([`super::scan`]), then the borrowed serde path ([`super::fast`]), then a `serde_json::Value`
+//! for the exact error; the calling thread merges the blocks in file order, so errors keep their
+//! `file:line` and the first bad line in file order is the one reported. Buffers and block
+//! states circulate through pools and at most 2 × threads + 1 blocks are in flight, so the steady
+//! state allocates nothing per line and memory stays flat. Events are then grouped by person (a
+//! counting sort), ordered by event name and time within each person (ties keep file order),
+//! the columns permuted in place, so a behavioral leaf reads one contiguous, time-ordered run.
 
-use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::io::BufRead;
 use std::path::Path;
@@ -17,12 +20,14 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Map, Value};
 
+use super::arena::StrSet;
+use super::columns::{ColumnBuilder, EventColumn, RawVal};
+use super::fast::{EventSink, IdList, NULL_VALUE};
 use super::posthog::Source;
-use super::{Column, Dataset, NameRun, Prop};
+use super::{Column, Dataset, NameRun, Projection};
 use crate::error::Error;
-use crate::intern::{Interner, Sym, Symbols};
+use crate::intern::{Sym, Symbols};
 use crate::time::{parse_timestamp, Micros};
-use crate::value::Val;
 
 /// A progress callback: file name, lines read so far, time since the load started.
 pub type Progress<'a> = &'a mut dyn FnMut(&str, u64, Duration);
@@ -35,6 +40,9 @@ pub struct LoadOptions<'a> {
     pub progress: Option<Progress<'a>>,
     /// Parser threads (0 = all cores). The result never depends on it.
     pub threads: usize,
+    /// Keep only what these cohorts read (see [`Projection`]); `None` (the default) keeps
+    /// everything.
+    pub projection: Option<Projection>,
 }
 
 /// What a load read.
@@ -42,10 +50,13 @@ pub struct LoadOptions<'a> {
 pub struct LoadStats {
     /// Persons loaded.
     pub persons: usize,
-    /// Events attached to persons.
+    /// Events attached to persons (stored or dropped by the projection).
     pub events: usize,
     /// Events skipped because no person owns their distinct id.
     pub skipped_events: u64,
+    /// Events of known persons not stored because the projection drops their name (counted in
+    /// `events`).
+    pub dropped_events: u64,
 }
 
 /// Parser threads for `threads` (0 = all cores).
@@ -59,84 +70,137 @@ fn thread_count(threads: usize) -> usize {
 /// Bytes per block handed to a parser thread.
 const BLOCK_BYTES: usize = 1 << 20;
 
-/// A block of whole lines: its sequence number, the number of its first line, the bytes.
+/// A block of whole lines: its sequence number and bytes.
 struct RawBlock {
     seq: usize,
-    first_line: usize,
     bytes: Vec<u8>,
 }
 
-/// A parsed block: records with their line numbers, the block-local name tables, or the first
-/// error in the block.
-struct Parsed<T> {
-    seq: usize,
-    lines: usize,
-    records: Vec<(usize, T)>,
-    local: Symbols,
-    error: Option<Error>,
+/// What a parser thread fills from one block; reused from block to block.
+trait BlockState: Default + Send {
+    /// Empties the state for the next block, keeping its buffers.
+    fn reset(&mut self);
 }
 
-/// Streams `reader` through parallel `parse` calls (one per non-blank line, given the line text
-/// and a block-local symbol table) and feeds the results, with their line numbers, to `consume`
-/// in file order.
-fn pipeline<T: Send>(
+/// A parsed block: its lines, the parser's state, or the first error in the block (line within
+/// the block, counting from 0, and message).
+struct Parsed<S> {
+    seq: usize,
+    lines: usize,
+    state: S,
+    error: Option<(usize, String)>,
+}
+
+/// Takes a value from a pool, or makes one.
+fn take<T: Default>(pool: &Mutex<Vec<T>>) -> T {
+    pool.lock()
+        .ok()
+        .and_then(|mut p| p.pop())
+        .unwrap_or_default()
+}
+
+/// Returns a value to a pool.
+fn give<T>(pool: &Mutex<Vec<T>>, t: T) {
+    if let Ok(mut p) = pool.lock() {
+        p.push(t);
+    }
+}
+
+/// Streams `reader` through parallel `parse` calls (one per non-blank line, given the line
+/// text, its number within the block and the block's state) and feeds each block's state, with
+/// the number of lines before the block, to `consume` in file order. Block buffers and states
+/// circulate through pools, so the steady state allocates nothing.
+fn pipeline<S: BlockState>(
     reader: impl BufRead + Send,
     name: &str,
     threads: usize,
     started: Instant,
     progress: &mut Option<Progress<'_>>,
-    parse: impl Fn(&str, &mut Symbols) -> Result<Option<T>, String> + Sync,
-    mut consume: impl FnMut(Vec<(usize, T)>, &Symbols) -> Result<(), Error>,
+    parse: impl Fn(&str, usize, &mut S) -> Result<(), String> + Sync,
+    mut consume: impl FnMut(&mut S, usize) -> Result<(), Error>,
 ) -> Result<(), Error> {
     let stop = AtomicBool::new(false);
     let (work_tx, work_rx) = mpsc::sync_channel::<RawBlock>(threads * 2);
     let work_rx = Mutex::new(work_rx);
-    let (done_tx, done_rx) = mpsc::channel::<Parsed<T>>();
+    let (done_tx, done_rx) = mpsc::channel::<Parsed<S>>();
+    let buffers: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
+    let states: Mutex<Vec<S>> = Mutex::new(Vec::new());
+    // Tickets bound the blocks in flight (read, parsing, or parsed and waiting for the merge), so
+    // memory stays at a few blocks even when the merge is slower than the parsers.
+    let in_flight = threads * 2 + 1;
+    let (ticket_tx, ticket_rx) = mpsc::sync_channel::<()>(in_flight);
+    for _ in 0..in_flight {
+        let _ = ticket_tx.send(());
+    }
     std::thread::scope(|s| {
         // Reader: cut the stream into blocks of whole lines.
         let reader_stop = &stop;
-        let reader_name = name;
-        let read_error = s.spawn(move || -> Option<Error> {
+        let buffers = &buffers;
+        let own_ticket = ticket_tx.clone();
+        let read_error = s.spawn(move || -> Option<String> {
             let mut reader = reader;
-            let mut line = 1usize;
             let mut seq = 0usize;
-            loop {
-                let mut bytes = Vec::with_capacity(BLOCK_BYTES + 4096);
-                let mut lines = 0usize;
-                while bytes.len() < BLOCK_BYTES {
-                    match reader.read_until(b'\n', &mut bytes) {
-                        Ok(0) => break,
-                        Ok(_) => lines += 1,
-                        Err(e) => {
-                            return Some(Error::input(
-                                format!("{reader_name}:{}", line + lines),
-                                format!("cannot read: {e}"),
-                            ))
-                        }
-                    }
-                }
-                if lines == 0 || reader_stop.load(Ordering::Relaxed) {
+            let mut carry: Vec<u8> = Vec::new();
+            let mut error = None;
+            let mut eof = false;
+            while !eof && error.is_none() {
+                if ticket_rx.recv().is_err() {
                     return None;
                 }
-                if work_tx
-                    .send(RawBlock {
-                        seq,
-                        first_line: line,
-                        bytes,
-                    })
-                    .is_err()
-                {
+                let mut bytes = take(buffers);
+                bytes.clear();
+                bytes.append(&mut carry);
+                // Fill to the block size, then on to the end of a line.
+                loop {
+                    let chunk = match reader.fill_buf() {
+                        Ok(c) => c,
+                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                        Err(e) => {
+                            error = Some(format!("cannot read: {e}"));
+                            break;
+                        }
+                    };
+                    if chunk.is_empty() {
+                        eof = true;
+                        break;
+                    }
+                    let n = chunk.len();
+                    bytes.extend_from_slice(chunk);
+                    reader.consume(n);
+                    if bytes.len() >= BLOCK_BYTES && bytes[bytes.len() - n..].contains(&b'\n') {
+                        break;
+                    }
+                }
+                if !eof {
+                    // Keep the partial last line for the next block (after an error: drop it).
+                    let cut = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+                    if error.is_none() {
+                        carry.extend_from_slice(&bytes[cut..]);
+                    }
+                    bytes.truncate(cut);
+                }
+                if bytes.is_empty() {
+                    give(buffers, bytes);
+                    let _ = own_ticket.send(());
+                    continue;
+                }
+                if reader_stop.load(Ordering::Relaxed) {
+                    return None;
+                }
+                if work_tx.send(RawBlock { seq, bytes }).is_err() {
                     return None;
                 }
                 seq += 1;
-                line += lines;
             }
+            error
         });
         for _ in 0..threads {
             let done_tx = done_tx.clone();
             let work_rx = &work_rx;
             let stop = &stop;
             let parse = &parse;
+            let states = &states;
+            let ticket_tx = ticket_tx.clone();
             s.spawn(move || loop {
                 let block = match work_rx.lock() {
                     Ok(rx) => rx.recv(),
@@ -144,37 +208,34 @@ fn pipeline<T: Send>(
                 };
                 let Ok(block) = block else { return };
                 if stop.load(Ordering::Relaxed) {
+                    give(buffers, block.bytes);
+                    let _ = ticket_tx.send(());
                     continue; // drain, so the reader never blocks forever
                 }
-                let mut local = Symbols::default();
-                let mut records = Vec::new();
+                let mut state: S = take(states);
+                state.reset();
                 let mut error = None;
                 let mut lines = 0;
                 for (k, raw) in block.bytes.split_inclusive(|&b| b == b'\n').enumerate() {
                     lines += 1;
-                    let at = block.first_line + k;
                     let Ok(text) = std::str::from_utf8(raw) else {
-                        error = Some(Error::input(format!("{name}:{at}"), "not valid UTF-8"));
+                        error = Some((k, "not valid UTF-8".to_string()));
                         break;
                     };
                     let text = text.trim_matches(|c: char| c.is_ascii_whitespace());
                     if text.is_empty() {
                         continue;
                     }
-                    match parse(text, &mut local) {
-                        Ok(Some(r)) => records.push((at, r)),
-                        Ok(None) => {}
-                        Err(msg) => {
-                            error = Some(Error::input(format!("{name}:{at}"), msg));
-                            break;
-                        }
+                    if let Err(msg) = parse(text, k, &mut state) {
+                        error = Some((k, msg));
+                        break;
                     }
                 }
+                give(buffers, block.bytes);
                 let parsed = Parsed {
                     seq: block.seq,
                     lines,
-                    records,
-                    local,
+                    state,
                     error,
                 };
                 if done_tx.send(parsed).is_err() {
@@ -184,46 +245,48 @@ fn pipeline<T: Send>(
         }
         drop(done_tx);
         // Merge in file order.
-        let mut pending: BTreeMap<usize, Parsed<T>> = BTreeMap::new();
+        let mut pending: BTreeMap<usize, Parsed<S>> = BTreeMap::new();
         let mut next = 0usize;
-        let mut lines = 0u64;
-        let mut reported = 0u64;
+        let mut lines = 0usize;
+        let mut reported = 0usize;
         let mut result = Ok(());
         for parsed in done_rx.iter() {
             pending.insert(parsed.seq, parsed);
-            while let Some(p) = pending.remove(&next) {
+            while let Some(mut p) = pending.remove(&next) {
                 next += 1;
+                let _ = ticket_tx.send(());
                 if result.is_err() {
                     continue;
                 }
-                if let Some(e) = p.error {
+                if let Some((k, msg)) = p.error.take() {
+                    result = Err(Error::input(format!("{name}:{}", lines + k + 1), msg));
+                    stop.store(true, Ordering::Relaxed);
+                    continue;
+                }
+                if let Err(e) = consume(&mut p.state, lines) {
                     result = Err(e);
                     stop.store(true, Ordering::Relaxed);
                     continue;
                 }
-                lines += p.lines as u64;
-                if let Err(e) = consume(p.records, &p.local) {
-                    result = Err(e);
-                    stop.store(true, Ordering::Relaxed);
-                    continue;
-                }
+                lines += p.lines;
+                give(&states, p.state);
                 if lines - reported >= 1_000_000 {
                     reported = lines;
                     if let Some(cb) = progress.as_mut() {
-                        cb(name, lines, started.elapsed());
+                        cb(name, lines as u64, started.elapsed());
                     }
                 }
             }
         }
-        if let Ok(Some(e)) = read_error.join() {
+        if let Ok(Some(msg)) = read_error.join() {
             // A read error comes after every line before it; report it unless a line failed first.
             if result.is_ok() {
-                result = Err(e);
+                result = Err(Error::input(format!("{name}:{}", lines + 1), msg));
             }
         }
         if result.is_ok() {
             if let Some(cb) = progress.as_mut() {
-                cb(name, lines, started.elapsed());
+                cb(name, lines as u64, started.elapsed());
             }
         }
         result
@@ -249,44 +312,157 @@ fn object(text: &str) -> Result<Map<String, Value>, String> {
     }
 }
 
-/// Properties with block-local key ids; null values are missing and dropped.
-fn local_props(obj: &mut Map<String, Value>, keys: &mut Interner) -> Result<Vec<Prop>, String> {
+/// A block of person lines in columns: ids, distinct ids and properties with block-local keys
+/// and values.
+#[derive(Default)]
+struct PersonBlock {
+    sink: EventSink,
+    /// Per person: line within the block, id, number of distinct ids.
+    line: Vec<usize>,
+    ids: IdList,
+    did_count: Vec<u32>,
+    dids: IdList,
+    /// Per kept property: (person within the block, local value).
+    props: Vec<(u32, u32)>,
+}
+
+impl BlockState for PersonBlock {
+    fn reset(&mut self) {
+        self.sink.clear();
+        self.sink.persons = true;
+        self.line.clear();
+        self.ids.clear();
+        self.did_count.clear();
+        self.dids.clear();
+        self.props.clear();
+    }
+}
+
+/// The slow path of a person line: a `serde_json::Value`, with every check's exact message;
+/// distinct ids onto `dids`, kept properties into the sink.
+fn slow_person(
+    text: &str,
+    sink: &mut EventSink,
+    projection: Option<&Projection>,
+    dids: &mut IdList,
+) -> Result<String, String> {
+    sink.line.clear();
+    let mut obj = object(text)?;
+    let id = match obj.get("id") {
+        Some(v) if !v.is_null() => id_string(v, "id")?,
+        _ => match obj.get("uuid") {
+            Some(v) if !v.is_null() => id_string(v, "uuid")?,
+            _ => return Err("a person needs an \"id\" (or \"uuid\")".into()),
+        },
+    };
+    match obj.get("distinct_ids") {
+        None | Some(Value::Null) => {}
+        Some(Value::Array(ids)) => {
+            let ids: Vec<String> = ids
+                .iter()
+                .map(|d| id_string(d, "a distinct id"))
+                .collect::<Result<_, _>>()?;
+            ids.iter().for_each(|d| dids.push(d));
+        }
+        Some(other) => return Err(format!("distinct_ids must be a list, got {other}")),
+    }
+    slow_props(&mut obj, sink, projection)?;
+    Ok(id)
+}
+
+/// `properties` of a slow-path line into the sink.
+fn slow_props(
+    obj: &mut Map<String, Value>,
+    sink: &mut EventSink,
+    projection: Option<&Projection>,
+) -> Result<(), String> {
     match obj.remove("properties") {
-        None | Some(Value::Null) => Ok(Vec::new()),
-        Some(Value::Object(m)) => Ok(m
-            .iter()
-            .filter_map(|(k, v)| Some((keys.intern(k), Val::from_json(v)?)))
-            .collect()),
+        None | Some(Value::Null) => Ok(()),
+        Some(Value::Object(m)) => {
+            for (k, v) in &m {
+                let Some(local) = sink.key(k, projection) else {
+                    continue;
+                };
+                let json;
+                let raw = match v {
+                    Value::Null => None,
+                    Value::Bool(b) => Some(RawVal::Bool(*b)),
+                    Value::Number(n) => Some(RawVal::Num(n)),
+                    Value::String(s) => Some(RawVal::Str(s)),
+                    other => {
+                        json = other.to_string();
+                        Some(RawVal::Json(&json))
+                    }
+                };
+                sink.value(local, raw);
+            }
+            Ok(())
+        }
         Some(other) => Err(format!("properties must be an object, got {other}")),
     }
 }
 
-struct PersonRec {
-    id: String,
-    distinct_ids: Vec<String>,
-    props: Vec<Prop>,
+/// A block of event lines in columns, with block-local names, keys and values.
+#[derive(Default)]
+struct EventBlock {
+    sink: EventSink,
+    /// Block-local event names, and whether the projection keeps each.
+    names: StrSet,
+    name_keep: Vec<bool>,
+    /// Per kept event: owner, timestamp, local name.
+    person: Vec<u32>,
+    ts: Vec<Micros>,
+    name: Vec<u32>,
+    /// Per kept property: (event within the block, local value).
+    props: Vec<(u32, u32)>,
+    /// Events of unknown distinct ids.
+    skipped: u64,
+    /// Events of known persons whose names the projection drops.
+    dropped: u64,
 }
 
-enum EventRec {
-    Skipped,
-    Kept {
-        person: u32,
-        ts: Micros,
-        name: Sym,
-        props: Vec<Prop>,
-    },
+impl BlockState for EventBlock {
+    fn reset(&mut self) {
+        self.sink.clear();
+        self.names.clear();
+        self.name_keep.clear();
+        self.person.clear();
+        self.ts.clear();
+        self.name.clear();
+        self.props.clear();
+        self.skipped = 0;
+        self.dropped = 0;
+    }
 }
 
-/// Maps block-local ids to global ones.
-fn remap(local: &Interner, global: &mut Interner) -> Vec<Sym> {
-    (0..local.len())
-        .map(|i| {
-            local
-                .name(Sym(i as u32))
-                .map_or(Sym::ABSENT, |n| global.intern(n))
-        })
-        .collect()
+/// The slow path of an event line: a `serde_json::Value`, with every check's exact message;
+/// kept properties into the sink.
+fn slow_event(
+    text: &str,
+    sink: &mut EventSink,
+    projection: Option<&Projection>,
+) -> Result<(String, String, Micros), String> {
+    sink.line.clear();
+    let mut obj = object(text)?;
+    let did = match obj.get("distinct_id") {
+        Some(v) if !v.is_null() => id_string(v, "distinct_id")?,
+        _ => return Err("an event needs a \"distinct_id\"".into()),
+    };
+    let event = match obj.get("event") {
+        Some(Value::String(s)) => s.clone(),
+        Some(other) => return Err(format!("event must be a string, got {other}")),
+        None => return Err("an event needs an \"event\" name".into()),
+    };
+    let ts = match obj.get("timestamp") {
+        Some(v) => parse_timestamp(v)?,
+        None => return Err("an event needs a \"timestamp\"".into()),
+    };
+    slow_props(&mut obj, sink, projection)?;
+    Ok((did, event, ts))
 }
+
+/// Not yet mapped (a block-local id's global id is looked up on first use).
+const UNMAPPED: u32 = u32::MAX;
 
 impl Dataset {
     /// Loads persons and (optionally) events from data files: each path is a file or a
@@ -337,45 +513,36 @@ impl Dataset {
     ) -> Result<Dataset, Error> {
         let started = Instant::now();
         let threads = thread_count(opts.threads);
+        let projection = opts.projection.as_ref();
         let mut ds = Dataset::default();
         let mut symbols = Symbols::default();
         let mut columns: Vec<Column> = Vec::new();
 
-        let parse_person = |text: &str, local: &mut Symbols| -> Result<Option<PersonRec>, String> {
-            if let Some(line) = super::fast::person(text) {
-                return Ok(Some(PersonRec {
-                    id: line.id.into_owned(),
-                    distinct_ids: line.distinct_ids.into_iter().map(Cow::into_owned).collect(),
-                    props: line
-                        .props
-                        .into_iter()
-                        .map(|(k, v)| (local.keys.intern(&k), v))
-                        .collect(),
-                }));
+        let parse_person = |text: &str, k: usize, b: &mut PersonBlock| -> Result<(), String> {
+            let before = b.dids.len();
+            let fast = super::fast::person_into(text, &mut b.sink, projection, &mut b.dids);
+            let slow;
+            let id = match &fast {
+                Some(id) => id.as_ref(),
+                None => {
+                    slow = slow_person(text, &mut b.sink, projection, &mut b.dids)?;
+                    slow.as_str()
+                }
+            };
+            let p = b.line.len() as u32;
+            b.line.push(k);
+            b.ids.push(id);
+            b.did_count.push((b.dids.len() - before) as u32);
+            for &(_, v) in &b.sink.line {
+                if v != NULL_VALUE {
+                    b.props.push((p, v));
+                }
             }
-            let mut obj = object(text)?;
-            let id = match obj.get("id") {
-                Some(v) if !v.is_null() => id_string(v, "id")?,
-                _ => match obj.get("uuid") {
-                    Some(v) if !v.is_null() => id_string(v, "uuid")?,
-                    _ => return Err("a person needs an \"id\" (or \"uuid\")".into()),
-                },
-            };
-            let distinct_ids = match obj.get("distinct_ids") {
-                None | Some(Value::Null) => Vec::new(),
-                Some(Value::Array(ids)) => ids
-                    .iter()
-                    .map(|d| id_string(d, "a distinct id"))
-                    .collect::<Result<_, _>>()?,
-                Some(other) => return Err(format!("distinct_ids must be a list, got {other}")),
-            };
-            let props = local_props(&mut obj, &mut local.keys)?;
-            Ok(Some(PersonRec {
-                id,
-                distinct_ids,
-                props,
-            }))
+            Ok(())
         };
+        // Block-local → global ids, reused across blocks.
+        let mut keys: Vec<u32> = Vec::new();
+        let mut values: Vec<(u32, u32)> = Vec::new();
         for source in persons_sources {
             let persons_name = source.name.as_str();
             pipeline(
@@ -385,49 +552,63 @@ impl Dataset {
                 started,
                 &mut opts.progress,
                 parse_person,
-                |records, local| {
-                    let keys = remap(&local.keys, &mut symbols.keys);
-                    for (line, r) in records {
-                        let at = || format!("{persons_name}:{line}");
-                        let index = ds.person_ids.len() as u32;
-                        if ds.person_index.contains_key(r.id.as_str()) {
-                            return Err(Error::input(
-                                at(),
-                                format!("duplicate person id {:?}", r.id),
-                            ));
+                |b, before| {
+                    keys.clear();
+                    keys.resize(b.sink.keys.len(), UNMAPPED);
+                    values.clear();
+                    values.resize(b.sink.values.len(), (UNMAPPED, 0));
+                    let first = ds.person_ids.len() as u32;
+                    let mut did = 0usize;
+                    let mut props = b.props.iter().peekable();
+                    for (i, &k) in b.line.iter().enumerate() {
+                        let at = || format!("{persons_name}:{}", before + k + 1);
+                        let index = first + i as u32;
+                        let id = b.ids.get(i);
+                        if ds.person_ids.find(id.as_bytes()).is_some() {
+                            return Err(Error::input(at(), format!("duplicate person id {id:?}")));
                         }
-                        for d in r.distinct_ids {
-                            match ds.distinct_index.get(d.as_str()) {
-                                Some(&owner) if owner != index => {
+                        for _ in 0..b.did_count[i] {
+                            let d = b.dids.get(did);
+                            did += 1;
+                            match ds.distinct_ids.find(d.as_bytes()) {
+                                Some(m) if ds.distinct_owner[m as usize] != index => {
+                                    let owner = ds.distinct_owner[m as usize];
                                     return Err(Error::input(
                                         at(),
                                         format!(
                                             "distinct id {d:?} is already owned by person {:?}",
-                                            ds.person_ids[owner as usize]
+                                            ds.person_ids.get_str(owner)
                                         ),
-                                    ))
+                                    ));
                                 }
-                                _ => {
-                                    ds.distinct_index.insert(d.into_boxed_str(), index);
+                                Some(_) => {}
+                                None => {
+                                    ds.distinct_ids.intern(d.as_bytes());
+                                    ds.distinct_owner.push(index);
                                 }
                             }
                         }
-                        let mut props: Vec<Prop> = r
-                            .props
-                            .into_iter()
-                            .map(|(k, v)| (keys[k.0 as usize], v))
-                            .collect();
-                        props.sort_by_key(|(k, _)| *k);
-                        props.dedup_by_key(|(k, _)| *k);
-                        for (k, v) in props {
-                            let k = k.0 as usize;
-                            if columns.len() <= k {
-                                columns.resize_with(k + 1, Column::default);
+                        ds.person_ids.intern(id.as_bytes());
+                        while let Some(&(_, v)) = props.next_if(|&&(p, _)| p as usize == i) {
+                            let mut slot = values[v as usize];
+                            if slot.0 == UNMAPPED {
+                                let bytes = b.sink.values.get(v);
+                                let (local_key, encoded) = bytes.split_at(4.min(bytes.len()));
+                                let lk = u32::from_le_bytes(local_key.try_into().unwrap_or([0; 4]))
+                                    as usize;
+                                if keys[lk] == UNMAPPED {
+                                    keys[lk] =
+                                        symbols.keys.intern(b.sink.keys.get_str(lk as u32)).0;
+                                }
+                                let gk = keys[lk] as usize;
+                                if columns.len() <= gk {
+                                    columns.resize_with(gk + 1, Column::default);
+                                }
+                                slot = (gk as u32, columns[gk].code_of(encoded));
+                                values[v as usize] = slot;
                             }
-                            columns[k].push(index, v);
+                            columns[slot.0 as usize].push_code(index, slot.1);
                         }
-                        ds.person_index.insert(r.id.clone().into_boxed_str(), index);
-                        ds.person_ids.push(r.id.into_boxed_str());
                     }
                     Ok(())
                 },
@@ -440,58 +621,54 @@ impl Dataset {
         let mut ev_person: Vec<u32> = Vec::new();
         let mut ev_ts: Vec<Micros> = Vec::new();
         let mut ev_name: Vec<Sym> = Vec::new();
-        let mut ev_prop_end: Vec<u32> = Vec::new();
-        let mut ev_props: Vec<Prop> = Vec::new();
-        let mut skipped = 0u64;
+        let mut builders: Vec<ColumnBuilder> = Vec::new();
+        let (mut skipped, mut dropped) = (0u64, 0u64);
         for source in events.into_iter().flatten() {
             let name = source.name.as_str();
             let reader = (source.open)()?;
-            let distinct_index = &ds.distinct_index;
-            let parse_event =
-                |text: &str, local: &mut Symbols| -> Result<Option<EventRec>, String> {
-                    if let Some(line) = super::fast::event(text) {
-                        let Some(&person) = distinct_index.get(line.distinct_id.as_ref()) else {
-                            return Ok(Some(EventRec::Skipped));
-                        };
-                        let props = line
-                            .props
-                            .into_iter()
-                            .map(|(k, v)| (local.keys.intern(&k), v))
-                            .collect();
-                        let name = local.events.intern(&line.event);
-                        return Ok(Some(EventRec::Kept {
-                            person,
-                            ts: line.ts,
-                            name,
-                            props,
-                        }));
+            let (distinct_ids, owners) = (&ds.distinct_ids, &ds.distinct_owner);
+            let parse_event = |text: &str, _k: usize, b: &mut EventBlock| -> Result<(), String> {
+                let fast = super::scan::event(text, &mut b.sink, projection)
+                    .or_else(|| super::fast::event_into(text, &mut b.sink, projection));
+                let slow;
+                let (did, event, ts) = match &fast {
+                    Some(h) => (h.distinct_id.as_ref(), h.event.as_ref(), h.ts),
+                    None => {
+                        slow = slow_event(text, &mut b.sink, projection)?;
+                        (slow.0.as_str(), slow.1.as_str(), slow.2)
                     }
-                    let mut obj = object(text)?;
-                    let did = match obj.get("distinct_id") {
-                        Some(v) if !v.is_null() => id_string(v, "distinct_id")?,
-                        _ => return Err("an event needs a \"distinct_id\"".into()),
-                    };
-                    let event = match obj.get("event") {
-                        Some(Value::String(s)) => s.clone(),
-                        Some(other) => return Err(format!("event must be a string, got {other}")),
-                        None => return Err("an event needs an \"event\" name".into()),
-                    };
-                    let ts = match obj.get("timestamp") {
-                        Some(v) => parse_timestamp(v)?,
-                        None => return Err("an event needs a \"timestamp\"".into()),
-                    };
-                    let props = local_props(&mut obj, &mut local.keys)?;
-                    let Some(&person) = distinct_index.get(did.as_str()) else {
-                        return Ok(Some(EventRec::Skipped));
-                    };
-                    let name = local.events.intern(&event);
-                    Ok(Some(EventRec::Kept {
-                        person,
-                        ts,
-                        name,
-                        props,
-                    }))
                 };
+                let Some(&person) = distinct_ids
+                    .find(did.as_bytes())
+                    .and_then(|d| owners.get(d as usize))
+                else {
+                    b.skipped += 1;
+                    return Ok(());
+                };
+                let n = b.names.intern(event.as_bytes());
+                if n as usize == b.name_keep.len() {
+                    b.name_keep
+                        .push(projection.is_none_or(|p| p.keeps_event(event)));
+                }
+                if !b.name_keep[n as usize] {
+                    b.dropped += 1;
+                    return Ok(());
+                }
+                let e = b.ts.len() as u32;
+                b.person.push(person);
+                b.ts.push(ts);
+                b.name.push(n);
+                for &(_, v) in &b.sink.line {
+                    if v != NULL_VALUE {
+                        b.props.push((e, v));
+                    }
+                }
+                Ok(())
+            };
+            // Block-local → global ids, reused across blocks.
+            let mut names: Vec<Sym> = Vec::new();
+            let mut keys: Vec<u32> = Vec::new();
+            let mut values: Vec<(u32, u32)> = Vec::new();
             pipeline(
                 reader,
                 name,
@@ -499,59 +676,74 @@ impl Dataset {
                 started,
                 &mut opts.progress,
                 parse_event,
-                |records, local| {
-                    let keys = remap(&local.keys, &mut symbols.keys);
-                    let names = remap(&local.events, &mut symbols.events);
-                    for (line, r) in records {
-                        match r {
-                            EventRec::Skipped => skipped += 1,
-                            EventRec::Kept {
-                                person,
-                                ts,
-                                name: event,
-                                props,
-                            } => {
-                                ev_person.push(person);
-                                ev_ts.push(ts);
-                                ev_name.push(names[event.0 as usize]);
-                                let mut props: Vec<Prop> = props
-                                    .into_iter()
-                                    .map(|(k, v)| (keys[k.0 as usize], v))
-                                    .collect();
-                                props.sort_by_key(|(k, _)| *k);
-                                props.dedup_by_key(|(k, _)| *k);
-                                ev_props.extend(props);
-                                let end = u32::try_from(ev_props.len()).map_err(|_| {
-                                    Error::input(
-                                        format!("{name}:{line}"),
-                                        "more than 2^32 event properties",
-                                    )
-                                })?;
-                                ev_prop_end.push(end);
-                            }
-                        }
+                |b, _before| {
+                    skipped += b.skipped;
+                    dropped += b.dropped;
+                    let base = ev_ts.len();
+                    if base + b.ts.len() >= u32::MAX as usize {
+                        return Err(Error::input(name, "more than 2^32 - 1 events"));
                     }
-                    if ev_ts.len() >= u32::MAX as usize {
-                        return Err(Error::input(name, "more than 2^32 events"));
+                    names.clear();
+                    names.extend((0..b.names.len() as u32).map(|i| {
+                        if b.name_keep[i as usize] {
+                            symbols.events.intern(b.names.get_str(i))
+                        } else {
+                            Sym::ABSENT
+                        }
+                    }));
+                    keys.clear();
+                    keys.resize(b.sink.keys.len(), UNMAPPED);
+                    values.clear();
+                    values.resize(b.sink.values.len(), (UNMAPPED, 0));
+                    ev_person.extend_from_slice(&b.person);
+                    ev_ts.extend_from_slice(&b.ts);
+                    ev_name.extend(b.name.iter().map(|&n| names[n as usize]));
+                    for &(e, v) in &b.props {
+                        let mut slot = values[v as usize];
+                        if slot.0 == UNMAPPED {
+                            let bytes = b.sink.values.get(v);
+                            let (local_key, encoded) = bytes.split_at(4.min(bytes.len()));
+                            let lk =
+                                u32::from_le_bytes(local_key.try_into().unwrap_or([0; 4])) as usize;
+                            if keys[lk] == UNMAPPED {
+                                keys[lk] = symbols.keys.intern(b.sink.keys.get_str(lk as u32)).0;
+                            }
+                            let gk = keys[lk] as usize;
+                            if builders.len() <= gk {
+                                builders.resize_with(gk + 1, ColumnBuilder::default);
+                            }
+                            slot = (gk as u32, builders[gk].dict.intern(encoded));
+                            values[v as usize] = slot;
+                        }
+                        builders[slot.0 as usize].push((base + e as usize) as u32, slot.1);
                     }
                     Ok(())
                 },
             )?;
         }
-        ds.group_events(ev_person, ev_ts, ev_name, ev_prop_end, ev_props);
+        // Large vectors shrink in place (the allocator remaps them): no growth slack while the
+        // grouping holds old and new columns at once.
+        ev_person.shrink_to_fit();
+        ev_ts.shrink_to_fit();
+        ev_name.shrink_to_fit();
+        builders.iter_mut().for_each(ColumnBuilder::shrink);
+        ds.group_events(ev_person, ev_ts, ev_name, builders, threads);
         ds.skipped_events = skipped;
+        ds.dropped_events = dropped;
         ds.symbols = symbols;
         Ok(ds)
     }
 
-    /// Orders events by (person, event name, timestamp), stable, and stores them column-wise.
+    /// Orders events by (person, event name, timestamp) — file order among equals — and stores
+    /// them column-wise: a counting sort by person, then each person's few events sorted on
+    /// their own, persons split across threads.
     fn group_events(
         &mut self,
         person: Vec<u32>,
         ts: Vec<Micros>,
         name: Vec<Sym>,
-        prop_end: Vec<u32>,
-        mut props: Vec<Prop>,
+        builders: Vec<ColumnBuilder>,
+        threads: usize,
     ) {
         let n = self.person_ids.len();
         let m = ts.len();
@@ -562,32 +754,45 @@ impl Dataset {
         for p in 0..n {
             offsets[p + 1] += offsets[p];
         }
-        // Counting sort by person (stable), then each person's events by time (stable).
         let mut order = vec![0u32; m];
-        let mut cursor = offsets.clone();
-        for (i, &p) in person.iter().enumerate() {
-            order[cursor[p as usize] as usize] = i as u32;
-            cursor[p as usize] += 1;
-        }
-        for p in 0..n {
-            let slice = &mut order[offsets[p] as usize..offsets[p + 1] as usize];
-            slice.sort_by_key(|&i| (name[i as usize], ts[i as usize]));
-        }
-        let mut out_props = Vec::with_capacity(props.len());
-        let mut out_offsets = Vec::with_capacity(m + 1);
-        out_offsets.push(0u32);
-        self.ev_ts = order.iter().map(|&i| ts[i as usize]).collect();
-        self.ev_name = order.iter().map(|&i| name[i as usize]).collect();
-        for &i in &order {
-            let i = i as usize;
-            let start = if i == 0 { 0 } else { prop_end[i - 1] as usize };
-            for slot in &mut props[start..prop_end[i] as usize] {
-                out_props.push(std::mem::replace(slot, (Sym::ABSENT, Val::Bool(false))));
+        {
+            let mut cursor = offsets.clone();
+            for (i, &p) in person.iter().enumerate() {
+                order[cursor[p as usize] as usize] = i as u32;
+                cursor[p as usize] += 1;
             }
-            out_offsets.push(out_props.len() as u32);
         }
-        self.ev_props = out_props;
-        self.ev_prop_offsets = out_offsets;
+        drop(person);
+        // Each person's events by (name, time, file position): the same order as a stable sort.
+        let sort_persons = |persons: std::ops::Range<usize>, slice: &mut [u32]| {
+            let base = offsets[persons.start] as usize;
+            for p in persons {
+                let (a, b) = (offsets[p] as usize - base, offsets[p + 1] as usize - base);
+                slice[a..b].sort_unstable_by_key(|&i| (name[i as usize], ts[i as usize], i));
+            }
+        };
+        let parts = split_persons(&offsets, threads);
+        std::thread::scope(|s| {
+            let mut rest: &mut [u32] = &mut order;
+            for range in &parts {
+                let len = (offsets[range.end] - offsets[range.start]) as usize;
+                let (mine, tail) = rest.split_at_mut(len);
+                rest = tail;
+                let range = range.clone();
+                let sort_persons = &sort_persons;
+                s.spawn(move || sort_persons(range, mine));
+            }
+        });
+        // In place, cycle by cycle: no second copy of the columns.
+        let (mut ts, mut name) = (ts, name);
+        let mut visited = Vec::new();
+        permute(&mut ts, &order, &mut visited);
+        permute(&mut name, &order, &mut visited);
+        drop(visited);
+        self.ev_ts = ts;
+        self.ev_name = name;
+        self.ev_columns = finish_columns(builders, &order, threads);
+        drop(order);
         // Runs of one name within one person, by name: what a behavioral leaf scans in batch.
         let names = self
             .ev_name
@@ -618,8 +823,9 @@ impl Dataset {
     pub fn stats(&self) -> LoadStats {
         LoadStats {
             persons: self.len(),
-            events: self.event_count(),
+            events: self.event_count() + self.dropped_events as usize,
             skipped_events: self.skipped_events,
+            dropped_events: self.dropped_events,
         }
     }
 
@@ -635,4 +841,86 @@ impl Dataset {
             &mut LoadOptions::default(),
         )
     }
+}
+
+/// Splits persons `0..n` into at most `parts` ranges of about equal event counts.
+fn split_persons(offsets: &[u32], parts: usize) -> Vec<std::ops::Range<usize>> {
+    let n = offsets.len() - 1;
+    let total = offsets[n] as u64;
+    let parts = parts.max(1) as u64;
+    let mut out = Vec::new();
+    let mut start = 0usize;
+    for k in 1..=parts {
+        let target = (total * k / parts) as u32;
+        let end = if k == parts {
+            n
+        } else {
+            offsets
+                .partition_point(|&o| o <= target)
+                .saturating_sub(1)
+                .clamp(start, n)
+        };
+        if end > start || k == parts {
+            out.push(start..end);
+        }
+        start = end;
+    }
+    out
+}
+
+/// Reorders `data` in place so that `data[j]` becomes the old `data[order[j]]`, following each
+/// cycle of the permutation once (`visited` is scratch space).
+fn permute<T: Copy>(data: &mut [T], order: &[u32], visited: &mut Vec<u64>) {
+    visited.clear();
+    visited.resize(data.len().div_ceil(64), 0);
+    for start in 0..data.len() {
+        if visited[start / 64] & (1 << (start % 64)) != 0 {
+            continue;
+        }
+        let first = data[start];
+        let mut k = start;
+        loop {
+            visited[k / 64] |= 1 << (k % 64);
+            let src = order[k] as usize;
+            if src == start {
+                data[k] = first;
+                break;
+            }
+            data[k] = data[src];
+            k = src;
+        }
+    }
+}
+
+/// Finishes every key's column (event `j` of the store is event `order[j]` of the file), keys
+/// shared among threads.
+fn finish_columns(
+    builders: Vec<ColumnBuilder>,
+    order: &[u32],
+    threads: usize,
+) -> Vec<Option<EventColumn>> {
+    let count = builders.len();
+    let work: Mutex<Vec<(usize, ColumnBuilder)>> =
+        Mutex::new(builders.into_iter().enumerate().rev().collect());
+    let done: Mutex<Vec<(usize, EventColumn)>> = Mutex::new(Vec::new());
+    std::thread::scope(|s| {
+        for _ in 0..threads.max(1).min(count.max(1)) {
+            s.spawn(|| loop {
+                let next = work.lock().ok().and_then(|mut w| w.pop());
+                let Some((k, b)) = next else { return };
+                if b.is_empty() {
+                    continue;
+                }
+                let col = b.finish(order);
+                if let Ok(mut d) = done.lock() {
+                    d.push((k, col));
+                }
+            });
+        }
+    });
+    let mut out: Vec<Option<EventColumn>> = vec![None; count];
+    for (k, col) in done.into_inner().unwrap_or_default() {
+        out[k] = Some(col);
+    }
+    out
 }

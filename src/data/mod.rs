@@ -1,22 +1,32 @@
 //! The data side: persons with their properties and each person's events in time order.
 //!
 //! Two shapes serve the two ways the engine is used:
-//! - [`Dataset`]: a whole population loaded from JSONL (`CLI.md` §2), for batch evaluation.
-//!   Properties are interned and stored per person, sorted by key; events are grouped by person
-//!   in time order in parallel arrays (timestamp, event name, property range).
+//! - [`Dataset`]: a whole population loaded from JSONL (`CLI.md` §2), for batch evaluation, in
+//!   columns: person and distinct ids in byte arenas; person properties one dictionary-encoded
+//!   column per key; events grouped by person and ordered by (name, time), as a timestamp column
+//!   and a name column, with event properties one column per key (each key's distinct values
+//!   once, a narrow code per event having it, presence as a ranked bitmap). A [`Projection`]
+//!   keeps only what a cohort set reads.
 //! - [`Person`] + [`History`]: one person that a service holds, built against an
 //!   [`crate::Engine`]'s names, for the single-person fast path.
 
+mod arena;
+mod columns;
 mod csv;
 mod fast;
 mod load;
 #[cfg(feature = "parquet")]
 mod parquet;
 mod posthog;
+mod projection;
+mod scan;
 
 pub use csv::CsvMembers;
 pub use load::{LoadOptions, LoadStats, Progress};
 pub(crate) use posthog::push_rfc3339;
+pub use projection::Projection;
+
+use columns::EventColumn;
 
 use serde_json::{Map, Value};
 
@@ -76,15 +86,18 @@ pub(crate) struct Events<'a> {
     pub ts: &'a [Micros],
     pub name: &'a [Sym],
     pub props: EventProps<'a>,
+    /// Where each name's run starts (by ascending name), when the owner keeps that index (a
+    /// [`History`] does); otherwise runs are found by binary search on `name`.
+    pub runs: Option<&'a [(Sym, u32)]>,
 }
 
 /// Where the events' properties live.
 #[derive(Clone, Copy)]
 pub(crate) enum EventProps<'a> {
-    /// `offsets[i]..offsets[i + 1]` of `data` are event i's properties.
-    Flat {
-        offsets: &'a [u32],
-        data: &'a [Prop],
+    /// A dataset's property columns; event `i` of the view is store position `base + i`.
+    Columns {
+        columns: &'a [Option<EventColumn>],
+        base: usize,
     },
     /// One boxed slice per event.
     Boxed(&'a [Box<[Prop]>]),
@@ -94,23 +107,47 @@ impl<'a> Events<'a> {
     /// The positions of the events named `name` (in time order).
     #[inline]
     pub(crate) fn name_range(&self, name: Sym) -> std::ops::Range<usize> {
-        name_range(self.name, name)
+        match self.runs {
+            // A person has few distinct event names: a short scan beats two binary searches
+            // over all of its events.
+            Some(runs) => {
+                for (i, &(n, start)) in runs.iter().enumerate() {
+                    if n == name {
+                        let end = runs.get(i + 1).map_or(self.ts.len(), |r| r.1 as usize);
+                        return start as usize..end;
+                    }
+                    if n > name {
+                        break;
+                    }
+                }
+                0..0
+            }
+            None => name_range(self.name, name),
+        }
+    }
+
+    /// The value of property `key` of event `i`, if it has one.
+    #[inline]
+    pub(crate) fn get(&self, i: usize, key: Sym) -> Option<&'a Val> {
+        match self.props {
+            EventProps::Columns { columns, base } => {
+                columns.get(key.0 as usize)?.as_ref()?.get(base + i)
+            }
+            EventProps::Boxed(b) => lookup(&b[i], key),
+        }
     }
 
     /// Calls `f` with every property of event `i`, by ascending key.
     pub(crate) fn for_each_prop(&self, i: usize, mut f: impl FnMut(Sym, &'a Val)) {
-        self.props(i).iter().for_each(|(k, v)| f(*k, v));
-    }
-
-    /// The properties of event `i`.
-    #[inline]
-    pub(crate) fn props(&self, i: usize) -> &'a [Prop] {
         match self.props {
-            EventProps::Flat { offsets, data } => {
-                let (a, b) = (offsets[i] as usize, offsets[i + 1] as usize);
-                &data[a..b]
+            EventProps::Columns { columns, base } => {
+                for (k, col) in columns.iter().enumerate() {
+                    if let Some(v) = col.as_ref().and_then(|c| c.get(base + i)) {
+                        f(Sym(k as u32), v);
+                    }
+                }
             }
-            EventProps::Boxed(b) => &b[i],
+            EventProps::Boxed(b) => b[i].iter().for_each(|(k, v)| f(*k, v)),
         }
     }
 }
@@ -121,24 +158,25 @@ impl<'a> Events<'a> {
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Column {
     pub persons: Vec<u32>,
-    pub codes: Vec<u32>,
+    /// One code per entry of `persons`, as narrow as the dictionary allows.
+    pub codes: columns::Codes,
     pub dict: Vec<Val>,
-    /// Value → code, while loading.
-    index: crate::intern::FnvMap<Val, u32>,
+    /// While loading: each distinct value's exact encoding (member `i` is `dict[i]`).
+    index: arena::StrSet,
 }
 
 impl Column {
-    /// Appends person `p`'s value (persons must come in ascending order).
-    pub(crate) fn push(&mut self, p: u32, v: Val) {
-        let code = match self.index.get(&v) {
-            Some(&c) => c,
-            None => {
-                let c = self.dict.len() as u32;
-                self.dict.push(v.clone());
-                self.index.insert(v, c);
-                c
-            }
-        };
+    /// The code of the value with encoding `enc` (see [`columns::encode`]), adding it when new.
+    pub(crate) fn code_of(&mut self, enc: &[u8]) -> u32 {
+        let code = self.index.intern(enc);
+        if code as usize == self.dict.len() {
+            self.dict.push(columns::decode(enc));
+        }
+        code
+    }
+
+    /// Appends person `p`'s value by its code (persons must come in ascending order).
+    pub(crate) fn push_code(&mut self, p: u32, code: u32) {
         self.persons.push(p);
         self.codes.push(code);
     }
@@ -146,20 +184,42 @@ impl Column {
     /// Drops the loading index.
     pub(crate) fn finish(&mut self) {
         self.index = Default::default();
+        self.persons.shrink_to_fit();
+        self.codes.shrink();
+        self.dict.shrink_to_fit();
     }
 
     /// Person `p`'s value, if it has one.
     pub(crate) fn get(&self, p: u32) -> Option<&Val> {
         let i = self.persons.binary_search(&p).ok()?;
-        self.dict.get(self.codes[i] as usize)
+        self.dict.get(self.codes.get(i)? as usize)
     }
 
     /// (person, value) pairs in person order.
     pub(crate) fn iter(&self) -> impl Iterator<Item = (u32, &Val)> {
-        self.persons
-            .iter()
-            .zip(&self.codes)
-            .map(|(&p, &c)| (p, &self.dict[c as usize]))
+        self.persons.iter().enumerate().filter_map(|(i, &p)| {
+            let c = self.codes.get(i)?;
+            Some((p, self.dict.get(c as usize)?))
+        })
+    }
+
+    /// Calls `f` with every (person, code) pair in person order (one loop per code width).
+    #[inline]
+    pub(crate) fn for_each_code(&self, mut f: impl FnMut(u32, u32)) {
+        use columns::Codes;
+        match &self.codes {
+            Codes::U8(c) => self
+                .persons
+                .iter()
+                .zip(c)
+                .for_each(|(&p, &c)| f(p, c as u32)),
+            Codes::U16(c) => self
+                .persons
+                .iter()
+                .zip(c)
+                .for_each(|(&p, &c)| f(p, c as u32)),
+            Codes::U32(c) => self.persons.iter().zip(c).for_each(|(&p, &c)| f(p, c)),
+        }
     }
 }
 
@@ -175,20 +235,24 @@ pub(crate) struct NameRun {
 #[derive(Debug, Default)]
 pub struct Dataset {
     pub(crate) symbols: Symbols,
-    person_ids: Vec<Box<str>>,
-    person_index: crate::intern::FnvMap<Box<str>, u32>,
-    distinct_index: crate::intern::FnvMap<Box<str>, u32>,
+    /// Person ids in one arena: member `i` is person `i`'s id.
+    person_ids: arena::StrSet,
+    /// Distinct ids in one arena, and each one's owner.
+    distinct_ids: arena::StrSet,
+    distinct_owner: Vec<u32>,
     /// Person properties by key (indexed by the key's [`Sym`]), each a sparse column.
     pub(crate) columns: Vec<Column>,
     /// `event_offsets[p]..event_offsets[p + 1]` are person p's events, in time order.
     event_offsets: Vec<u32>,
     ev_ts: Vec<Micros>,
     ev_name: Vec<Sym>,
-    ev_prop_offsets: Vec<u32>,
-    ev_props: Vec<Prop>,
+    /// Event properties by key (indexed by the key's [`Sym`]), each a column over all events.
+    ev_columns: Vec<Option<EventColumn>>,
     /// For each event name, the persons having events of it and where they lie.
     pub(crate) name_runs: Vec<Vec<NameRun>>,
     skipped_events: u64,
+    /// Events of known persons the projection did not store.
+    dropped_events: u64,
 }
 
 impl Dataset {
@@ -202,7 +266,7 @@ impl Dataset {
         self.person_ids.is_empty()
     }
 
-    /// Number of events attached to persons.
+    /// Number of events stored (attached to persons and kept by the load's projection).
     pub fn event_count(&self) -> usize {
         self.ev_ts.len()
     }
@@ -214,21 +278,36 @@ impl Dataset {
 
     /// The id of person `index` (its string form).
     pub fn person_id(&self, index: usize) -> Option<&str> {
-        self.person_ids.get(index).map(|s| &**s)
+        (index < self.person_ids.len()).then(|| self.person_ids.get_str(index as u32))
     }
 
     /// Every distinct id with the index of the person owning it (in no particular order).
     pub fn distinct_owners(&self) -> impl Iterator<Item = (&str, usize)> {
-        self.distinct_index.iter().map(|(d, &p)| (&**d, p as usize))
+        (0..self.distinct_ids.len() as u32).map(|d| {
+            (
+                self.distinct_ids.get_str(d),
+                self.distinct_owner[d as usize] as usize,
+            )
+        })
     }
 
     /// The index of the person with this id, or else the person owning this distinct id
     /// (a person id wins over a distinct id with the same text).
     pub fn resolve(&self, id_or_distinct_id: &str) -> Option<usize> {
-        self.person_index
-            .get(id_or_distinct_id)
-            .or_else(|| self.distinct_index.get(id_or_distinct_id))
-            .map(|&i| i as usize)
+        self.person_index(id_or_distinct_id)
+            .or_else(|| self.distinct_owner(id_or_distinct_id))
+    }
+
+    /// The index of the person with this id.
+    pub(crate) fn person_index(&self, id: &str) -> Option<usize> {
+        self.person_ids.find(id.as_bytes()).map(|i| i as usize)
+    }
+
+    /// The index of the person owning this distinct id.
+    pub(crate) fn distinct_owner(&self, distinct_id: &str) -> Option<usize> {
+        self.distinct_ids
+            .find(distinct_id.as_bytes())
+            .map(|d| self.distinct_owner[d as usize] as usize)
     }
 
     /// The index of the person with this property `key` equal to `value`, ASCII-case-insensitively
@@ -242,24 +321,32 @@ impl Dataset {
             .map(|(p, _)| p as usize)
     }
 
-    /// Approximate heap bytes used by events (timestamps, names, property offsets and values).
+    /// Approximate heap bytes used by events (timestamps, names, runs and property columns).
     pub fn event_bytes(&self) -> usize {
         self.name_runs.iter().map(|r| r.len() * 12).sum::<usize>()
             + self.ev_ts.len() * 8
             + self.ev_name.len() * 4
-            + self.ev_prop_offsets.len() * 4
-            + self.ev_props.len() * std::mem::size_of::<Prop>()
+            + self
+                .ev_columns
+                .iter()
+                .flatten()
+                .map(EventColumn::heap_bytes)
+                .sum::<usize>()
     }
 
     /// Approximate heap bytes used by persons (ids, indices, property columns).
     pub fn person_bytes(&self) -> usize {
-        let ids: usize = self.person_ids.iter().map(|s| s.len() + 16).sum();
+        let ids = self.person_ids.heap_bytes() + self.distinct_ids.heap_bytes();
         let columns: usize = self
             .columns
             .iter()
-            .map(|c| c.persons.len() * 8 + c.dict.len() * (std::mem::size_of::<Val>() + 16))
+            .map(|c| {
+                c.persons.len() * 4
+                    + c.codes.bytes()
+                    + c.dict.len() * (std::mem::size_of::<Val>() + 16)
+            })
             .sum();
-        ids * 2 + self.distinct_index.len() * 40 + self.event_offsets.len() * 4 + columns
+        ids + self.distinct_owner.len() * 4 + self.event_offsets.len() * 4 + columns
     }
 
     /// Person `p`'s properties as a key-sorted slice (gathered from the columns; for
@@ -282,10 +369,11 @@ impl Dataset {
         Events {
             ts: &self.ev_ts[a..b],
             name: &self.ev_name[a..b],
-            props: EventProps::Flat {
-                offsets: &self.ev_prop_offsets[a..=b],
-                data: &self.ev_props,
+            props: EventProps::Columns {
+                columns: &self.ev_columns,
+                base: a,
             },
+            runs: None,
         }
     }
 }
@@ -368,6 +456,8 @@ pub struct History {
     pub(crate) ts: Vec<Micros>,
     pub(crate) name: Vec<Sym>,
     pub(crate) props: Vec<Box<[Prop]>>,
+    /// (name, first position) of each name's run, by ascending name.
+    runs: Vec<(Sym, u32)>,
 }
 
 impl History {
@@ -388,22 +478,50 @@ impl History {
             ts: Vec::with_capacity(events.len()),
             name: Vec::with_capacity(events.len()),
             props: Vec::with_capacity(events.len()),
+            runs: Vec::new(),
         };
         for (n, t, p) in events {
             h.name.push(n);
             h.ts.push(t);
             h.props.push(p);
         }
+        h.index_runs();
         h
+    }
+
+    /// Rebuilds the run index from the name column.
+    fn index_runs(&mut self) {
+        self.runs.clear();
+        for (i, &n) in self.name.iter().enumerate() {
+            if self.runs.last().is_none_or(|r| r.0 != n) {
+                self.runs.push((n, i as u32));
+            }
+        }
     }
 
     pub(crate) fn insert(&mut self, ts: Micros, name: Sym, props: Box<[Prop]>) {
         // Keep (name, time) order: a leaf reads one name's events, in time order.
-        let range = name_range(&self.name, name);
-        let at = range.start + self.ts[range].partition_point(|&t| t <= ts);
+        let r = self.runs.partition_point(|&(n, _)| n < name);
+        let start = self.runs.get(r).map_or(self.ts.len(), |run| run.1 as usize);
+        let exists = self.runs.get(r).is_some_and(|run| run.0 == name);
+        let end = if exists {
+            self.runs
+                .get(r + 1)
+                .map_or(self.ts.len(), |run| run.1 as usize)
+        } else {
+            start
+        };
+        let at = start + self.ts[start..end].partition_point(|&t| t <= ts);
         self.ts.insert(at, ts);
         self.name.insert(at, name);
         self.props.insert(at, props);
+        // Runs after this name start one later; a new name gets its own run.
+        if !exists {
+            self.runs.insert(r, (name, at as u32));
+        }
+        for run in &mut self.runs[r + 1..] {
+            run.1 += 1;
+        }
     }
 
     /// Drops events older than `before`, for services that keep a bounded history.
@@ -415,6 +533,7 @@ impl History {
         self.name.retain(|_| *k.next().unwrap_or(&true));
         let mut k = keep.iter();
         self.props.retain(|_| *k.next().unwrap_or(&true));
+        self.index_runs();
     }
 
     pub(crate) fn events(&self) -> Events<'_> {
@@ -422,6 +541,7 @@ impl History {
             ts: &self.ts,
             name: &self.name,
             props: EventProps::Boxed(&self.props),
+            runs: Some(&self.runs),
         }
     }
 }

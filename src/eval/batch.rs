@@ -449,10 +449,10 @@ impl Batch<'_> {
                 }
             });
         }
-        for (&p, &code) in col.persons.iter().zip(&col.codes) {
+        col.for_each_code(|p, code| {
             let p = p as usize;
             if !mask.get(p) {
-                continue;
+                return;
             }
             let slot = &mut results[code as usize];
             if *slot == UNKNOWN {
@@ -464,7 +464,7 @@ impl Batch<'_> {
             if hit != missing {
                 r.set(p, hit);
             }
-        }
+        });
         r
     }
 

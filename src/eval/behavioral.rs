@@ -6,7 +6,7 @@ use crate::data::Events;
 use crate::intern::Sym;
 use crate::time::{forward, Micros};
 
-use super::eval_prop;
+use super::eval_value;
 
 /// Index of the first event with timestamp > `t`.
 #[inline]
@@ -34,11 +34,10 @@ impl Matcher<'_, '_> {
     #[inline]
     fn is_match(&mut self, i: usize) -> bool {
         self.test.filters.is_empty()
-            || self
-                .test
-                .filters
-                .iter()
-                .all(|f| eval_prop(f, self.ev.props(self.base + i), self.times, self.buf))
+            || self.test.filters.iter().all(|f| {
+                let v = self.ev.get(self.base + i, f.key);
+                eval_value(f, v, self.times, self.buf)
+            })
     }
 
     /// Is any of positions `lo..hi` a match? Without filters, a comparison of indices.
@@ -163,16 +162,23 @@ pub(crate) fn eval_range(
         } => {
             // Period k covers (back(time·(k+1)), back(time·k)], k = 0 ending at now.
             let bound = |k: u64| period_bound(times, bounds, now, k);
-            if !m.any(after(ts, bound(total)), after(ts, now)) {
+            let top = after(ts, now);
+            if !m.any(after(ts, bound(total)), top) {
                 return false;
             }
-            let mut satisfied = 0u64;
+            // Period k ends where period k - 1 starts: one binary search per period.
+            let (mut satisfied, mut hi) = (0u64, top);
             for k in 0..total {
-                let c = m.count(after(ts, bound(k + 1)), after(ts, bound(k)));
+                if satisfied + (total - k) < min_periods {
+                    return false;
+                }
+                let lo = after(&ts[..hi], bound(k + 1));
+                let c = m.count(lo, hi);
                 satisfied += op.test(c, value) as u64;
                 if satisfied >= min_periods {
                     return true;
                 }
+                hi = lo;
             }
             false
         }

@@ -303,9 +303,7 @@ impl Program {
                             slots.push(slot);
                             let b = bound_of(&self.times[slot as usize]);
                             for k in range.clone() {
-                                if let Some(d) =
-                                    lookup(s.events.props(k), filter.key).and_then(value_date)
-                                {
+                                if let Some(d) = s.events.get(k, filter.key).and_then(value_date) {
                                     f(b, Comparand::Instant(d));
                                 }
                             }

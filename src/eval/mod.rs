@@ -20,7 +20,7 @@ use crate::compile::{CohortCode, NodeId, NodeKind, Program, TimeExpr, MAX_RECURS
 use crate::data::{Events, Prop};
 use crate::time::{back, Micros};
 
-pub(crate) use person::eval_prop;
+pub(crate) use person::{eval_prop, eval_value};
 
 /// Reusable per-thread evaluation state: create one per thread and pass it to every call.
 /// It adapts itself to whichever program and `now` it is used with.

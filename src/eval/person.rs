@@ -9,7 +9,18 @@ use crate::value::{contains_lower, eq_lower, numeric_str, Val};
 /// Evaluates a property condition against a key-sorted property slice.
 #[inline]
 pub(crate) fn eval_prop(t: &PropTest, props: &[Prop], times: &[Micros], buf: &mut String) -> bool {
-    let r = match lookup(props, t.key) {
+    eval_value(t, lookup(props, t.key), times, buf)
+}
+
+/// Evaluates a property condition against the property's value (`None` when missing).
+#[inline]
+pub(crate) fn eval_value(
+    t: &PropTest,
+    value: Option<&Val>,
+    times: &[Micros],
+    buf: &mut String,
+) -> bool {
+    let r = match value {
         None => t.missing,
         Some(v) => test(&t.test, v, times, buf) ^ t.invert,
     };

@@ -1,0 +1,61 @@
+//! Projection: what a load keeps when the cohorts are known before the data is read.
+
+use super::arena::StrSet;
+use crate::ast::{Behavior, Definition, Leaf};
+use crate::set::CohortSet;
+
+/// The person properties, event properties and event names some leaf of a cohort set reads.
+///
+/// Set it as [`crate::LoadOptions::projection`] and a load keeps only these: other person and
+/// event properties and events of other names are validated and counted, never stored. Evaluating
+/// the same set (or any set reading nothing more) over the projected dataset gives exactly the
+/// result over the full one; a set reading other names would see them as missing.
+#[derive(Clone, Debug, Default)]
+pub struct Projection {
+    pub(crate) person_keys: StrSet,
+    pub(crate) event_keys: StrSet,
+    pub(crate) event_names: StrSet,
+}
+
+impl Projection {
+    /// What the cohorts of `set` read (deleted and static cohorts read nothing).
+    pub fn of(set: &CohortSet) -> Projection {
+        let mut p = Projection::default();
+        for cohort in set.cohorts() {
+            let Definition::Dynamic(root) = &cohort.definition else {
+                continue;
+            };
+            root.visit_leaves(&mut |leaf| match leaf {
+                Leaf::Person(f) => {
+                    p.person_keys.intern(f.key.as_bytes());
+                }
+                Leaf::Behavioral(b) => {
+                    p.event_names.intern(b.event.as_bytes());
+                    if let Behavior::PerformedEventSequence { seq_event, .. } = &b.behavior {
+                        p.event_names.intern(seq_event.as_bytes());
+                    }
+                    for f in &b.event_filters {
+                        p.event_keys.intern(f.key.as_bytes());
+                    }
+                }
+                Leaf::Cohort(_) => {}
+            });
+        }
+        p
+    }
+
+    /// Does some leaf read the person property `key`?
+    pub fn keeps_person_key(&self, key: &str) -> bool {
+        self.person_keys.find(key.as_bytes()).is_some()
+    }
+
+    /// Does some event filter read the event property `key`?
+    pub fn keeps_event_key(&self, key: &str) -> bool {
+        self.event_keys.find(key.as_bytes()).is_some()
+    }
+
+    /// Does some behavioral leaf read events named `name`?
+    pub fn keeps_event(&self, name: &str) -> bool {
+        self.event_names.find(name.as_bytes()).is_some()
+    }
+}
