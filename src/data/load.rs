@@ -70,12 +70,6 @@ fn thread_count(threads: usize) -> usize {
 /// Bytes per block handed to a parser thread.
 const BLOCK_BYTES: usize = 1 << 20;
 
-/// A block of whole lines: its sequence number and bytes.
-struct RawBlock {
-    seq: usize,
-    bytes: Vec<u8>,
-}
-
 /// What a parser thread fills from one block; reused from block to block.
 trait BlockState: Default + Send {
     /// Empties the state for the next block, keeping its buffers.
@@ -117,13 +111,101 @@ fn pipeline<S: BlockState>(
     started: Instant,
     progress: &mut Option<Progress<'_>>,
     parse: impl Fn(&str, usize, &mut S) -> Result<(), String> + Sync,
+    consume: impl FnMut(&mut S, usize) -> Result<(), Error>,
+) -> Result<(), Error> {
+    let buffers: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
+    let buffers = &buffers;
+    // Reader: cut the stream into blocks of whole lines.
+    let produce = move |send: &mut dyn FnMut(Vec<u8>) -> bool| -> Option<String> {
+        let mut reader = reader;
+        let mut carry: Vec<u8> = Vec::new();
+        let mut error = None;
+        let mut eof = false;
+        while !eof && error.is_none() {
+            let mut bytes = take(buffers);
+            bytes.clear();
+            bytes.append(&mut carry);
+            // Fill to the block size, then on to the end of a line.
+            loop {
+                let chunk = match reader.fill_buf() {
+                    Ok(c) => c,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    Err(e) => {
+                        error = Some(format!("cannot read: {e}"));
+                        break;
+                    }
+                };
+                if chunk.is_empty() {
+                    eof = true;
+                    break;
+                }
+                let n = chunk.len();
+                bytes.extend_from_slice(chunk);
+                reader.consume(n);
+                if bytes.len() >= BLOCK_BYTES && bytes[bytes.len() - n..].contains(&b'\n') {
+                    break;
+                }
+            }
+            if !eof {
+                // Keep the partial last line for the next block (after an error: drop it).
+                let cut = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+                if error.is_none() {
+                    carry.extend_from_slice(&bytes[cut..]);
+                }
+                bytes.truncate(cut);
+            }
+            if bytes.is_empty() {
+                give(buffers, bytes);
+                continue;
+            }
+            if !send(bytes) {
+                return None;
+            }
+        }
+        error
+    };
+    let parse_block = |bytes: Vec<u8>, state: &mut S| -> (usize, Option<(usize, String)>) {
+        let mut error = None;
+        let mut lines = 0;
+        for (k, raw) in bytes.split_inclusive(|&b| b == b'\n').enumerate() {
+            lines += 1;
+            let Ok(text) = std::str::from_utf8(raw) else {
+                error = Some((k, "not valid UTF-8".to_string()));
+                break;
+            };
+            let text = text.trim_matches(|c: char| c.is_ascii_whitespace());
+            if text.is_empty() {
+                continue;
+            }
+            if let Err(msg) = parse(text, k, state) {
+                error = Some((k, msg));
+                break;
+            }
+        }
+        give(buffers, bytes);
+        (lines, error)
+    };
+    run_blocks(name, threads, started, progress, produce, parse_block, consume)
+}
+
+/// Runs blocks through parallel workers: `produce` (on its own thread) hands out blocks through
+/// `send` (false once the run has stopped) and returns a read error, if any; `parse` fills a
+/// worker's state from one block and returns the lines (or rows) it spans and the first error
+/// (index within the block, message); `consume` gets each block's state, with the number of
+/// lines before it, in order. At most 2 × threads + 1 blocks are in flight.
+fn run_blocks<S: BlockState, B: Send>(
+    name: &str,
+    threads: usize,
+    started: Instant,
+    progress: &mut Option<Progress<'_>>,
+    produce: impl FnOnce(&mut dyn FnMut(B) -> bool) -> Option<String> + Send,
+    parse: impl Fn(B, &mut S) -> (usize, Option<(usize, String)>) + Sync,
     mut consume: impl FnMut(&mut S, usize) -> Result<(), Error>,
 ) -> Result<(), Error> {
     let stop = AtomicBool::new(false);
-    let (work_tx, work_rx) = mpsc::sync_channel::<RawBlock>(threads * 2);
+    let (work_tx, work_rx) = mpsc::sync_channel::<(usize, B)>(threads * 2);
     let work_rx = Mutex::new(work_rx);
     let (done_tx, done_rx) = mpsc::channel::<Parsed<S>>();
-    let buffers: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
     let states: Mutex<Vec<S>> = Mutex::new(Vec::new());
     // Tickets bound the blocks in flight (read, parsing, or parsed and waiting for the merge), so
     // memory stays at a few blocks even when the merge is slower than the parsers.
@@ -133,66 +215,20 @@ fn pipeline<S: BlockState>(
         let _ = ticket_tx.send(());
     }
     std::thread::scope(|s| {
-        // Reader: cut the stream into blocks of whole lines.
         let reader_stop = &stop;
-        let buffers = &buffers;
-        let own_ticket = ticket_tx.clone();
         let read_error = s.spawn(move || -> Option<String> {
-            let mut reader = reader;
             let mut seq = 0usize;
-            let mut carry: Vec<u8> = Vec::new();
-            let mut error = None;
-            let mut eof = false;
-            while !eof && error.is_none() {
-                if ticket_rx.recv().is_err() {
-                    return None;
+            let mut send = |block: B| -> bool {
+                if ticket_rx.recv().is_err() || reader_stop.load(Ordering::Relaxed) {
+                    return false;
                 }
-                let mut bytes = take(buffers);
-                bytes.clear();
-                bytes.append(&mut carry);
-                // Fill to the block size, then on to the end of a line.
-                loop {
-                    let chunk = match reader.fill_buf() {
-                        Ok(c) => c,
-                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                        Err(e) => {
-                            error = Some(format!("cannot read: {e}"));
-                            break;
-                        }
-                    };
-                    if chunk.is_empty() {
-                        eof = true;
-                        break;
-                    }
-                    let n = chunk.len();
-                    bytes.extend_from_slice(chunk);
-                    reader.consume(n);
-                    if bytes.len() >= BLOCK_BYTES && bytes[bytes.len() - n..].contains(&b'\n') {
-                        break;
-                    }
-                }
-                if !eof {
-                    // Keep the partial last line for the next block (after an error: drop it).
-                    let cut = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
-                    if error.is_none() {
-                        carry.extend_from_slice(&bytes[cut..]);
-                    }
-                    bytes.truncate(cut);
-                }
-                if bytes.is_empty() {
-                    give(buffers, bytes);
-                    let _ = own_ticket.send(());
-                    continue;
-                }
-                if reader_stop.load(Ordering::Relaxed) {
-                    return None;
-                }
-                if work_tx.send(RawBlock { seq, bytes }).is_err() {
-                    return None;
+                if work_tx.send((seq, block)).is_err() {
+                    return false;
                 }
                 seq += 1;
-            }
-            error
+                true
+            };
+            produce(&mut send)
         });
         for _ in 0..threads {
             let done_tx = done_tx.clone();
@@ -206,34 +242,17 @@ fn pipeline<S: BlockState>(
                     Ok(rx) => rx.recv(),
                     Err(_) => return,
                 };
-                let Ok(block) = block else { return };
+                let Ok((seq, block)) = block else { return };
                 if stop.load(Ordering::Relaxed) {
-                    give(buffers, block.bytes);
+                    drop(block);
                     let _ = ticket_tx.send(());
                     continue; // drain, so the reader never blocks forever
                 }
                 let mut state: S = take(states);
                 state.reset();
-                let mut error = None;
-                let mut lines = 0;
-                for (k, raw) in block.bytes.split_inclusive(|&b| b == b'\n').enumerate() {
-                    lines += 1;
-                    let Ok(text) = std::str::from_utf8(raw) else {
-                        error = Some((k, "not valid UTF-8".to_string()));
-                        break;
-                    };
-                    let text = text.trim_matches(|c: char| c.is_ascii_whitespace());
-                    if text.is_empty() {
-                        continue;
-                    }
-                    if let Err(msg) = parse(text, k, &mut state) {
-                        error = Some((k, msg));
-                        break;
-                    }
-                }
-                give(buffers, block.bytes);
+                let (lines, error) = parse(block, &mut state);
                 let parsed = Parsed {
-                    seq: block.seq,
+                    seq,
                     lines,
                     state,
                     error,
