@@ -23,7 +23,7 @@ use serde_json::{Map, Value};
 use super::arena::StrSet;
 use super::columns::{ColumnBuilder, EventColumn, RawVal};
 use super::fast::{EventSink, IdList, NULL_VALUE};
-use super::posthog::Source;
+use super::posthog::{Input, Source};
 use super::{Column, Dataset, NameRun, Projection};
 use crate::error::Error;
 use crate::intern::{Sym, Symbols};
@@ -185,7 +185,15 @@ fn pipeline<S: BlockState>(
         give(buffers, bytes);
         (lines, error)
     };
-    run_blocks(name, threads, started, progress, produce, parse_block, consume)
+    run_blocks(
+        name,
+        threads,
+        started,
+        progress,
+        produce,
+        parse_block,
+        consume,
+    )
 }
 
 /// Runs blocks through parallel workers: `produce` (on its own thread) hands out blocks through
@@ -480,6 +488,62 @@ fn slow_event(
     Ok((did, event, ts))
 }
 
+/// A Parquet events row into the block: its envelope read from the columns, its properties
+/// text through the same scanner (then serde path, then exact error) as a line's.
+#[cfg(feature = "parquet")]
+fn parquet_event(
+    row: super::parquet::EventRow<'_>,
+    b: &mut EventBlock,
+    projection: Option<&Projection>,
+    attach: &impl Fn(&str, &str, Micros, &mut EventBlock),
+) -> Result<(), String> {
+    use super::parquet::TsVal;
+    let did = row
+        .distinct_id
+        .ok_or_else(|| "an event needs a \"distinct_id\"".to_string())?;
+    let event = row
+        .event
+        .ok_or_else(|| "an event needs an \"event\" name".to_string())?;
+    let ts = match row.timestamp {
+        TsVal::Micros(t) if (MIN_MICROS..=MAX_MICROS).contains(&t) => t,
+        TsVal::Micros(t) => {
+            let mut text = Vec::new();
+            super::posthog::push_rfc3339(t, &mut text);
+            return Err(format!(
+                "timestamp {} is outside the years 1 to 9999",
+                String::from_utf8_lossy(&text)
+            ));
+        }
+        TsVal::Text(s) => parse_timestamp(&Value::String(s.to_string()))?,
+        TsVal::Int(n) => {
+            let n = i64::try_from(n).map_err(|_| format!("timestamp {n} is out of range"))?;
+            parse_timestamp(&Value::Number(n.into()))?
+        }
+        TsVal::Null => return Err("an event needs a \"timestamp\"".into()),
+    };
+    b.sink.line.clear();
+    if let Some(text) = row.properties {
+        let fast = super::scan::properties_text(text, &mut b.sink, projection)
+            .or_else(|| super::fast::properties_into(text, &mut b.sink, projection));
+        if fast.is_none() {
+            b.sink.line.clear();
+            let v: Value = serde_json::from_str(text)
+                .map_err(|e| format!("properties is not valid JSON: {e}"))?;
+            let mut obj = Map::new();
+            obj.insert("properties".to_string(), v);
+            slow_props(&mut obj, &mut b.sink, projection)?;
+        }
+    }
+    attach(&did, event, ts, b);
+    Ok(())
+}
+
+/// The first and last instants of the years 1 to 9999, in microseconds.
+#[cfg(feature = "parquet")]
+const MIN_MICROS: Micros = -62_135_596_800_000_000;
+#[cfg(feature = "parquet")]
+const MAX_MICROS: Micros = 253_402_300_799_999_999;
+
 /// Not yet mapped (a block-local id's global id is looked up on first use).
 const UNMAPPED: u32 = u32::MAX;
 
@@ -563,9 +627,10 @@ impl Dataset {
         let mut keys: Vec<u32> = Vec::new();
         let mut values: Vec<(u32, u32)> = Vec::new();
         for source in persons_sources {
-            let persons_name = source.name.as_str();
+            let persons_name = source.name.clone();
+            let persons_name = persons_name.as_str();
             pipeline(
-                (source.open)()?,
+                source.lines()?,
                 persons_name,
                 threads,
                 started,
@@ -644,25 +709,15 @@ impl Dataset {
         let (mut skipped, mut dropped) = (0u64, 0u64);
         for source in events.into_iter().flatten() {
             let name = source.name.as_str();
-            let reader = (source.open)()?;
             let (distinct_ids, owners) = (&ds.distinct_ids, &ds.distinct_owner);
-            let parse_event = |text: &str, _k: usize, b: &mut EventBlock| -> Result<(), String> {
-                let fast = super::scan::event(text, &mut b.sink, projection)
-                    .or_else(|| super::fast::event_into(text, &mut b.sink, projection));
-                let slow;
-                let (did, event, ts) = match &fast {
-                    Some(h) => (h.distinct_id.as_ref(), h.event.as_ref(), h.ts),
-                    None => {
-                        slow = slow_event(text, &mut b.sink, projection)?;
-                        (slow.0.as_str(), slow.1.as_str(), slow.2)
-                    }
-                };
+            // An event's envelope and properties (already in the sink) into the block.
+            let attach = |did: &str, event: &str, ts: Micros, b: &mut EventBlock| {
                 let Some(&person) = distinct_ids
                     .find(did.as_bytes())
                     .and_then(|d| owners.get(d as usize))
                 else {
                     b.skipped += 1;
-                    return Ok(());
+                    return;
                 };
                 let n = b.names.intern(event.as_bytes());
                 if n as usize == b.name_keep.len() {
@@ -671,7 +726,7 @@ impl Dataset {
                 }
                 if !b.name_keep[n as usize] {
                     b.dropped += 1;
-                    return Ok(());
+                    return;
                 }
                 let e = b.ts.len() as u32;
                 b.person.push(person);
@@ -682,63 +737,102 @@ impl Dataset {
                         b.props.push((e, v));
                     }
                 }
+            };
+            let parse_event = |text: &str, _k: usize, b: &mut EventBlock| -> Result<(), String> {
+                let fast = super::scan::event(text, &mut b.sink, projection)
+                    .or_else(|| super::fast::event_into(text, &mut b.sink, projection));
+                match &fast {
+                    Some(h) => attach(h.distinct_id.as_ref(), h.event.as_ref(), h.ts, b),
+                    None => {
+                        let (did, event, ts) = slow_event(text, &mut b.sink, projection)?;
+                        attach(&did, &event, ts, b);
+                    }
+                }
                 Ok(())
             };
             // Block-local → global ids, reused across blocks.
             let mut names: Vec<Sym> = Vec::new();
             let mut keys: Vec<u32> = Vec::new();
             let mut values: Vec<(u32, u32)> = Vec::new();
-            pipeline(
-                reader,
-                name,
-                threads,
-                started,
-                &mut opts.progress,
-                parse_event,
-                |b, _before| {
-                    skipped += b.skipped;
-                    dropped += b.dropped;
-                    let base = ev_ts.len();
-                    if base + b.ts.len() >= u32::MAX as usize {
-                        return Err(Error::input(name, "more than 2^32 - 1 events"));
+            let merge = |b: &mut EventBlock, _before: usize| {
+                skipped += b.skipped;
+                dropped += b.dropped;
+                let base = ev_ts.len();
+                if base + b.ts.len() >= u32::MAX as usize {
+                    return Err(Error::input(name, "more than 2^32 - 1 events"));
+                }
+                names.clear();
+                names.extend((0..b.names.len() as u32).map(|i| {
+                    if b.name_keep[i as usize] {
+                        symbols.events.intern(b.names.get_str(i))
+                    } else {
+                        Sym::ABSENT
                     }
-                    names.clear();
-                    names.extend((0..b.names.len() as u32).map(|i| {
-                        if b.name_keep[i as usize] {
-                            symbols.events.intern(b.names.get_str(i))
-                        } else {
-                            Sym::ABSENT
+                }));
+                keys.clear();
+                keys.resize(b.sink.keys.len(), UNMAPPED);
+                values.clear();
+                values.resize(b.sink.values.len(), (UNMAPPED, 0));
+                ev_person.extend_from_slice(&b.person);
+                ev_ts.extend_from_slice(&b.ts);
+                ev_name.extend(b.name.iter().map(|&n| names[n as usize]));
+                for &(e, v) in &b.props {
+                    let mut slot = values[v as usize];
+                    if slot.0 == UNMAPPED {
+                        let bytes = b.sink.values.get(v);
+                        let (local_key, encoded) = bytes.split_at(4.min(bytes.len()));
+                        let lk =
+                            u32::from_le_bytes(local_key.try_into().unwrap_or([0; 4])) as usize;
+                        if keys[lk] == UNMAPPED {
+                            keys[lk] = symbols.keys.intern(b.sink.keys.get_str(lk as u32)).0;
                         }
-                    }));
-                    keys.clear();
-                    keys.resize(b.sink.keys.len(), UNMAPPED);
-                    values.clear();
-                    values.resize(b.sink.values.len(), (UNMAPPED, 0));
-                    ev_person.extend_from_slice(&b.person);
-                    ev_ts.extend_from_slice(&b.ts);
-                    ev_name.extend(b.name.iter().map(|&n| names[n as usize]));
-                    for &(e, v) in &b.props {
-                        let mut slot = values[v as usize];
-                        if slot.0 == UNMAPPED {
-                            let bytes = b.sink.values.get(v);
-                            let (local_key, encoded) = bytes.split_at(4.min(bytes.len()));
-                            let lk =
-                                u32::from_le_bytes(local_key.try_into().unwrap_or([0; 4])) as usize;
-                            if keys[lk] == UNMAPPED {
-                                keys[lk] = symbols.keys.intern(b.sink.keys.get_str(lk as u32)).0;
-                            }
-                            let gk = keys[lk] as usize;
-                            if builders.len() <= gk {
-                                builders.resize_with(gk + 1, ColumnBuilder::default);
-                            }
-                            slot = (gk as u32, builders[gk].dict.intern(encoded));
-                            values[v as usize] = slot;
+                        let gk = keys[lk] as usize;
+                        if builders.len() <= gk {
+                            builders.resize_with(gk + 1, ColumnBuilder::default);
                         }
-                        builders[slot.0 as usize].push((base + e as usize) as u32, slot.1);
+                        slot = (gk as u32, builders[gk].dict.intern(encoded));
+                        values[v as usize] = slot;
                     }
-                    Ok(())
-                },
-            )?;
+                    builders[slot.0 as usize].push((base + e as usize) as u32, slot.1);
+                }
+                Ok(())
+            };
+            match source.input {
+                Input::Lines(open) => pipeline(
+                    open()?,
+                    name,
+                    threads,
+                    started,
+                    &mut opts.progress,
+                    parse_event,
+                    merge,
+                )?,
+                #[cfg(feature = "parquet")]
+                Input::ParquetEvents(path) => {
+                    let file = super::parquet::open_events(&path)?;
+                    let parse_rows = |g: usize, b: &mut EventBlock| {
+                        file.rows(g, |_, row| parquet_event(row, b, projection, &attach))
+                    };
+                    let groups = file.row_groups();
+                    let produce = move |send: &mut dyn FnMut(usize) -> bool| {
+                        for g in 0..groups {
+                            if !send(g) {
+                                break;
+                            }
+                        }
+                        None
+                    };
+                    run_blocks(
+                        name,
+                        threads,
+                        started,
+                        &mut opts.progress,
+                        produce,
+                        parse_rows,
+                        merge,
+                    )?
+                }
+            }
         }
         // Large vectors shrink in place (the allocator remaps them): no growth slack while the
         // grouping holds old and new columns at once.

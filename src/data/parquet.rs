@@ -178,11 +178,140 @@ fn supported(t: &DataType, raw_json: bool) -> bool {
     }
 }
 
-/// The events of a Parquet file as JSON Lines, decoded by row group on up to `threads`
-/// threads.
-pub(crate) fn event_lines(path: &Path, threads: usize) -> Result<Box<dyn BufRead + Send>, Error> {
+/// A Parquet events file opened for the loader, which decodes its row groups in parallel and
+/// reads each row's fields straight from the columns (no line text).
+pub(crate) struct EventFile {
+    opened: Opened,
+}
+
+/// An event's timestamp as a column holds it.
+pub(crate) enum TsVal<'a> {
+    /// A Parquet timestamp, in microseconds.
+    Micros(i64),
+    /// Text, read with the JSON Lines rules.
+    Text(&'a str),
+    /// An integer: epoch seconds or milliseconds, as a JSON number.
+    Int(i128),
+    Null,
+}
+
+/// One events row.
+pub(crate) struct EventRow<'a> {
+    pub distinct_id: Option<std::borrow::Cow<'a, str>>,
+    pub event: Option<&'a str>,
+    pub timestamp: TsVal<'a>,
+    /// The properties object's JSON text.
+    pub properties: Option<&'a str>,
+}
+
+/// Opens a Parquet events file (its footer: the schema and the row groups).
+pub(crate) fn open_events(path: &Path) -> Result<EventFile, Error> {
     let opened = open(path, EVENT_FIELDS, EVENT_REQUIRED, "events")?;
-    Ok(Box::new(Lines::start(opened, threads)))
+    let event = opened
+        .meta
+        .schema()
+        .field_with_name("event")
+        .map(|f| f.data_type().clone());
+    if let Ok(t) = event {
+        if !supported(&t, true) {
+            return Err(Error::input(
+                opened.name.clone(),
+                format!("column \"event\" must hold text, not {t}"),
+            ));
+        }
+    }
+    Ok(EventFile { opened })
+}
+
+impl EventFile {
+    /// Row groups in the file.
+    pub(crate) fn row_groups(&self) -> usize {
+        self.opened.starts.len() - 1
+    }
+
+    /// Calls `f` with each row of row group `g` in order (its index within the group and its
+    /// fields), stopping at the first error. Returns the rows of the group and the first error
+    /// (row within the group, message): `f`'s, or the decoder's for a corrupt file.
+    pub(crate) fn rows(
+        &self,
+        g: usize,
+        mut f: impl FnMut(usize, EventRow<'_>) -> Result<(), String>,
+    ) -> (usize, Option<(usize, String)>) {
+        let o = &self.opened;
+        let mut done = 0usize;
+        let result = caught(|| -> Result<(), (usize, String)> {
+            let unreadable = |k: usize, e: &dyn std::fmt::Display| {
+                (k, format!("not a readable Parquet file: {e}"))
+            };
+            let file = File::open(&o.path).map_err(|e| (0, format!("cannot open: {e}")))?;
+            let reader = ParquetRecordBatchReaderBuilder::new_with_metadata(file, o.meta.clone())
+                .with_projection(o.mask.clone())
+                .with_row_groups(vec![g])
+                .with_batch_size(BATCH_ROWS)
+                .build()
+                .map_err(|e| unreadable(0, &e))?;
+            for batch in reader {
+                let batch = batch.map_err(|e| unreadable(done, &e))?;
+                let col = |name: &str| -> Result<Option<Col<'_>>, (usize, String)> {
+                    match batch.column_by_name(name) {
+                        None => Ok(None),
+                        Some(a) => Col::of(a.as_ref()).map(Some).ok_or_else(|| {
+                            (done, format!("column \"{name}\" has an unsupported type"))
+                        }),
+                    }
+                };
+                let (did, event, ts, props) = (
+                    col("distinct_id")?,
+                    col("event")?,
+                    col("timestamp")?,
+                    col("properties")?,
+                );
+                for i in 0..batch.num_rows() {
+                    let distinct_id = present(&did, i).map(|c| match c {
+                        Col::Int(_, v) => std::borrow::Cow::Owned(v[i].to_string()),
+                        c => std::borrow::Cow::Borrowed(c.text(i).unwrap_or("")),
+                    });
+                    let timestamp = match present(&ts, i) {
+                        None => TsVal::Null,
+                        Some(Col::Time(_, v)) => TsVal::Micros(v[i]),
+                        Some(Col::Int(_, v)) => TsVal::Int(v[i]),
+                        Some(c) => c.text(i).map_or(TsVal::Null, TsVal::Text),
+                    };
+                    let row = EventRow {
+                        distinct_id,
+                        event: present(&event, i).and_then(|c| c.text(i)),
+                        timestamp,
+                        properties: present(&props, i).and_then(|c| c.text(i)),
+                    };
+                    f(done, row).map_err(|m| (done, m))?;
+                    done += 1;
+                }
+            }
+            Ok(())
+        });
+        match result {
+            Ok(Ok(())) => {
+                let want = o.starts[g + 1] - o.starts[g];
+                if done == want {
+                    (done, None)
+                } else {
+                    let msg = "not a readable Parquet file: a row group is shorter than its \
+                               metadata says";
+                    (done, Some((done, msg.to_string())))
+                }
+            }
+            Ok(Err((k, msg))) => (k + 1, Some((k, msg))),
+            Err(msg) => (
+                done,
+                Some((done, format!("not a readable Parquet file: {msg}"))),
+            ),
+        }
+    }
+}
+
+/// The column's value at row `i`, unless the column is absent or the value null.
+fn present<'c, 'a>(c: &'c Option<Col<'a>>, i: usize) -> Option<&'c Col<'a>> {
+    c.as_ref().filter(|c| !c.is_null(i))
 }
 
 /// Reads the PostHog persons rows of a Parquet file into `resolver`.

@@ -32,20 +32,46 @@ use serde_json::{Map, Value};
 
 use crate::error::Error;
 
-/// A stream of JSON Lines and the name its errors carry (`name:N`).
+/// Opens a stream of JSON Lines (lazily: a directory of many parts holds one open at a time).
+pub(crate) type Opener<'a> = Box<dyn FnOnce() -> Result<Box<dyn BufRead + Send + 'a>, Error> + 'a>;
+
+/// One input of the loader and the name its errors carry (`name:N`).
 pub(crate) struct Source<'a> {
     /// The file name (or, for resolved PostHog persons, a description of where they came from).
     pub name: String,
-    /// Opens the stream (lazily: a directory of many parts holds one open at a time).
-    pub open: Box<dyn FnOnce() -> Result<Box<dyn BufRead + Send + 'a>, Error> + 'a>,
+    /// What it is.
+    pub input: Input<'a>,
+}
+
+/// What a [`Source`] reads.
+pub(crate) enum Input<'a> {
+    /// JSON Lines in the loader's shapes.
+    Lines(Opener<'a>),
+    /// A Parquet events file, read by row group.
+    #[cfg(feature = "parquet")]
+    ParquetEvents(PathBuf),
 }
 
 impl<'a> Source<'a> {
+    /// Opens a JSON Lines source.
+    ///
+    /// # Errors
+    /// The opener's, or `invalid_input` for a source that is not JSON Lines.
+    pub(crate) fn lines(self) -> Result<Box<dyn BufRead + Send + 'a>, Error> {
+        match self.input {
+            Input::Lines(open) => open(),
+            #[cfg(feature = "parquet")]
+            Input::ParquetEvents(_) => Err(Error::input(self.name, "expected JSON Lines")),
+        }
+    }
+
     /// A source over a reader that is already open.
     pub(crate) fn reader(name: &str, reader: impl BufRead + Send + 'a) -> Source<'a> {
         Source {
             name: name.to_string(),
-            open: Box::new(move || Ok(Box::new(reader) as Box<dyn BufRead + Send + 'a>)),
+            input: Input::Lines(Box::new(move || {
+                Ok(Box::new(reader) as Box<dyn BufRead + Send + 'a>)
+            })),
         }
     }
 }
@@ -210,13 +236,12 @@ pub(crate) fn event_sources(path: &Path, threads: usize) -> Result<Vec<Source<'s
     let mut out = Vec::new();
     for file in data_files(path)? {
         let name = display(&file);
-        let open: Box<dyn FnOnce() -> Result<Box<dyn BufRead + Send>, Error>> =
-            if format_of(&file) == Some(Format::Parquet) {
-                Box::new(move || parquet_event_lines(&file, threads))
-            } else {
-                Box::new(move || lines_of(&file))
-            };
-        out.push(Source { name, open });
+        let input = if format_of(&file) == Some(Format::Parquet) {
+            parquet_events(file, threads)?
+        } else {
+            Input::Lines(Box::new(move || lines_of(&file)))
+        };
+        out.push(Source { name, input });
     }
     Ok(out)
 }
@@ -253,11 +278,16 @@ pub(crate) fn person_sources(path: &Path, threads: usize) -> Result<Vec<Source<'
 }
 
 #[cfg(feature = "parquet")]
-use super::parquet::{event_lines as parquet_event_lines, person_rows as parquet_person_rows};
+use super::parquet::person_rows as parquet_person_rows;
+
+#[cfg(feature = "parquet")]
+fn parquet_events(path: PathBuf, _threads: usize) -> Result<Input<'static>, Error> {
+    Ok(Input::ParquetEvents(path))
+}
 
 #[cfg(not(feature = "parquet"))]
-fn parquet_event_lines(path: &Path, _threads: usize) -> Result<Box<dyn BufRead + Send>, Error> {
-    Err(no_parquet(path))
+fn parquet_events(path: PathBuf, _threads: usize) -> Result<Input<'static>, Error> {
+    Err(no_parquet(&path))
 }
 
 #[cfg(not(feature = "parquet"))]

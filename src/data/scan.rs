@@ -264,6 +264,25 @@ pub(super) fn event<'a>(
     })
 }
 
+/// Scans a properties object's JSON text (as a Parquet column holds it) into `sink.line`
+/// (cleared first); `None` when it is not plain enough.
+pub(super) fn properties_text(
+    text: &str,
+    sink: &mut EventSink,
+    projection: Option<&Projection>,
+) -> Option<()> {
+    sink.line.clear();
+    let mut c = Cursor {
+        b: text.as_bytes(),
+        text,
+        i: 0,
+    };
+    c.ws();
+    properties(&mut c, sink, projection)?;
+    c.ws();
+    (c.i == c.b.len() && !sink.line_has_duplicate_keys()).then_some(())
+}
+
 /// `properties`: null or an object of plain values.
 fn properties(
     c: &mut Cursor<'_>,
