@@ -71,7 +71,7 @@ fn thread_count(threads: usize) -> usize {
 const BLOCK_BYTES: usize = 1 << 20;
 
 /// What a parser thread fills from one block; reused from block to block.
-trait BlockState: Default + Send {
+pub(super) trait BlockState: Default + Send {
     /// Empties the state for the next block, keeping its buffers.
     fn reset(&mut self);
 }
@@ -201,7 +201,7 @@ fn pipeline<S: BlockState>(
 /// worker's state from one block and returns the lines (or rows) it spans and the first error
 /// (index within the block, message); `consume` gets each block's state, with the number of
 /// lines before it, in order. At most 2 × threads + 1 blocks are in flight.
-fn run_blocks<S: BlockState, B: Send>(
+pub(super) fn run_blocks<S: BlockState, B: Send>(
     name: &str,
     threads: usize,
     started: Instant,

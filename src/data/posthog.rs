@@ -22,7 +22,6 @@
 //! updates it, so the `person_id` in an export is the one known then — stale after a merge of
 //! persons or a distinct id moving to another person.
 
-use std::collections::HashMap;
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
@@ -30,6 +29,7 @@ use std::path::{Path, PathBuf};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
+use super::arena::StrSet;
 use crate::error::Error;
 
 /// Opens a stream of JSON Lines (lazily: a directory of many parts holds one open at a time).
@@ -277,8 +277,110 @@ pub(crate) fn person_sources(path: &Path, threads: usize) -> Result<Vec<Source<'
     Ok(out)
 }
 
+/// Reads the rows of a Parquet persons file into `resolver`: row groups decoded and their
+/// properties checked in parallel, rows resolved in order.
 #[cfg(feature = "parquet")]
-use super::parquet::person_rows as parquet_person_rows;
+fn parquet_person_rows(path: &Path, threads: usize, resolver: &mut Resolver) -> Result<(), Error> {
+    let file = super::parquet::open_persons(path)?;
+    let name = display(path);
+    let groups = file.row_groups();
+    let produce = move |send: &mut dyn FnMut(usize) -> bool| {
+        for g in 0..groups {
+            if !send(g) {
+                break;
+            }
+        }
+        None
+    };
+    let parse = |g: usize, b: &mut RowBlock| {
+        file.rows(g, |d, p, props, pv, dv, del| {
+            b.push(d, p, props, pv, dv, del)
+        })
+    };
+    let consume = |b: &mut RowBlock, _before: usize| {
+        let mut start = 0;
+        for &(ends, pv, dv, del) in &b.rows {
+            let text =
+                |from: usize, to: usize| std::str::from_utf8(&b.bytes[from..to]).unwrap_or("");
+            resolver.add_row(
+                text(start, ends[0]),
+                text(ends[0], ends[1]),
+                text(ends[1], ends[2]),
+                pv,
+                dv,
+                del,
+            );
+            start = ends[2];
+        }
+        Ok(())
+    };
+    super::load::run_blocks(
+        &name,
+        threads,
+        std::time::Instant::now(),
+        &mut None,
+        produce,
+        parse,
+        consume,
+    )
+}
+
+/// A row group's persons rows: distinct id, person id and properties text back to back in one
+/// buffer (each row's three end offsets), and the versions and deletion flag.
+#[cfg(feature = "parquet")]
+#[derive(Default)]
+struct RowBlock {
+    bytes: Vec<u8>,
+    rows: Vec<([usize; 3], i64, i64, bool)>,
+}
+
+#[cfg(feature = "parquet")]
+impl super::load::BlockState for RowBlock {
+    fn reset(&mut self) {
+        self.bytes.clear();
+        self.rows.clear();
+    }
+}
+
+#[cfg(feature = "parquet")]
+impl RowBlock {
+    /// Checks a row's properties text (a JSON object, or null) and keeps the row.
+    fn push(
+        &mut self,
+        did: &str,
+        pid: &str,
+        props: Option<&str>,
+        pv: i64,
+        dv: i64,
+        del: bool,
+    ) -> Result<(), String> {
+        let props = match props.map(str::trim) {
+            None => "{}",
+            Some(t) if t.starts_with('{') => {
+                serde_json::from_str::<serde::de::IgnoredAny>(t)
+                    .map_err(|e| format!("properties is not valid JSON: {e}"))?;
+                t
+            }
+            Some(t) => {
+                // null is no properties; anything else is an error with its message.
+                properties_text(t)?;
+                "{}"
+            }
+        };
+        self.bytes.extend_from_slice(did.as_bytes());
+        let a = self.bytes.len();
+        self.bytes.extend_from_slice(pid.as_bytes());
+        let b = self.bytes.len();
+        // Valid JSON has line breaks only between tokens: spaces keep the resolved line whole.
+        self.bytes.extend(
+            props
+                .bytes()
+                .map(|c| if c == b'\n' || c == b'\r' { b' ' } else { c }),
+        );
+        self.rows.push(([a, b, self.bytes.len()], pv, dv, del));
+        Ok(())
+    }
+}
 
 #[cfg(feature = "parquet")]
 fn parquet_events(path: PathBuf, _threads: usize) -> Result<Input<'static>, Error> {
@@ -314,13 +416,8 @@ pub(crate) struct PersonRow {
     pub is_deleted: bool,
 }
 
-/// The properties row of a person so far.
-struct PersonState {
-    /// Highest `person_version` among live rows, and its properties (`None`: no live row yet).
-    live: Option<(i64, String)>,
-    /// Highest `person_version` among deleted rows.
-    deleted: Option<i64>,
-}
+/// Marks "no live row yet" in [`Resolver::live`].
+const NO_PROPS: u32 = u32::MAX;
 
 /// Resolves PostHog persons rows from any number of files, in file then row order:
 /// - a person's properties are those of its live row with the highest `person_version` (the
@@ -331,62 +428,70 @@ struct PersonState {
 /// - a distinct id belongs to the person of its row with the highest
 ///   `person_distinct_id_version` (the later row on a tie); when that row is deleted, or its
 ///   person is, the distinct id belongs to no one.
+///
+/// Ids live in arenas and properties texts in one buffer, so a row allocates nothing.
 #[derive(Default)]
 pub(crate) struct Resolver {
-    persons: HashMap<String, PersonState>,
-    /// Person ids in order of first appearance.
-    order: Vec<String>,
-    /// Distinct id → (version, person id, deleted).
-    owners: HashMap<String, (i64, String, bool)>,
-    /// Distinct ids in order of first appearance.
-    did_order: Vec<String>,
+    /// Person ids, numbered in order of first appearance.
+    persons: StrSet,
+    /// Per person: highest live `person_version` and its properties text (or [`NO_PROPS`]).
+    live: Vec<(i64, u32)>,
+    /// Per person: highest deleted `person_version`.
+    deleted: Vec<Option<i64>>,
+    /// Properties texts of live rows that won when they were read.
+    props: StrSet,
+    /// Distinct ids, numbered in order of first appearance.
+    dids: StrSet,
+    /// Per distinct id: (version, person, deleted) of its winning row.
+    owners: Vec<(i64, u32, bool)>,
     /// Rows read.
     pub rows: u64,
 }
 
 impl Resolver {
-    /// Adds one row (rows come in file order, then row order).
-    pub(crate) fn add(&mut self, row: PersonRow) {
+    /// Adds one row (rows come in file order, then row order); `properties` is the object's
+    /// JSON text, already checked.
+    pub(crate) fn add_row(
+        &mut self,
+        distinct_id: &str,
+        person_id: &str,
+        properties: &str,
+        person_version: i64,
+        distinct_id_version: i64,
+        is_deleted: bool,
+    ) {
         self.rows += 1;
-        let state = match self.persons.get_mut(&row.person_id) {
-            Some(s) => s,
-            None => {
-                self.order.push(row.person_id.clone());
-                self.persons
-                    .entry(row.person_id.clone())
-                    .or_insert(PersonState {
-                        live: None,
-                        deleted: None,
-                    })
-            }
-        };
-        if row.is_deleted {
-            state.deleted = Some(
-                state
-                    .deleted
-                    .map_or(row.person_version, |d| d.max(row.person_version)),
-            );
-        } else if state
-            .live
-            .as_ref()
-            .is_none_or(|(v, _)| row.person_version >= *v)
-        {
-            state.live = Some((row.person_version, row.properties));
+        let p = self.persons.intern(person_id.as_bytes());
+        if p as usize == self.live.len() {
+            self.live.push((i64::MIN, NO_PROPS));
+            self.deleted.push(None);
         }
-        match self.owners.get_mut(&row.distinct_id) {
-            Some(owner) => {
-                if row.distinct_id_version >= owner.0 {
-                    *owner = (row.distinct_id_version, row.person_id, row.is_deleted);
-                }
-            }
-            None => {
-                self.did_order.push(row.distinct_id.clone());
-                self.owners.insert(
-                    row.distinct_id,
-                    (row.distinct_id_version, row.person_id, row.is_deleted),
-                );
-            }
+        let p = p as usize;
+        if is_deleted {
+            self.deleted[p] =
+                Some(self.deleted[p].map_or(person_version, |d| d.max(person_version)));
+        } else if self.live[p].1 == NO_PROPS || person_version >= self.live[p].0 {
+            self.live[p] = (person_version, self.props.intern(properties.as_bytes()));
         }
+        let d = self.dids.intern(distinct_id.as_bytes());
+        let row = (distinct_id_version, p as u32, is_deleted);
+        if d as usize == self.owners.len() {
+            self.owners.push(row);
+        } else if distinct_id_version >= self.owners[d as usize].0 {
+            self.owners[d as usize] = row;
+        }
+    }
+
+    /// Adds one parsed row.
+    pub(crate) fn add(&mut self, row: PersonRow) {
+        self.add_row(
+            &row.distinct_id,
+            &row.person_id,
+            &row.properties,
+            row.person_version,
+            row.distinct_id_version,
+            row.is_deleted,
+        );
     }
 
     /// Reads every line of a JSON Lines file of persons rows.
@@ -421,35 +526,62 @@ impl Resolver {
 
     /// The resolved persons as JSON Lines of our own shape, in order of first appearance.
     pub(crate) fn finish(self) -> Vec<u8> {
-        let mut dids: HashMap<&str, Vec<&str>> = HashMap::new();
-        for d in &self.did_order {
-            let (_, person, deleted) = &self.owners[d];
+        let n = self.live.len();
+        let gone = |p: usize| {
+            let (version, props) = self.live[p];
+            props == NO_PROPS || self.deleted[p].is_some_and(|d| d > version)
+        };
+        // Each person's distinct ids, in order of first appearance (a counting sort).
+        let mut start = vec![0u32; n + 1];
+        for &(_, p, deleted) in &self.owners {
             if !deleted {
-                dids.entry(person.as_str()).or_default().push(d);
+                start[p as usize + 1] += 1;
             }
         }
-        let mut out = Vec::new();
-        for id in &self.order {
-            let state = &self.persons[id];
-            let Some((version, props)) = &state.live else {
-                continue;
-            };
-            if state.deleted.is_some_and(|d| d > *version) {
+        for p in 0..n {
+            start[p + 1] += start[p];
+        }
+        let mut cursor = start.clone();
+        let mut dids = vec![0u32; start[n] as usize];
+        for (d, &(_, p, deleted)) in self.owners.iter().enumerate() {
+            if !deleted {
+                dids[cursor[p as usize] as usize] = d as u32;
+                cursor[p as usize] += 1;
+            }
+        }
+        let mut out = Vec::with_capacity(self.props.heap_bytes() + self.dids.heap_bytes());
+        for p in 0..n {
+            if gone(p) {
                 continue;
             }
-            let line = serde_json::json!({
-                "id": id,
-                "distinct_ids": dids.get(id.as_str()).cloned().unwrap_or_default(),
-            });
-            let mut text = line.to_string();
-            text.pop(); // the closing brace
-            text.push_str(",\"properties\":");
-            text.push_str(props);
-            text.push('}');
-            out.extend_from_slice(text.as_bytes());
-            out.push(b'\n');
+            out.extend_from_slice(b"{\"id\":");
+            json_string(self.persons.get_str(p as u32), &mut out);
+            out.extend_from_slice(b",\"distinct_ids\":[");
+            for (k, &d) in dids[start[p] as usize..start[p + 1] as usize]
+                .iter()
+                .enumerate()
+            {
+                if k > 0 {
+                    out.push(b',');
+                }
+                json_string(self.dids.get_str(d), &mut out);
+            }
+            out.extend_from_slice(b"],\"properties\":");
+            out.extend_from_slice(self.props.get(self.live[p].1));
+            out.extend_from_slice(b"}\n");
         }
         out
+    }
+}
+
+/// Appends `s` as a JSON string.
+pub(crate) fn json_string(s: &str, out: &mut Vec<u8>) {
+    if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+        out.push(b'"');
+        out.extend_from_slice(s.as_bytes());
+        out.push(b'"');
+    } else {
+        let _ = serde_json::to_writer(&mut *out, s);
     }
 }
 
@@ -646,7 +778,7 @@ mod tests {
         let text = String::from_utf8(r.finish()).unwrap();
         assert_eq!(
             text,
-            "{\"distinct_ids\":[\"a\",\"b\",\"c\"],\"id\":\"P\",\"properties\":{\"v\":2}}\n"
+            "{\"id\":\"P\",\"distinct_ids\":[\"a\",\"b\",\"c\"],\"properties\":{\"v\":2}}\n"
         );
     }
 
@@ -679,6 +811,30 @@ mod tests {
                 .err()
                 .unwrap(),
             "is_deleted must be a boolean or 0/1, got 2"
+        );
+    }
+
+    #[test]
+    fn timestamps_format_like_the_parser_reads_them() {
+        for t in [
+            0i64,
+            1,
+            -1,
+            1_700_000_000_123_456,
+            -62_135_596_800_000_000,
+            253_402_300_799_999_999,
+        ] {
+            let mut out = Vec::new();
+            push_rfc3339(t, &mut out);
+            let s = String::from_utf8(out).unwrap();
+            assert_eq!(crate::time::parse_absolute(&s), Some(t), "{s}");
+            assert_eq!(s, crate::time::format_micros(t));
+        }
+        let mut out = Vec::new();
+        push_rfc3339(-62_135_596_800_000_001, &mut out);
+        assert_eq!(
+            crate::time::parse_absolute(std::str::from_utf8(&out).unwrap()),
+            None
         );
     }
 }
