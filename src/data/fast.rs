@@ -260,6 +260,7 @@ impl<'de> Visitor<'de> for EventSeedVisitor<'_, '_> {
     }
 }
 
+#[cfg(feature = "parquet")]
 /// Parses a properties object's JSON text into `sink.line` (cleared first); `None` when the
 /// slow path must decide.
 pub(super) fn properties_into(

@@ -264,6 +264,7 @@ pub(super) fn event<'a>(
     })
 }
 
+#[cfg(feature = "parquet")]
 /// Scans a properties object's JSON text (as a Parquet column holds it) into `sink.line`
 /// (cleared first); `None` when it is not plain enough.
 pub(super) fn properties_text(
