@@ -122,6 +122,21 @@ fn our_jsonl_and_both_posthog_exports_give_identical_members() {
             now,
         )));
     }
+    let o = run(&[
+        "generate",
+        "--persons",
+        "5",
+        "--events-per-person",
+        "1",
+        "--out",
+        &p(&root.join("x")),
+        "--format",
+        "csv",
+    ]);
+    assert_eq!(
+        error(&o),
+        "error: usage: --format must be jsonl, posthog-jsonl or posthog-parquet, got \"csv\""
+    );
     assert_eq!(
         files(&root.join("posthog-jsonl/events")),
         [
