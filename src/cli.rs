@@ -121,6 +121,13 @@ struct GenerateArgs {
     /// The instant the data ends at (timestamps cover the 400 days before it).
     #[arg(long, value_name = "TIME", default_value = "2026-11-01T00:00:00Z")]
     now: String,
+    /// Output shape: `jsonl` (persons.jsonl, events.jsonl), or PostHog's batch exports as
+    /// directories of part files (persons/, events/): `posthog-jsonl` or `posthog-parquet`.
+    #[arg(long, value_name = "FORMAT", default_value = "jsonl")]
+    format: String,
+    /// Part files per model for the posthog formats.
+    #[arg(long, value_name = "N", default_value_t = 4)]
+    parts: usize,
     /// Data shape: `simple` (person id = first distinct id, up to 3 event properties, 50 event
     /// names) or `wide` (1-4 distinct ids unlike the person id, 6-10 event properties with long
     /// URLs and nested objects, 200 event names, person properties of every JSON type).
@@ -625,7 +632,21 @@ fn fast_event(tracker: &mut cohort_engine::Tracker, line: &str, out: &mut Vec<Tr
 }
 
 fn generate(args: GenerateArgs) -> Result<(), Vec<Error>> {
+    use cohort_engine::internal::export::{ExportFormat, ExportOptions};
     let now = parse_now(&Some(args.now.clone()))?;
+    let export = match args.format.as_str() {
+        "jsonl" => None,
+        "posthog-jsonl" => Some(ExportFormat::Jsonl),
+        "posthog-parquet" => Some(ExportFormat::Parquet),
+        other => {
+            return Err(usage(format!(
+                "--format must be jsonl, posthog-jsonl or posthog-parquet, got {other:?}"
+            )))
+        }
+    };
+    if args.parts == 0 {
+        return Err(usage("--parts must be at least 1"));
+    }
     let Some(shape) = cohort_engine::internal::generate::Shape::from_name(&args.shape) else {
         return Err(usage(format!(
             "--shape must be simple or wide, got {:?}",
@@ -652,6 +673,15 @@ fn generate(args: GenerateArgs) -> Result<(), Vec<Error>> {
             format!("cannot write: {e}"),
         )]
     })?;
+    if let Some(format) = export {
+        let opts = ExportOptions::new(format, args.parts);
+        cohort_engine::internal::export::export(&args.out, &opts).map_err(|e| {
+            vec![Error::input(
+                args.out.display().to_string(),
+                format!("cannot write: {e}"),
+            )]
+        })?;
+    }
     eprintln!(
         "wrote {} persons, {} events and {} cohorts to {} in {:.1} s",
         stats.persons,

@@ -158,6 +158,7 @@ mod data;
 mod engine;
 mod error;
 mod eval;
+mod export;
 mod generate;
 mod graph;
 mod intern;
@@ -205,6 +206,10 @@ pub mod internal {
     /// The benchmark data generator.
     pub mod generate {
         pub use crate::generate::*;
+    }
+    /// The generated data rewritten as PostHog's batch exports.
+    pub mod export {
+        pub use crate::export::*;
     }
     /// Versions (semver) as the operators compare them.
     pub mod semver {

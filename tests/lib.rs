@@ -5,6 +5,8 @@ mod alloc;
 mod cases;
 mod cli;
 mod embedding;
+#[cfg(all(feature = "parquet", feature = "brotli"))]
+mod exports;
 mod projection;
 mod props;
 mod references;

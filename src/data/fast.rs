@@ -260,6 +260,26 @@ impl<'de> Visitor<'de> for EventSeedVisitor<'_, '_> {
     }
 }
 
+#[cfg(feature = "parquet")]
+/// Parses a properties object's JSON text into `sink.line` (cleared first); `None` when the
+/// slow path must decide.
+pub(super) fn properties_into(
+    text: &str,
+    sink: &mut EventSink,
+    projection: Option<&Projection>,
+) -> Option<()> {
+    sink.line.clear();
+    let mut de = serde_json::Deserializer::from_str(text);
+    PropsSeed {
+        sink: &mut *sink,
+        projection,
+    }
+    .deserialize(&mut de)
+    .ok()?;
+    de.end().ok()?;
+    (!sink.line_has_duplicate_keys()).then_some(())
+}
+
 /// `properties` (null = none), each kept key's value into the sink.
 struct PropsSeed<'s, 'p> {
     sink: &'s mut EventSink,

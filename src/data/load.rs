@@ -12,8 +12,7 @@
 //! the columns permuted in place, so a behavioral leaf reads one contiguous, time-ordered run.
 
 use std::collections::BTreeMap;
-use std::fs::File;
-use std::io::{BufRead, BufReader};
+use std::io::BufRead;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Mutex};
@@ -24,6 +23,7 @@ use serde_json::{Map, Value};
 use super::arena::StrSet;
 use super::columns::{ColumnBuilder, EventColumn, RawVal};
 use super::fast::{EventSink, IdList, NULL_VALUE};
+use super::posthog::{Input, Source};
 use super::{Column, Dataset, NameRun, Projection};
 use crate::error::Error;
 use crate::intern::{Sym, Symbols};
@@ -89,47 +89,19 @@ pub struct LoadStats {
     pub dropped_events: u64,
 }
 
-/// Opens a data file, decompressing it when its name ends in `.gz`.
-fn open(path: &Path) -> Result<Box<dyn BufRead + Send>, Error> {
-    let name = path.display().to_string();
-    let file =
-        File::open(path).map_err(|e| Error::input(name.clone(), format!("cannot open: {e}")))?;
-    Ok(if name.ends_with(".gz") {
-        gzip(file, &name)?
-    } else {
-        Box::new(BufReader::with_capacity(1 << 16, file))
-    })
-}
-
-/// A gzip-compressed file (cargo feature `gzip`, in the default build).
-#[cfg(feature = "gzip")]
-fn gzip(file: File, _name: &str) -> Result<Box<dyn BufRead + Send>, Error> {
-    Ok(Box::new(BufReader::with_capacity(
-        1 << 16,
-        flate2::read::MultiGzDecoder::new(file),
-    )))
-}
-
-/// Without the `gzip` feature a `.gz` file is refused, never read as plain text.
-#[cfg(not(feature = "gzip"))]
-fn gzip(_file: File, name: &str) -> Result<Box<dyn BufRead + Send>, Error> {
-    Err(Error::input(
-        name,
-        "gzip-compressed files need the crate's `gzip` feature",
-    ))
+/// Parser threads for `threads` (0 = all cores).
+fn thread_count(threads: usize) -> usize {
+    match threads {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        t => t,
+    }
 }
 
 /// Bytes per block handed to a parser thread.
 const BLOCK_BYTES: usize = 1 << 20;
 
-/// A block of whole lines: its sequence number and bytes.
-struct RawBlock {
-    seq: usize,
-    bytes: Vec<u8>,
-}
-
 /// What a parser thread fills from one block; reused from block to block.
-trait BlockState: Default + Send {
+pub(super) trait BlockState: Default + Send {
     /// Empties the state for the next block, keeping its buffers.
     fn reset(&mut self);
 }
@@ -169,13 +141,109 @@ fn pipeline<S: BlockState>(
     started: Instant,
     progress: &mut Option<Progress<'_>>,
     parse: impl Fn(&str, usize, &mut S) -> Result<(), String> + Sync,
+    consume: impl FnMut(&mut S, usize) -> Result<(), Error>,
+) -> Result<(), Error> {
+    let buffers: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
+    let buffers = &buffers;
+    // Reader: cut the stream into blocks of whole lines.
+    let produce = move |send: &mut dyn FnMut(Vec<u8>) -> bool| -> Option<String> {
+        let mut reader = reader;
+        let mut carry: Vec<u8> = Vec::new();
+        let mut error = None;
+        let mut eof = false;
+        while !eof && error.is_none() {
+            let mut bytes = take(buffers);
+            bytes.clear();
+            bytes.append(&mut carry);
+            // Fill to the block size, then on to the end of a line.
+            loop {
+                let chunk = match reader.fill_buf() {
+                    Ok(c) => c,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    Err(e) => {
+                        error = Some(format!("cannot read: {e}"));
+                        break;
+                    }
+                };
+                if chunk.is_empty() {
+                    eof = true;
+                    break;
+                }
+                let n = chunk.len();
+                bytes.extend_from_slice(chunk);
+                reader.consume(n);
+                if bytes.len() >= BLOCK_BYTES && bytes[bytes.len() - n..].contains(&b'\n') {
+                    break;
+                }
+            }
+            if !eof {
+                // Keep the partial last line for the next block (after an error: drop it).
+                let cut = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+                if error.is_none() {
+                    carry.extend_from_slice(&bytes[cut..]);
+                }
+                bytes.truncate(cut);
+            }
+            if bytes.is_empty() {
+                give(buffers, bytes);
+                continue;
+            }
+            if !send(bytes) {
+                return None;
+            }
+        }
+        error
+    };
+    let parse_block = |bytes: Vec<u8>, state: &mut S| -> (usize, Option<(usize, String)>) {
+        let mut error = None;
+        let mut lines = 0;
+        for (k, raw) in bytes.split_inclusive(|&b| b == b'\n').enumerate() {
+            lines += 1;
+            let Ok(text) = std::str::from_utf8(raw) else {
+                error = Some((k, "not valid UTF-8".to_string()));
+                break;
+            };
+            let text = text.trim_matches(|c: char| c.is_ascii_whitespace());
+            if text.is_empty() {
+                continue;
+            }
+            if let Err(msg) = parse(text, k, state) {
+                error = Some((k, msg));
+                break;
+            }
+        }
+        give(buffers, bytes);
+        (lines, error)
+    };
+    run_blocks(
+        name,
+        threads,
+        started,
+        progress,
+        produce,
+        parse_block,
+        consume,
+    )
+}
+
+/// Runs blocks through parallel workers: `produce` (on its own thread) hands out blocks through
+/// `send` (false once the run has stopped) and returns a read error, if any; `parse` fills a
+/// worker's state from one block and returns the lines (or rows) it spans and the first error
+/// (index within the block, message); `consume` gets each block's state, with the number of
+/// lines before it, in order. At most 2 × threads + 1 blocks are in flight.
+pub(super) fn run_blocks<S: BlockState, B: Send>(
+    name: &str,
+    threads: usize,
+    started: Instant,
+    progress: &mut Option<Progress<'_>>,
+    produce: impl FnOnce(&mut dyn FnMut(B) -> bool) -> Option<String> + Send,
+    parse: impl Fn(B, &mut S) -> (usize, Option<(usize, String)>) + Sync,
     mut consume: impl FnMut(&mut S, usize) -> Result<(), Error>,
 ) -> Result<(), Error> {
     let stop = AtomicBool::new(false);
-    let (work_tx, work_rx) = mpsc::sync_channel::<RawBlock>(threads * 2);
+    let (work_tx, work_rx) = mpsc::sync_channel::<(usize, B)>(threads * 2);
     let work_rx = Mutex::new(work_rx);
     let (done_tx, done_rx) = mpsc::channel::<Parsed<S>>();
-    let buffers: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
     let states: Mutex<Vec<S>> = Mutex::new(Vec::new());
     // Tickets bound the blocks in flight (read, parsing, or parsed and waiting for the merge), so
     // memory stays at a few blocks even when the merge is slower than the parsers.
@@ -185,66 +253,20 @@ fn pipeline<S: BlockState>(
         let _ = ticket_tx.send(());
     }
     std::thread::scope(|s| {
-        // Reader: cut the stream into blocks of whole lines.
         let reader_stop = &stop;
-        let buffers = &buffers;
-        let own_ticket = ticket_tx.clone();
         let read_error = s.spawn(move || -> Option<String> {
-            let mut reader = reader;
             let mut seq = 0usize;
-            let mut carry: Vec<u8> = Vec::new();
-            let mut error = None;
-            let mut eof = false;
-            while !eof && error.is_none() {
-                if ticket_rx.recv().is_err() {
-                    return None;
+            let mut send = |block: B| -> bool {
+                if ticket_rx.recv().is_err() || reader_stop.load(Ordering::Relaxed) {
+                    return false;
                 }
-                let mut bytes = take(buffers);
-                bytes.clear();
-                bytes.append(&mut carry);
-                // Fill to the block size, then on to the end of a line.
-                loop {
-                    let chunk = match reader.fill_buf() {
-                        Ok(c) => c,
-                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                        Err(e) => {
-                            error = Some(format!("cannot read: {e}"));
-                            break;
-                        }
-                    };
-                    if chunk.is_empty() {
-                        eof = true;
-                        break;
-                    }
-                    let n = chunk.len();
-                    bytes.extend_from_slice(chunk);
-                    reader.consume(n);
-                    if bytes.len() >= BLOCK_BYTES && bytes[bytes.len() - n..].contains(&b'\n') {
-                        break;
-                    }
-                }
-                if !eof {
-                    // Keep the partial last line for the next block (after an error: drop it).
-                    let cut = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
-                    if error.is_none() {
-                        carry.extend_from_slice(&bytes[cut..]);
-                    }
-                    bytes.truncate(cut);
-                }
-                if bytes.is_empty() {
-                    give(buffers, bytes);
-                    let _ = own_ticket.send(());
-                    continue;
-                }
-                if reader_stop.load(Ordering::Relaxed) {
-                    return None;
-                }
-                if work_tx.send(RawBlock { seq, bytes }).is_err() {
-                    return None;
+                if work_tx.send((seq, block)).is_err() {
+                    return false;
                 }
                 seq += 1;
-            }
-            error
+                true
+            };
+            produce(&mut send)
         });
         for _ in 0..threads {
             let done_tx = done_tx.clone();
@@ -258,34 +280,17 @@ fn pipeline<S: BlockState>(
                     Ok(rx) => rx.recv(),
                     Err(_) => return,
                 };
-                let Ok(block) = block else { return };
+                let Ok((seq, block)) = block else { return };
                 if stop.load(Ordering::Relaxed) {
-                    give(buffers, block.bytes);
+                    drop(block);
                     let _ = ticket_tx.send(());
                     continue; // drain, so the reader never blocks forever
                 }
                 let mut state: S = take(states);
                 state.reset();
-                let mut error = None;
-                let mut lines = 0;
-                for (k, raw) in block.bytes.split_inclusive(|&b| b == b'\n').enumerate() {
-                    lines += 1;
-                    let Ok(text) = std::str::from_utf8(raw) else {
-                        error = Some((k, "not valid UTF-8".to_string()));
-                        break;
-                    };
-                    let text = text.trim_matches(|c: char| c.is_ascii_whitespace());
-                    if text.is_empty() {
-                        continue;
-                    }
-                    if let Err(msg) = parse(text, k, &mut state) {
-                        error = Some((k, msg));
-                        break;
-                    }
-                }
-                give(buffers, block.bytes);
+                let (lines, error) = parse(block, &mut state);
                 let parsed = Parsed {
-                    seq: block.seq,
+                    seq,
                     lines,
                     state,
                     error,
@@ -513,31 +518,87 @@ fn slow_event(
     Ok((did, event, ts))
 }
 
+/// A Parquet events row into the block: its envelope read from the columns, its properties
+/// text through the same scanner (then serde path, then exact error) as a line's.
+#[cfg(feature = "parquet")]
+fn parquet_event(
+    row: super::parquet::EventRow<'_>,
+    b: &mut EventBlock,
+    projection: Option<&Projection>,
+    attach: &impl Fn(&str, &str, Micros, &mut EventBlock),
+) -> Result<(), String> {
+    use super::parquet::TsVal;
+    let did = row
+        .distinct_id
+        .ok_or_else(|| "an event needs a \"distinct_id\"".to_string())?;
+    let event = row
+        .event
+        .ok_or_else(|| "an event needs an \"event\" name".to_string())?;
+    let ts = match row.timestamp {
+        TsVal::Micros(t) if (MIN_MICROS..=MAX_MICROS).contains(&t) => t,
+        TsVal::Micros(t) => {
+            let mut text = Vec::new();
+            super::posthog::push_rfc3339(t, &mut text);
+            return Err(format!(
+                "timestamp {} is outside the years 1 to 9999",
+                String::from_utf8_lossy(&text)
+            ));
+        }
+        TsVal::Text(s) => parse_timestamp(&Value::String(s.to_string()))?,
+        TsVal::Int(n) => {
+            let n = i64::try_from(n).map_err(|_| format!("timestamp {n} is out of range"))?;
+            parse_timestamp(&Value::Number(n.into()))?
+        }
+        TsVal::Null => return Err("an event needs a \"timestamp\"".into()),
+    };
+    b.sink.line.clear();
+    if let Some(text) = row.properties {
+        let fast = super::scan::properties_text(text, &mut b.sink, projection)
+            .or_else(|| super::fast::properties_into(text, &mut b.sink, projection));
+        if fast.is_none() {
+            b.sink.line.clear();
+            let v: Value = serde_json::from_str(text)
+                .map_err(|e| format!("properties is not valid JSON: {e}"))?;
+            let mut obj = Map::new();
+            obj.insert("properties".to_string(), v);
+            slow_props(&mut obj, &mut b.sink, projection)?;
+        }
+    }
+    attach(&did, event, ts, b);
+    Ok(())
+}
+
+/// The first and last instants of the years 1 to 9999, in microseconds.
+#[cfg(feature = "parquet")]
+const MIN_MICROS: Micros = -62_135_596_800_000_000;
+#[cfg(feature = "parquet")]
+const MAX_MICROS: Micros = 253_402_300_799_999_999;
+
 /// Not yet mapped (a block-local id's global id is looked up on first use).
 const UNMAPPED: u32 = u32::MAX;
 
 impl Dataset {
-    /// Loads persons and (optionally) events from JSONL files; names ending in `.gz` are read
-    /// gzip-compressed.
+    /// Loads persons and (optionally) events from data files: each path is a file or a
+    /// directory of part files (every data file in it, in name order). Files are JSON Lines
+    /// (`.jsonl`, `.json`; `.gz` gzip- and `.br` brotli-compressed) or Parquet (`.parquet`);
+    /// persons are in our own shape (`id`, `distinct_ids`) or PostHog's persons model (one row
+    /// per distinct id, resolved by versions and deletions), detected per file; events are ours
+    /// or PostHog's (an event's own `person_id` is ignored: it attaches by `distinct_id`).
     ///
     /// # Errors
-    /// `invalid_input` naming `file:line` for the first malformed line, a duplicate person id, a
-    /// distinct id owned by two persons, or an unreadable file.
+    /// `invalid_input` naming `file:line` (`file:row` in Parquet) for the first malformed line,
+    /// a duplicate person id, a distinct id owned by two persons, or an unreadable file.
     pub fn from_paths(
         persons: &Path,
         events: Option<&Path>,
         opts: &mut LoadOptions<'_>,
     ) -> Result<Dataset, Error> {
-        let p = open(persons)?;
-        let pname = persons.display().to_string();
-        match events {
-            Some(e) => {
-                let ename = e.display().to_string();
-                let er = open(e)?;
-                Dataset::from_readers(p, &pname, Some((er, &ename)), opts)
-            }
-            None => Dataset::from_readers(p, &pname, None::<(&[u8], &str)>, opts),
-        }
+        let threads = thread_count(opts.threads);
+        let persons = super::posthog::person_sources(persons, threads)?;
+        let events = events
+            .map(|e| super::posthog::event_sources(e, threads))
+            .transpose()?;
+        Dataset::from_sources(persons, events, opts)
     }
 
     /// Loads from readers of JSONL text; the names are used in errors.
@@ -550,11 +611,21 @@ impl Dataset {
         events: Option<(E, &str)>,
         opts: &mut LoadOptions<'_>,
     ) -> Result<Dataset, Error> {
+        Dataset::from_sources(
+            vec![Source::reader(persons_name, persons)],
+            events.map(|(r, name)| vec![Source::reader(name, r)]),
+            opts,
+        )
+    }
+
+    /// Loads from sources of JSON Lines in the loader's shapes, one after the other.
+    fn from_sources(
+        persons_sources: Vec<Source<'_>>,
+        events: Option<Vec<Source<'_>>>,
+        opts: &mut LoadOptions<'_>,
+    ) -> Result<Dataset, Error> {
         let started = Instant::now();
-        let threads = match opts.threads {
-            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
-            t => t,
-        };
+        let threads = thread_count(opts.threads);
         let projection = opts.projection.as_ref();
         let mut ds = Dataset::default();
         let mut symbols = Symbols::default();
@@ -585,73 +656,78 @@ impl Dataset {
         // Block-local → global ids, reused across blocks.
         let mut keys: Vec<u32> = Vec::new();
         let mut values: Vec<(u32, u32)> = Vec::new();
-        pipeline(
-            persons,
-            persons_name,
-            threads,
-            started,
-            &mut opts.progress,
-            parse_person,
-            |b, before| {
-                keys.clear();
-                keys.resize(b.sink.keys.len(), UNMAPPED);
-                values.clear();
-                values.resize(b.sink.values.len(), (UNMAPPED, 0));
-                let first = ds.person_ids.len() as u32;
-                let mut did = 0usize;
-                let mut props = b.props.iter().peekable();
-                for (i, &k) in b.line.iter().enumerate() {
-                    let at = || format!("{persons_name}:{}", before + k + 1);
-                    let index = first + i as u32;
-                    let id = b.ids.get(i);
-                    if ds.person_ids.find(id.as_bytes()).is_some() {
-                        return Err(Error::input(at(), format!("duplicate person id {id:?}")));
-                    }
-                    for _ in 0..b.did_count[i] {
-                        let d = b.dids.get(did);
-                        did += 1;
-                        match ds.distinct_ids.find(d.as_bytes()) {
-                            Some(m) if ds.distinct_owner[m as usize] != index => {
-                                let owner = ds.distinct_owner[m as usize];
-                                return Err(Error::input(
-                                    at(),
-                                    format!(
-                                        "distinct id {d:?} is already owned by person {:?}",
-                                        ds.person_ids.get_str(owner)
-                                    ),
-                                ));
-                            }
-                            Some(_) => {}
-                            None => {
-                                ds.distinct_ids.intern(d.as_bytes());
-                                ds.distinct_owner.push(index);
+        for source in persons_sources {
+            let persons_name = source.name.clone();
+            let persons_name = persons_name.as_str();
+            pipeline(
+                source.lines()?,
+                persons_name,
+                threads,
+                started,
+                &mut opts.progress,
+                parse_person,
+                |b, before| {
+                    keys.clear();
+                    keys.resize(b.sink.keys.len(), UNMAPPED);
+                    values.clear();
+                    values.resize(b.sink.values.len(), (UNMAPPED, 0));
+                    let first = ds.person_ids.len() as u32;
+                    let mut did = 0usize;
+                    let mut props = b.props.iter().peekable();
+                    for (i, &k) in b.line.iter().enumerate() {
+                        let at = || format!("{persons_name}:{}", before + k + 1);
+                        let index = first + i as u32;
+                        let id = b.ids.get(i);
+                        if ds.person_ids.find(id.as_bytes()).is_some() {
+                            return Err(Error::input(at(), format!("duplicate person id {id:?}")));
+                        }
+                        for _ in 0..b.did_count[i] {
+                            let d = b.dids.get(did);
+                            did += 1;
+                            match ds.distinct_ids.find(d.as_bytes()) {
+                                Some(m) if ds.distinct_owner[m as usize] != index => {
+                                    let owner = ds.distinct_owner[m as usize];
+                                    return Err(Error::input(
+                                        at(),
+                                        format!(
+                                            "distinct id {d:?} is already owned by person {:?}",
+                                            ds.person_ids.get_str(owner)
+                                        ),
+                                    ));
+                                }
+                                Some(_) => {}
+                                None => {
+                                    ds.distinct_ids.intern(d.as_bytes());
+                                    ds.distinct_owner.push(index);
+                                }
                             }
                         }
-                    }
-                    ds.person_ids.intern(id.as_bytes());
-                    while let Some(&(_, v)) = props.next_if(|&&(p, _)| p as usize == i) {
-                        let mut slot = values[v as usize];
-                        if slot.0 == UNMAPPED {
-                            let bytes = b.sink.values.get(v);
-                            let (local_key, encoded) = bytes.split_at(4.min(bytes.len()));
-                            let lk =
-                                u32::from_le_bytes(local_key.try_into().unwrap_or([0; 4])) as usize;
-                            if keys[lk] == UNMAPPED {
-                                keys[lk] = symbols.keys.intern(b.sink.keys.get_str(lk as u32)).0;
+                        ds.person_ids.intern(id.as_bytes());
+                        while let Some(&(_, v)) = props.next_if(|&&(p, _)| p as usize == i) {
+                            let mut slot = values[v as usize];
+                            if slot.0 == UNMAPPED {
+                                let bytes = b.sink.values.get(v);
+                                let (local_key, encoded) = bytes.split_at(4.min(bytes.len()));
+                                let lk = u32::from_le_bytes(local_key.try_into().unwrap_or([0; 4]))
+                                    as usize;
+                                if keys[lk] == UNMAPPED {
+                                    keys[lk] =
+                                        symbols.keys.intern(b.sink.keys.get_str(lk as u32)).0;
+                                }
+                                let gk = keys[lk] as usize;
+                                if columns.len() <= gk {
+                                    columns.resize_with(gk + 1, Column::default);
+                                }
+                                slot = (gk as u32, columns[gk].code_of(encoded));
+                                values[v as usize] = slot;
                             }
-                            let gk = keys[lk] as usize;
-                            if columns.len() <= gk {
-                                columns.resize_with(gk + 1, Column::default);
-                            }
-                            slot = (gk as u32, columns[gk].code_of(encoded));
-                            values[v as usize] = slot;
+                            columns[slot.0 as usize].push_code(index, slot.1);
                         }
-                        columns[slot.0 as usize].push_code(index, slot.1);
                     }
-                }
-                Ok(())
-            },
-        )?;
+                    Ok(())
+                },
+            )?;
+        }
         columns.iter_mut().for_each(Column::finish);
         ds.columns = columns;
 
@@ -661,25 +737,17 @@ impl Dataset {
         let mut ev_name: Vec<Sym> = Vec::new();
         let mut builders: Vec<ColumnBuilder> = Vec::new();
         let (mut skipped, mut dropped) = (0u64, 0u64);
-        if let Some((reader, name)) = events {
+        for source in events.into_iter().flatten() {
+            let name = source.name.as_str();
             let (distinct_ids, owners) = (&ds.distinct_ids, &ds.distinct_owner);
-            let parse_event = |text: &str, _k: usize, b: &mut EventBlock| -> Result<(), String> {
-                let fast = super::scan::event(text, &mut b.sink, projection)
-                    .or_else(|| super::fast::event_into(text, &mut b.sink, projection));
-                let slow;
-                let (did, event, ts) = match &fast {
-                    Some(h) => (h.distinct_id.as_ref(), h.event.as_ref(), h.ts),
-                    None => {
-                        slow = slow_event(text, &mut b.sink, projection)?;
-                        (slow.0.as_str(), slow.1.as_str(), slow.2)
-                    }
-                };
+            // An event's envelope and properties (already in the sink) into the block.
+            let attach = |did: &str, event: &str, ts: Micros, b: &mut EventBlock| {
                 let Some(&person) = distinct_ids
                     .find(did.as_bytes())
                     .and_then(|d| owners.get(d as usize))
                 else {
                     b.skipped += 1;
-                    return Ok(());
+                    return;
                 };
                 let n = b.names.intern(event.as_bytes());
                 if n as usize == b.name_keep.len() {
@@ -688,7 +756,7 @@ impl Dataset {
                 }
                 if !b.name_keep[n as usize] {
                     b.dropped += 1;
-                    return Ok(());
+                    return;
                 }
                 let e = b.ts.len() as u32;
                 b.person.push(person);
@@ -699,63 +767,102 @@ impl Dataset {
                         b.props.push((e, v));
                     }
                 }
+            };
+            let parse_event = |text: &str, _k: usize, b: &mut EventBlock| -> Result<(), String> {
+                let fast = super::scan::event(text, &mut b.sink, projection)
+                    .or_else(|| super::fast::event_into(text, &mut b.sink, projection));
+                match &fast {
+                    Some(h) => attach(h.distinct_id.as_ref(), h.event.as_ref(), h.ts, b),
+                    None => {
+                        let (did, event, ts) = slow_event(text, &mut b.sink, projection)?;
+                        attach(&did, &event, ts, b);
+                    }
+                }
                 Ok(())
             };
             // Block-local → global ids, reused across blocks.
             let mut names: Vec<Sym> = Vec::new();
             let mut keys: Vec<u32> = Vec::new();
             let mut values: Vec<(u32, u32)> = Vec::new();
-            pipeline(
-                reader,
-                name,
-                threads,
-                started,
-                &mut opts.progress,
-                parse_event,
-                |b, _before| {
-                    skipped += b.skipped;
-                    dropped += b.dropped;
-                    let base = ev_ts.len();
-                    if base + b.ts.len() >= u32::MAX as usize {
-                        return Err(Error::input(name, "more than 2^32 - 1 events"));
+            let merge = |b: &mut EventBlock, _before: usize| {
+                skipped += b.skipped;
+                dropped += b.dropped;
+                let base = ev_ts.len();
+                if base + b.ts.len() >= u32::MAX as usize {
+                    return Err(Error::input(name, "more than 2^32 - 1 events"));
+                }
+                names.clear();
+                names.extend((0..b.names.len() as u32).map(|i| {
+                    if b.name_keep[i as usize] {
+                        symbols.events.intern(b.names.get_str(i))
+                    } else {
+                        Sym::ABSENT
                     }
-                    names.clear();
-                    names.extend((0..b.names.len() as u32).map(|i| {
-                        if b.name_keep[i as usize] {
-                            symbols.events.intern(b.names.get_str(i))
-                        } else {
-                            Sym::ABSENT
+                }));
+                keys.clear();
+                keys.resize(b.sink.keys.len(), UNMAPPED);
+                values.clear();
+                values.resize(b.sink.values.len(), (UNMAPPED, 0));
+                ev_person.extend_from_slice(&b.person);
+                ev_ts.extend_from_slice(&b.ts);
+                ev_name.extend(b.name.iter().map(|&n| names[n as usize]));
+                for &(e, v) in &b.props {
+                    let mut slot = values[v as usize];
+                    if slot.0 == UNMAPPED {
+                        let bytes = b.sink.values.get(v);
+                        let (local_key, encoded) = bytes.split_at(4.min(bytes.len()));
+                        let lk =
+                            u32::from_le_bytes(local_key.try_into().unwrap_or([0; 4])) as usize;
+                        if keys[lk] == UNMAPPED {
+                            keys[lk] = symbols.keys.intern(b.sink.keys.get_str(lk as u32)).0;
                         }
-                    }));
-                    keys.clear();
-                    keys.resize(b.sink.keys.len(), UNMAPPED);
-                    values.clear();
-                    values.resize(b.sink.values.len(), (UNMAPPED, 0));
-                    ev_person.extend_from_slice(&b.person);
-                    ev_ts.extend_from_slice(&b.ts);
-                    ev_name.extend(b.name.iter().map(|&n| names[n as usize]));
-                    for &(e, v) in &b.props {
-                        let mut slot = values[v as usize];
-                        if slot.0 == UNMAPPED {
-                            let bytes = b.sink.values.get(v);
-                            let (local_key, encoded) = bytes.split_at(4.min(bytes.len()));
-                            let lk =
-                                u32::from_le_bytes(local_key.try_into().unwrap_or([0; 4])) as usize;
-                            if keys[lk] == UNMAPPED {
-                                keys[lk] = symbols.keys.intern(b.sink.keys.get_str(lk as u32)).0;
-                            }
-                            let gk = keys[lk] as usize;
-                            if builders.len() <= gk {
-                                builders.resize_with(gk + 1, ColumnBuilder::default);
-                            }
-                            slot = (gk as u32, builders[gk].dict.intern(encoded));
-                            values[v as usize] = slot;
+                        let gk = keys[lk] as usize;
+                        if builders.len() <= gk {
+                            builders.resize_with(gk + 1, ColumnBuilder::default);
                         }
-                        builders[slot.0 as usize].push((base + e as usize) as u32, slot.1);
+                        slot = (gk as u32, builders[gk].dict.intern(encoded));
+                        values[v as usize] = slot;
                     }
-                    Ok(())
-                },
-            )?;
+                    builders[slot.0 as usize].push((base + e as usize) as u32, slot.1);
+                }
+                Ok(())
+            };
+            match source.input {
+                Input::Lines(open) => pipeline(
+                    open()?,
+                    name,
+                    threads,
+                    started,
+                    &mut opts.progress,
+                    parse_event,
+                    merge,
+                )?,
+                #[cfg(feature = "parquet")]
+                Input::ParquetEvents(path) => {
+                    let file = super::parquet::open_events(&path)?;
+                    let parse_rows = |g: usize, b: &mut EventBlock| {
+                        file.rows(g, |_, row| parquet_event(row, b, projection, &attach))
+                    };
+                    let groups = file.row_groups();
+                    let produce = move |send: &mut dyn FnMut(usize) -> bool| {
+                        for g in 0..groups {
+                            if !send(g) {
+                                break;
+                            }
+                        }
+                        None
+                    };
+                    run_blocks(
+                        name,
+                        threads,
+                        started,
+                        &mut opts.progress,
+                        produce,
+                        parse_rows,
+                        merge,
+                    )?
+                }
+            }
         }
         // Large vectors shrink in place (the allocator remaps them): no growth slack while the
         // grouping holds old and new columns at once.

@@ -15,11 +15,15 @@ mod columns;
 mod csv;
 mod fast;
 mod load;
+#[cfg(feature = "parquet")]
+mod parquet;
+mod posthog;
 mod projection;
 mod scan;
 
 pub use csv::CsvMembers;
 pub use load::{LoadOptions, LoadStats, Progress};
+pub(crate) use posthog::push_rfc3339;
 pub use projection::Projection;
 
 pub(crate) use columns::EventColumn;

@@ -264,6 +264,26 @@ pub(super) fn event<'a>(
     })
 }
 
+#[cfg(feature = "parquet")]
+/// Scans a properties object's JSON text (as a Parquet column holds it) into `sink.line`
+/// (cleared first); `None` when it is not plain enough.
+pub(super) fn properties_text(
+    text: &str,
+    sink: &mut EventSink,
+    projection: Option<&Projection>,
+) -> Option<()> {
+    sink.line.clear();
+    let mut c = Cursor {
+        b: text.as_bytes(),
+        text,
+        i: 0,
+    };
+    c.ws();
+    properties(&mut c, sink, projection)?;
+    c.ws();
+    (c.i == c.b.len() && !sink.line_has_duplicate_keys()).then_some(())
+}
+
 /// `properties`: null or an object of plain values.
 fn properties(
     c: &mut Cursor<'_>,
@@ -466,6 +486,54 @@ mod tests {
             (-1e9f64..1e9).prop_map(|x| format!("{x:.3}")),
             "[a-zA-Z0-9 /:?&=%.é-]{0,40}".prop_map(|s| format!("\"{s}\"")),
         ]
+    }
+
+    /// The kept (key, value encoding) pairs in a sink.
+    #[cfg(feature = "parquet")]
+    fn pairs(sink: &EventSink) -> Vec<(String, Vec<u8>)> {
+        sink.line
+            .iter()
+            .map(|&(k, v)| {
+                let value = if v == super::super::fast::NULL_VALUE {
+                    b"null".to_vec()
+                } else {
+                    sink.values.get(v)[4..].to_vec()
+                };
+                (sink.keys.get_str(k).to_string(), value)
+            })
+            .collect()
+    }
+
+    #[cfg(feature = "parquet")]
+    proptest! {
+        /// A properties text (a Parquet column's) reads exactly as the same object inside a
+        /// line: the scanner, when it accepts it, and the serde path.
+        #[test]
+        fn properties_text_reads_like_a_line(
+            props in prop::collection::vec(("[a-d]{1}", value()), 0..6),
+            damage in prop::option::of((any::<prop::sample::Index>(), prop::sample::select(vec![b',', b'}', b'"', b' ', b'\n']))),
+        ) {
+            let members: Vec<String> = props.iter().map(|(k, v)| format!("\"{k}\":{v}")).collect();
+            let mut text = format!("{{{}}}", members.join(",")).into_bytes();
+            if let Some((at, c)) = damage {
+                let i = at.index(text.len());
+                text.insert(i, c);
+            }
+            let Ok(text) = String::from_utf8(text) else {
+                return Ok(());
+            };
+            let line = format!("{{\"distinct_id\":\"d\",\"event\":\"e\",\"timestamp\":0,\"properties\":{text}}}");
+            let mut by_line = EventSink::default();
+            let from_line = super::super::fast::event_into(&line, &mut by_line, None).map(|_| pairs(&by_line));
+            let mut s1 = EventSink::default();
+            let scanned = properties_text(&text, &mut s1, None).map(|_| pairs(&s1));
+            let mut s2 = EventSink::default();
+            let serde = super::super::fast::properties_into(&text, &mut s2, None).map(|_| pairs(&s2));
+            if scanned.is_some() {
+                prop_assert_eq!(&scanned, &serde, "{}", text);
+            }
+            prop_assert_eq!(&serde, &from_line, "{}", text);
+        }
     }
 
     proptest! {
