@@ -7,6 +7,7 @@ mod cli;
 mod embedding;
 #[cfg(all(feature = "parquet", feature = "brotli"))]
 mod exports;
+mod kernels;
 mod projection;
 mod props;
 mod references;

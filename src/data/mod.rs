@@ -176,6 +176,11 @@ pub(crate) struct Column {
     pub dict: Vec<Val>,
     /// While loading: each distinct value's exact encoding (member `i` is `dict[i]`).
     index: arena::StrSet,
+    /// The dictionary case-folded into one arena, built by the first `icontains` on a large
+    /// dictionary and kept for the next.
+    folded: std::sync::OnceLock<crate::eval::strings::Folded>,
+    /// Each distinct value as a date, parsed by the first date leaf and kept for the next.
+    dates: std::sync::OnceLock<Vec<Option<crate::time::Micros>>>,
 }
 
 impl Column {
@@ -200,6 +205,18 @@ impl Column {
         self.persons.shrink_to_fit();
         self.codes.shrink();
         self.dict.shrink_to_fit();
+    }
+
+    /// The case-folded dictionary (built on first use).
+    pub(crate) fn folded(&self) -> &crate::eval::strings::Folded {
+        self.folded
+            .get_or_init(|| crate::eval::strings::Folded::new(&self.dict))
+    }
+
+    /// The dictionary's values as dates (parsed on first use).
+    pub(crate) fn dates(&self) -> &[Option<crate::time::Micros>] {
+        self.dates
+            .get_or_init(|| crate::eval::strings::dates(&self.dict))
     }
 
     /// Person `p`'s value, if it has one.

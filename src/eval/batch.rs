@@ -9,7 +9,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::compile::{CohortCode, NodeId, NodeKind, Program, PropTest, TimeExpr};
+use crate::compile::{CohortCode, DateCmp, NodeId, NodeKind, Program, PropTest, Test, TimeExpr};
 use crate::data::Dataset;
 use crate::error::{Error, ErrorKind};
 use crate::eval::behavioral::CodeFilter;
@@ -17,6 +17,7 @@ use crate::eval::bitset::Bitset;
 use crate::eval::{behavioral, person, Scratch, Subject, Who};
 use crate::set::CohortSet;
 use crate::time::{back, Micros};
+use crate::value::Val;
 use crate::{CohortId, Timestamp};
 
 /// What to evaluate and how: [`BatchOptions::default`] (every cohort, every core, every person),
@@ -407,8 +408,11 @@ impl Batch<'_> {
         }
     }
 
-    /// A property condition, one pass over its column: the operator runs once per distinct
-    /// value (lazily, only for values some person in the mask has), then each person is a lookup.
+    /// A property condition, one pass over its column. When the mask holds many persons for
+    /// the column's distinct values, every value is tested up front — string and date kernels
+    /// over the whole dictionary, large dictionaries on every thread — and the pass over persons
+    /// is a branch-free table lookup. When the mask is sparse (an AND narrowed it), values are
+    /// tested lazily, only those some person in the mask has.
     fn column(&self, t: &PropTest, mask: &Bitset) -> Bitset {
         let missing = t.missing ^ t.negate;
         let mut r = if missing {
@@ -419,25 +423,29 @@ impl Batch<'_> {
         let Some(col) = self.data.columns.get(t.key.0 as usize) else {
             return r;
         };
+        if col.dict.len() <= 64 || mask.count() >= col.dict.len() / 4 {
+            let table = self.table(t, col);
+            let words = r.words_mut();
+            let m = mask.words();
+            if missing {
+                // r starts as the mask: clear the persons whose value fails.
+                col.for_each_code(|p, code| {
+                    let p = p as usize;
+                    let fail = (table[code as usize] ^ 1) as u64;
+                    words[p / 64] &= !(fail << (p % 64));
+                });
+            } else {
+                col.for_each_code(|p, code| {
+                    let p = p as usize;
+                    let hit = table[code as usize] as u64 & (m[p / 64] >> (p % 64));
+                    words[p / 64] |= (hit & 1) << (p % 64);
+                });
+            }
+            return r;
+        }
         const UNKNOWN: u8 = 2;
         let mut results = vec![UNKNOWN; col.dict.len()];
         let mut buf = String::new();
-        // A large dictionary (emails, dates, versions) is evaluated up front, on every thread.
-        if self.threads > 1 && col.dict.len() >= PARALLEL_MIN_PERSONS {
-            let chunk = col.dict.len().div_ceil(self.threads);
-            std::thread::scope(|s| {
-                for (values, out) in col.dict.chunks(chunk).zip(results.chunks_mut(chunk)) {
-                    s.spawn(move || {
-                        let mut buf = String::new();
-                        for (v, r) in values.iter().zip(out) {
-                            *r = (person::test(&t.test, v, &self.times, &mut buf)
-                                ^ t.invert
-                                ^ t.negate) as u8;
-                        }
-                    });
-                }
-            });
-        }
         col.for_each_code(|p, code| {
             let p = p as usize;
             if !mask.get(p) {
@@ -455,6 +463,53 @@ impl Batch<'_> {
             }
         });
         r
+    }
+
+    /// The leaf's result (after `invert` and `negate`, as 0 or 1) for every distinct value of
+    /// `col`.
+    fn table(&self, t: &PropTest, col: &crate::data::Column) -> Vec<u8> {
+        let flip = (t.invert ^ t.negate) as u8;
+        let n = col.dict.len();
+        let mut out = vec![0u8; n];
+        match &t.test {
+            Test::Contains(needles) if n > 64 => {
+                let folded = col.folded();
+                for needle in needles {
+                    folded.mark_contains(needle, &mut out);
+                }
+                out.iter_mut().for_each(|h| *h ^= flip);
+            }
+            Test::Date(cmp, slot) if n > 64 => {
+                let f = self.times[*slot as usize];
+                for (o, d) in out.iter_mut().zip(col.dates()) {
+                    let hit = d.is_some_and(|d| match cmp {
+                        DateCmp::Before => d < f,
+                        DateCmp::After => d > f,
+                        DateCmp::Exact => d == f,
+                    });
+                    *o = hit as u8 ^ flip;
+                }
+            }
+            test => {
+                let fill = |values: &[Val], out: &mut [u8]| {
+                    let mut buf = String::new();
+                    for (v, o) in values.iter().zip(out) {
+                        *o = person::test(test, v, &self.times, &mut buf) as u8 ^ flip;
+                    }
+                };
+                if self.threads > 1 && n >= PARALLEL_MIN_PERSONS {
+                    let chunk = n.div_ceil(self.threads);
+                    std::thread::scope(|s| {
+                        for (values, out) in col.dict.chunks(chunk).zip(out.chunks_mut(chunk)) {
+                            s.spawn(move || fill(values, out));
+                        }
+                    });
+                } else {
+                    fill(&col.dict, &mut out);
+                }
+            }
+        }
+        out
     }
 
     /// A behavioral condition for the persons in `mask`. Only persons with events of the leaf's

@@ -106,6 +106,11 @@ impl Bitset {
         &self.words
     }
 
+    /// The raw words, to set bits in bulk (bits at or past `len` must stay clear).
+    pub(crate) fn words_mut(&mut self) -> &mut [u64] {
+        &mut self.words
+    }
+
     /// Members in ascending order.
     pub fn iter(&self) -> impl Iterator<Item = usize> + '_ {
         self.words.iter().enumerate().flat_map(|(wi, &w)| {

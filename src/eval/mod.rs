@@ -13,6 +13,7 @@ mod horizon;
 
 pub(crate) use horizon::HorizonBufs;
 mod person;
+pub(crate) mod strings;
 
 use smallvec::SmallVec;
 
