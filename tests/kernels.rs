@@ -160,3 +160,71 @@ fn icontains_and_dates_over_large_dictionaries() {
         );
     }
 }
+
+#[test]
+fn regexes_over_a_large_dictionary() {
+    // 5,000 distinct values (past the regex kernel's threshold of 4,096): ASCII and non-ASCII
+    // words; the cohorts with Unicode word boundaries (no lazy DFA for them) take the per-value
+    // path.
+    let words = [
+        "alpha",
+        "Ünïcode",
+        "straße",
+        "b@gmail.com",
+        "x y",
+        "ÀB",
+        "naïve café",
+        "42",
+    ];
+    let mut persons = String::new();
+    for i in 0..5000 {
+        let w = words[i % words.len()];
+        let name = match i % 3 {
+            0 => format!("{w}{i}"),
+            1 => format!("{i} {w}"),
+            _ => format!("{w}-{}", i / 3),
+        };
+        persons.push_str(&format!(
+            "{{\"id\":\"p{i}\",\"distinct_ids\":[\"p{i}\"],\"properties\":{{\"name\":{}}}}}\n",
+            serde_json::Value::String(name)
+        ));
+    }
+    let data = Dataset::from_readers(
+        persons.as_bytes(),
+        "persons.jsonl",
+        None::<(&[u8], &str)>,
+        &mut LoadOptions::default(),
+    )
+    .unwrap();
+    let patterns: [(&str, &str); 9] = [
+        ("regex", r#""^[a-m][^@]*@(gmail|yahoo)\\.com""#),
+        ("regex", r#""\\bcafé\\b""#),
+        ("regex", r#""\\b\\w+\\d{3}$""#),
+        ("regex", r#""(?i)^ü""#),
+        ("regex", r#""ße-1\\d""#),
+        ("regex", r#""^\\d+ \\S+$""#),
+        ("not_regex", r#""a""#),
+        ("regex", r#"["^x", "é\\d"]"#),
+        ("regex", r#""\\Bc""#),
+    ];
+    let cohorts: Vec<String> = patterns
+        .iter()
+        .enumerate()
+        .map(|(i, (op, value))| {
+            format!(
+                "{{\"id\":{},\"filters\":{{\"properties\":{{\"type\":\"AND\",\"values\":[{{\"type\":\"person\",\"key\":\"name\",\"operator\":\"{op}\",\"value\":{value}}}]}}}}}}",
+                i + 1
+            )
+        })
+        .collect();
+    let set = CohortSet::from_json(&format!("[{}]", cohorts.join(","))).unwrap();
+    agree(&set, &data, 0);
+    let members = data.evaluate(&set, 0, &BatchOptions::default()).unwrap();
+    for (id, m) in &members {
+        assert!(
+            !m.is_empty() && m.len() < data.len(),
+            "cohort {id}: {} members",
+            m.len()
+        );
+    }
+}

@@ -14,7 +14,7 @@ use crate::data::Dataset;
 use crate::error::{Error, ErrorKind};
 use crate::eval::behavioral::CodeFilter;
 use crate::eval::bitset::Bitset;
-use crate::eval::{behavioral, person, Scratch, Subject, Who};
+use crate::eval::{behavioral, person, strings, Scratch, Subject, Who};
 use crate::set::CohortSet;
 use crate::time::{back, Micros};
 use crate::value::Val;
@@ -490,26 +490,44 @@ impl Batch<'_> {
                     *o = hit as u8 ^ flip;
                 }
             }
-            test => {
-                let fill = |values: &[Val], out: &mut [u8]| {
-                    let mut buf = String::new();
-                    for (v, o) in values.iter().zip(out) {
-                        *o = person::test(test, v, &self.times, &mut buf) as u8 ^ flip;
-                    }
-                };
-                if self.threads > 1 && n >= PARALLEL_MIN_PERSONS {
-                    let chunk = n.div_ceil(self.threads);
+            Test::Regex(res) if n >= PARALLEL_MIN_PERSONS => {
+                if let Some(dfas) = strings::DfaSet::new(res) {
+                    let chunk = n.div_ceil(self.threads.max(1));
                     std::thread::scope(|s| {
                         for (values, out) in col.dict.chunks(chunk).zip(out.chunks_mut(chunk)) {
-                            s.spawn(move || fill(values, out));
+                            let dfas = &dfas;
+                            s.spawn(move || dfas.fill(values, out));
                         }
                     });
+                    out.iter_mut().for_each(|h| *h ^= flip);
                 } else {
-                    fill(&col.dict, &mut out);
+                    self.fill_per_value(&t.test, col, flip, &mut out);
                 }
             }
+            test => self.fill_per_value(test, col, flip, &mut out),
         }
         out
+    }
+
+    /// `test` on each distinct value of `col` (after `flip`), large dictionaries on every thread.
+    fn fill_per_value(&self, test: &Test, col: &crate::data::Column, flip: u8, out: &mut [u8]) {
+        let fill = |values: &[Val], out: &mut [u8]| {
+            let mut buf = String::new();
+            for (v, o) in values.iter().zip(out) {
+                *o = person::test(test, v, &self.times, &mut buf) as u8 ^ flip;
+            }
+        };
+        let n = col.dict.len();
+        if self.threads > 1 && n >= PARALLEL_MIN_PERSONS {
+            let chunk = n.div_ceil(self.threads);
+            std::thread::scope(|s| {
+                for (values, out) in col.dict.chunks(chunk).zip(out.chunks_mut(chunk)) {
+                    s.spawn(move || fill(values, out));
+                }
+            });
+        } else {
+            fill(&col.dict, out);
+        }
     }
 
     /// A behavioral condition for the persons in `mask`. Only persons with events of the leaf's

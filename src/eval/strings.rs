@@ -70,6 +70,59 @@ impl Folded {
     }
 }
 
+/// Regexes as forward lazy DFAs, for testing many values in a row: one cache per caller, no
+/// pool, no capture machinery, stopping at the first match.
+pub(crate) struct DfaSet<'a> {
+    originals: &'a [regex::Regex],
+    dfas: Vec<regex_automata::hybrid::dfa::DFA>,
+}
+
+impl<'a> DfaSet<'a> {
+    /// The lazy DFAs of `res` (same syntax, same size limits), or `None` when one cannot be
+    /// built (a Unicode word boundary, or too large); the caller then uses the regexes as they
+    /// are.
+    pub(crate) fn new(res: &'a [regex::Regex]) -> Option<DfaSet<'a>> {
+        use regex_automata::{hybrid::dfa::DFA, nfa::thompson};
+        let dfas = res
+            .iter()
+            .map(|r| {
+                DFA::builder()
+                    .configure(DFA::config().cache_capacity(crate::limits::REGEX_DFA_SIZE))
+                    .thompson(
+                        thompson::Config::new().nfa_size_limit(Some(crate::limits::MAX_REGEX_SIZE)),
+                    )
+                    .build(r.as_str())
+                    .ok()
+            })
+            .collect::<Option<Vec<_>>>()?;
+        Some(DfaSet {
+            originals: res,
+            dfas,
+        })
+    }
+
+    /// Sets `out[i]` to whether any of the regexes matches `values[i]`'s string form.
+    pub(crate) fn fill(&self, values: &[Val], out: &mut [u8]) {
+        let mut caches: Vec<_> = self.dfas.iter().map(|d| d.create_cache()).collect();
+        for (v, o) in values.iter().zip(out) {
+            *o =
+                v.with_str(|s| {
+                    self.dfas.iter().zip(&mut caches).zip(self.originals).any(
+                        |((dfa, cache), re)| {
+                            let input = regex_automata::Input::new(s).earliest(true);
+                            match dfa.try_search_fwd(cache, &input) {
+                                Ok(m) => m.is_some(),
+                                // The lazy DFA gave up (a Unicode word boundary beside non-ASCII
+                                // text): the regex decides.
+                                Err(_) => re.is_match(s),
+                            }
+                        },
+                    )
+                }) as u8;
+        }
+    }
+}
+
 /// Each distinct value of a column read as a person date (§B.8), parsed once.
 pub(crate) fn dates(dict: &[Val]) -> Vec<Option<Micros>> {
     dict.iter().map(value_date).collect()
