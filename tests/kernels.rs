@@ -228,3 +228,48 @@ fn regexes_over_a_large_dictionary() {
         );
     }
 }
+
+#[test]
+fn member_lists_are_in_id_byte_order() {
+    // Ids sharing long prefixes, ids that are prefixes of others, equal first 8 bytes after the
+    // common prefix, non-ASCII and a NUL byte: the list order is always the ids' byte order.
+    let mut ids: Vec<String> = vec![
+        "user-".into(),
+        "user-a".into(),
+        "user-a\u{0}".into(),
+        "user-a\u{0}b".into(),
+        "user-abcdefgh".into(),
+        "user-abcdefghi".into(),
+        "user-abcdefgh\u{0}".into(),
+        "user-abcdefgz".into(),
+        "user-é".into(),
+        "user-Z".into(),
+        "user-00000000001".into(),
+        "user-0000000001".into(),
+    ];
+    for i in 0..300 {
+        ids.push(format!("user-{:x}", (i * 7919) % 1000));
+    }
+    ids.sort();
+    ids.dedup();
+    let mut persons = String::new();
+    for id in ids.iter().rev() {
+        let id = serde_json::Value::String(id.clone());
+        persons.push_str(&format!(
+            "{{\"id\":{id},\"distinct_ids\":[{id}],\"properties\":{{\"x\":1}}}}\n"
+        ));
+    }
+    let data = Dataset::from_readers(
+        persons.as_bytes(),
+        "persons.jsonl",
+        None::<(&[u8], &str)>,
+        &mut LoadOptions::default(),
+    )
+    .unwrap();
+    let set = CohortSet::from_json(
+        r#"[{"id":1,"filters":{"properties":{"type":"AND","values":[{"type":"person","key":"x","operator":"is_set"}]}}}]"#,
+    )
+    .unwrap();
+    let members = data.evaluate(&set, 0, &BatchOptions::default()).unwrap();
+    assert_eq!(members[&1], ids);
+}
