@@ -29,6 +29,17 @@ fn agree(set: &CohortSet, data: &Dataset, now: i64) {
     }
 }
 
+/// A dataset of persons only, from JSON Lines text.
+fn persons_only(persons: &str) -> Dataset {
+    Dataset::from_readers(
+        persons.as_bytes(),
+        "persons.jsonl",
+        None::<(&[u8], &str)>,
+        &mut LoadOptions::default(),
+    )
+    .unwrap()
+}
+
 #[test]
 fn generated_cohorts_batch_equals_per_person() {
     for shape in [Shape::Simple, Shape::Wide] {
@@ -94,13 +105,7 @@ fn icontains_and_dates_over_large_dictionaries() {
             "{{\"id\":\"p{i}\",\"distinct_ids\":[\"p{i}\"],\"properties\":{{\"name\":{name},\"d\":{date}}}}}\n"
         ));
     }
-    let data = Dataset::from_readers(
-        persons.as_bytes(),
-        "persons.jsonl",
-        None::<(&[u8], &str)>,
-        &mut LoadOptions::default(),
-    )
-    .unwrap();
+    let data = persons_only(&persons);
     let leaf = |key: &str, op: &str, value: &str, neg: bool| {
         format!(
             "{{\"type\":\"person\",\"key\":\"{key}\",\"operator\":\"{op}\",\"value\":{value},\"negation\":{neg}}}"
@@ -189,13 +194,7 @@ fn regexes_over_a_large_dictionary() {
             serde_json::Value::String(name)
         ));
     }
-    let data = Dataset::from_readers(
-        persons.as_bytes(),
-        "persons.jsonl",
-        None::<(&[u8], &str)>,
-        &mut LoadOptions::default(),
-    )
-    .unwrap();
+    let data = persons_only(&persons);
     let patterns: [(&str, &str); 9] = [
         ("regex", r#""^[a-m][^@]*@(gmail|yahoo)\\.com""#),
         ("regex", r#""\\bcafé\\b""#),
@@ -259,13 +258,7 @@ fn member_lists_are_in_id_byte_order() {
             "{{\"id\":{id},\"distinct_ids\":[{id}],\"properties\":{{\"x\":1}}}}\n"
         ));
     }
-    let data = Dataset::from_readers(
-        persons.as_bytes(),
-        "persons.jsonl",
-        None::<(&[u8], &str)>,
-        &mut LoadOptions::default(),
-    )
-    .unwrap();
+    let data = persons_only(&persons);
     let set = CohortSet::from_json(
         r#"[{"id":1,"filters":{"properties":{"type":"AND","values":[{"type":"person","key":"x","operator":"is_set"}]}}}]"#,
     )
