@@ -29,6 +29,18 @@ fn agree(set: &CohortSet, data: &Dataset, now: i64) {
     }
 }
 
+/// The cases are not vacuous: every cohort has members and non-members.
+fn assert_split(set: &CohortSet, data: &Dataset, now: i64) {
+    let members = data.evaluate(set, now, &BatchOptions::default()).unwrap();
+    for (id, m) in &members {
+        assert!(
+            !m.is_empty() && m.len() < data.len(),
+            "cohort {id}: {} members",
+            m.len()
+        );
+    }
+}
+
 /// A dataset of persons only, from JSON Lines text.
 fn persons_only(persons: &str) -> Dataset {
     Dataset::from_readers(
@@ -155,15 +167,7 @@ fn icontains_and_dates_over_large_dictionaries() {
         .unwrap()
         .as_micros();
     agree(&set, &data, now);
-    // The cases are not vacuous: every cohort has members and non-members.
-    let members = data.evaluate(&set, now, &BatchOptions::default()).unwrap();
-    for (id, m) in &members {
-        assert!(
-            !m.is_empty() && m.len() < data.len(),
-            "cohort {id}: {} members",
-            m.len()
-        );
-    }
+    assert_split(&set, &data, now);
 }
 
 #[test]
@@ -218,14 +222,7 @@ fn regexes_over_a_large_dictionary() {
         .collect();
     let set = CohortSet::from_json(&format!("[{}]", cohorts.join(","))).unwrap();
     agree(&set, &data, 0);
-    let members = data.evaluate(&set, 0, &BatchOptions::default()).unwrap();
-    for (id, m) in &members {
-        assert!(
-            !m.is_empty() && m.len() < data.len(),
-            "cohort {id}: {} members",
-            m.len()
-        );
-    }
+    assert_split(&set, &data, 0);
 }
 
 #[test]

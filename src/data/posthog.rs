@@ -714,25 +714,11 @@ fn json_row(text: &str) -> Result<PersonRow, String> {
     })
 }
 
-/// Days since 1970-01-01 → (year, month, day) (proleptic Gregorian).
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (if m <= 2 { y + 1 } else { y }, m, d)
-}
-
 /// Appends `t` (µs since the epoch) as `YYYY-MM-DDTHH:MM:SS.ffffffZ`. A year outside
 /// 1..=9999 is written as it is, which the timestamp parser then rejects.
 pub(crate) fn push_rfc3339(t: i64, out: &mut Vec<u8>) {
     const DAY: i64 = 86_400_000_000;
-    let (y, m, d) = civil_from_days(t.div_euclid(DAY));
+    let (y, m, d) = crate::time::civil_from_days(t.div_euclid(DAY));
     let tod = t.rem_euclid(DAY);
     let secs = tod / 1_000_000;
     let frac = tod % 1_000_000;

@@ -369,18 +369,7 @@ mod tests {
 
     fn collect(head: Option<EventHead<'_>>, sink: &EventSink) -> Option<Parsed> {
         let h = head?;
-        let props = sink
-            .line
-            .iter()
-            .map(|&(k, v)| {
-                let value = if v == super::super::fast::NULL_VALUE {
-                    b"null".to_vec()
-                } else {
-                    sink.values.get(v)[4..].to_vec()
-                };
-                (sink.keys.get_str(k).to_string(), value)
-            })
-            .collect();
+        let props = pairs(sink);
         Some((
             h.distinct_id.into_owned(),
             h.event.into_owned(),
@@ -489,7 +478,6 @@ mod tests {
     }
 
     /// The kept (key, value encoding) pairs in a sink.
-    #[cfg(feature = "parquet")]
     fn pairs(sink: &EventSink) -> Vec<(String, Vec<u8>)> {
         sink.line
             .iter()
