@@ -8,7 +8,7 @@ use arc_swap::ArcSwap;
 use serde_json::{Map, Value};
 
 use crate::compile::Program;
-use crate::data::{props_shared, History, Person};
+use crate::data::{props_shared, Events, History, Person, PersonProps};
 use crate::error::{Error, Errors};
 use crate::eval::explain::Explanation;
 use crate::eval::{HorizonBufs, Scratch, Subject, Who};
@@ -124,8 +124,7 @@ impl Engine {
         let now = now.into().as_micros();
         Ok(self.matches_at(
             self.program.position_of(cohort)?,
-            person,
-            history,
+            &subject(person, history.events()),
             now,
             scratch,
         ))
@@ -146,9 +145,13 @@ impl Engine {
     ) -> Result<Explanation, Error> {
         let now = now.into().as_micros();
         let c = self.program.position_of(cohort)?;
-        Ok(self
-            .program
-            .explanation(c, &person.id, &subject(person, history), scratch, now))
+        Ok(self.program.explanation(
+            c,
+            &person.id,
+            &subject(person, history.events()),
+            scratch,
+            now,
+        ))
     }
 
     /// The earliest instant after `now` at which `person`'s membership of `cohort` can change if
@@ -170,7 +173,7 @@ impl Engine {
         let c = self.program.position_of(cohort)?;
         Ok(self
             .program
-            .horizon(c, &subject(person, history), scratch, now)
+            .horizon(c, &subject(person, history.events()), scratch, now)
             .map(Timestamp::from_micros))
     }
 
@@ -178,14 +181,12 @@ impl Engine {
     pub(crate) fn matches_at(
         &self,
         c: usize,
-        person: &Person,
-        history: &History,
+        subject: &Subject<'_>,
         now: Micros,
         scratch: &mut Scratch,
     ) -> bool {
         self.program.prepare(scratch, now);
-        self.program
-            .member(c, &subject(person, history), scratch, now)
+        self.program.member(c, subject, scratch, now)
     }
 
     /// A conservative horizon (never later than [`Engine::horizon`]): the first instant at which
@@ -193,13 +194,11 @@ impl Engine {
     pub(crate) fn next_check(
         &self,
         cohort: usize,
-        person: &Person,
-        history: &History,
+        subject: &Subject<'_>,
         now: Micros,
         bufs: &mut HorizonBufs,
     ) -> Option<Micros> {
-        self.program
-            .next_check(cohort, &subject(person, history), now, bufs)
+        self.program.next_check(cohort, subject, now, bufs)
     }
 
     /// Every non-deleted cohort the person is a member of at `now`, by ascending id.
@@ -227,7 +226,7 @@ impl Engine {
     ) {
         let now = now.into().as_micros();
         out.clear();
-        let subject = subject(person, history);
+        let subject = subject(person, history.events());
         self.program.prepare(scratch, now);
         let cohorts = self.program.set.cohorts();
         for &c in self.program.set.evaluation_order() {
@@ -239,10 +238,10 @@ impl Engine {
     }
 }
 
-fn subject<'a>(person: &'a Person, history: &'a History) -> Subject<'a> {
+fn subject<'a>(person: &'a Person, events: Events<'a>) -> Subject<'a> {
     Subject {
-        props: &person.props,
-        events: history.events(),
+        props: PersonProps::Slice(&person.props),
+        events,
         who: Who::Person {
             id: &person.id,
             distinct_ids: &person.distinct_ids,

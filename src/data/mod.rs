@@ -56,23 +56,52 @@ pub(crate) fn lookup(props: &[Prop], key: Sym) -> Option<&Val> {
     }
 }
 
+/// A person's properties as the evaluator reads them.
+#[derive(Clone, Copy)]
+pub(crate) enum PersonProps<'a> {
+    /// Key-sorted (key, value) pairs.
+    Slice(&'a [Prop]),
+    /// Key-sorted (key, value id) pairs, the values in a shared table (the tracker's).
+    Pooled {
+        pairs: &'a [(Sym, u32)],
+        values: &'a [Val],
+    },
+}
+
+impl<'a> PersonProps<'a> {
+    /// The value of property `key`, if the person has one.
+    #[inline]
+    pub(crate) fn get(self, key: Sym) -> Option<&'a Val> {
+        match self {
+            PersonProps::Slice(props) => lookup(props, key),
+            PersonProps::Pooled { pairs, values } => pairs
+                .iter()
+                .find(|(k, _)| *k == key)
+                .map(|&(_, v)| &values[v as usize]),
+        }
+    }
+}
+
 /// Converts a JSON properties object to a key-sorted slice with keys interned in the process-wide
 /// tables ([`crate::intern::shared`]): every key is kept, so a person stays valid for cohorts
 /// added later that read it. Null values are missing, so dropped.
 pub(crate) fn props_shared(map: &Map<String, Value>) -> Box<[Prop]> {
+    let mut out = Vec::new();
+    props_shared_into(map, &mut out);
+    out.into_boxed_slice()
+}
+
+/// [`props_shared`] into a reused buffer (cleared first).
+pub(crate) fn props_shared_into(map: &Map<String, Value>, out: &mut Vec<Prop>) {
+    out.clear();
     let entries: SmallVec<[(&str, Val); 16]> = map
         .iter()
         .filter_map(|(k, v)| Some((k.as_str(), Val::from_json(v)?)))
         .collect();
     let syms = shared().resolve(Table::Keys, entries.iter().map(|(k, _)| *k));
-    let mut out: Vec<Prop> = syms
-        .into_iter()
-        .zip(entries)
-        .map(|(s, (_, v))| (s, v))
-        .collect();
+    out.extend(syms.into_iter().zip(entries).map(|(s, (_, v))| (s, v)));
     out.sort_by_key(|(k, _)| *k);
     out.dedup_by_key(|(k, _)| *k);
-    out.into_boxed_slice()
 }
 
 /// The positions of `name` in a name column sorted by name.
@@ -88,11 +117,18 @@ pub(crate) fn name_range(names: &[Sym], name: Sym) -> std::ops::Range<usize> {
 #[derive(Clone, Copy)]
 pub(crate) struct Events<'a> {
     pub ts: &'a [Micros],
-    pub name: &'a [Sym],
+    pub names: Names<'a>,
     pub props: EventProps<'a>,
-    /// Where each name's run starts (by ascending name), when the owner keeps that index (a
-    /// [`History`] does); otherwise runs are found by binary search on `name`.
-    pub runs: Option<&'a [(Sym, u32)]>,
+}
+
+/// How a view of events finds one name's run.
+#[derive(Clone, Copy)]
+pub(crate) enum Names<'a> {
+    /// One name per event (a binary search finds a run).
+    Column(&'a [Sym]),
+    /// (name, first position) of each run, by ascending name: the owner keeps this index (a
+    /// [`History`], the tracker's logs) and no name per event.
+    Runs(&'a [(Sym, u32)]),
 }
 
 /// Where the events' properties live.
@@ -105,16 +141,21 @@ pub(crate) enum EventProps<'a> {
     },
     /// One boxed slice per event.
     Boxed(&'a [Box<[Prop]>]),
+    /// One id per event into a table of distinct property sets (the tracker's).
+    Sets {
+        ids: &'a [u32],
+        sets: &'a [Box<[Prop]>],
+    },
 }
 
 impl<'a> Events<'a> {
     /// The positions of the events named `name` (in time order).
     #[inline]
     pub(crate) fn name_range(&self, name: Sym) -> std::ops::Range<usize> {
-        match self.runs {
+        match self.names {
             // A person has few distinct event names: a short scan beats two binary searches
             // over all of its events.
-            Some(runs) => {
+            Names::Runs(runs) => {
                 for (i, &(n, start)) in runs.iter().enumerate() {
                     if n == name {
                         let end = runs.get(i + 1).map_or(self.ts.len(), |r| r.1 as usize);
@@ -126,8 +167,31 @@ impl<'a> Events<'a> {
                 }
                 0..0
             }
-            None => name_range(self.name, name),
+            Names::Column(names) => name_range(names, name),
         }
+    }
+
+    /// Each name's run: the name and its events' positions, by ascending name.
+    pub(crate) fn runs(&self) -> impl Iterator<Item = (Sym, std::ops::Range<usize>)> + 'a {
+        let (len, names) = (self.ts.len(), self.names);
+        let mut at = 0usize;
+        std::iter::from_fn(move || match names {
+            Names::Column(col) => {
+                let &n = col.get(at)?;
+                let end = at + col[at..].partition_point(|&m| m == n);
+                let run = (n, at..end);
+                at = end;
+                Some(run)
+            }
+            Names::Runs(runs) => {
+                let &(n, start) = runs.get(at)?;
+                at += 1;
+                Some((
+                    n,
+                    start as usize..runs.get(at).map_or(len, |r| r.1 as usize),
+                ))
+            }
+        })
     }
 
     /// Where event `i` of this view lives in a dataset's column store (`None` for a history).
@@ -135,7 +199,7 @@ impl<'a> Events<'a> {
     pub(crate) fn store_position(&self, i: usize) -> Option<usize> {
         match self.props {
             EventProps::Columns { base, .. } => Some(base + i),
-            EventProps::Boxed(_) => None,
+            EventProps::Boxed(_) | EventProps::Sets { .. } => None,
         }
     }
 
@@ -147,6 +211,7 @@ impl<'a> Events<'a> {
                 columns.get(key.0 as usize)?.as_ref()?.get(base + i)
             }
             EventProps::Boxed(b) => lookup(&b[i], key),
+            EventProps::Sets { ids, sets } => lookup(&sets[ids[i] as usize], key),
         }
     }
 
@@ -161,7 +226,50 @@ impl<'a> Events<'a> {
                 }
             }
             EventProps::Boxed(b) => b[i].iter().for_each(|(k, v)| f(*k, v)),
+            EventProps::Sets { ids, sets } => {
+                sets[ids[i] as usize].iter().for_each(|(k, v)| f(*k, v))
+            }
         }
+    }
+}
+
+/// Where an event of `name` at `t` goes among events ordered by (name, time) whose runs are
+/// `runs` (see [`Names::Runs`]) and timestamps `ts`: after the events of the same name and
+/// timestamp. Returns the run's position in `runs`, the event's position, and whether the name
+/// already has a run.
+pub(crate) fn run_slot(
+    runs: &[(Sym, u32)],
+    ts: &[Micros],
+    name: Sym,
+    t: Micros,
+) -> (usize, usize, bool) {
+    let r = runs.partition_point(|&(n, _)| n < name);
+    let start = runs.get(r).map_or(ts.len(), |run| run.1 as usize);
+    let exists = runs.get(r).is_some_and(|run| run.0 == name);
+    let end = if exists {
+        runs.get(r + 1).map_or(ts.len(), |run| run.1 as usize)
+    } else {
+        start
+    };
+    (
+        r,
+        start + ts[start..end].partition_point(|&x| x <= t),
+        exists,
+    )
+}
+
+/// Updates `runs` after an event of `name` was inserted at position `at` (see [`run_slot`]).
+pub(crate) fn runs_inserted(
+    runs: &mut Vec<(Sym, u32)>,
+    (r, at, exists): (usize, usize, bool),
+    name: Sym,
+) {
+    // Runs after this name start one later; a new name gets its own run.
+    if !exists {
+        runs.insert(r, (name, at as u32));
+    }
+    for run in &mut runs[r + 1..] {
+        run.1 += 1;
     }
 }
 
@@ -567,12 +675,11 @@ impl Dataset {
         );
         Events {
             ts: &self.ev_ts[a..b],
-            name: &self.ev_name[a..b],
+            names: Names::Column(&self.ev_name[a..b]),
             props: EventProps::Columns {
                 columns: &self.ev_columns,
                 base: a,
             },
-            runs: None,
         }
     }
 }
@@ -589,51 +696,6 @@ pub struct Person {
 }
 
 impl Person {
-    /// A person from parts already interned in the shared tables (props sorted by key).
-    pub(crate) fn from_parts(id: &str, distinct_ids: Vec<Box<str>>, props: Box<[Prop]>) -> Person {
-        Person {
-            id: id.into(),
-            distinct_ids,
-            props,
-        }
-    }
-
-    /// Sets properties in place (null values remove the key), as `$set` does.
-    pub(crate) fn set_props(&mut self, map: &Map<String, Value>) {
-        if map.is_empty() {
-            return;
-        }
-        let syms = shared().resolve(Table::Keys, map.keys().map(String::as_str));
-        let mut props: Vec<Prop> = std::mem::take(&mut self.props).into_vec();
-        for (sym, v) in syms.into_iter().zip(map.values()) {
-            let at = props.binary_search_by_key(&sym, |(k, _)| *k);
-            match (at, Val::from_json(v)) {
-                (Ok(i), Some(v)) => props[i].1 = v,
-                (Err(i), Some(v)) => props.insert(i, (sym, v)),
-                (Ok(i), None) => {
-                    props.remove(i);
-                }
-                (Err(_), None) => {}
-            }
-        }
-        self.props = props.into_boxed_slice();
-    }
-
-    /// Removes properties in place, as `$unset` does.
-    pub(crate) fn unset_props(&mut self, keys: &[String]) {
-        let names = shared().read();
-        let syms: SmallVec<[Sym; 8]> = keys.iter().map(|k| names.keys.get(k)).collect();
-        drop(names);
-        if self.props.iter().any(|(k, _)| syms.contains(k)) {
-            let props: Vec<Prop> = std::mem::take(&mut self.props)
-                .into_vec()
-                .into_iter()
-                .filter(|(k, _)| !syms.contains(k))
-                .collect();
-            self.props = props.into_boxed_slice();
-        }
-    }
-
     /// The person id.
     pub fn id(&self) -> &str {
         &self.id
@@ -670,24 +732,6 @@ impl History {
         self.ts.is_empty()
     }
 
-    /// A history from events in any order (stable: ties keep their order).
-    pub(crate) fn from_events(mut events: Vec<(Sym, Micros, Box<[Prop]>)>) -> History {
-        events.sort_by_key(|(n, t, _)| (*n, *t));
-        let mut h = History {
-            ts: Vec::with_capacity(events.len()),
-            name: Vec::with_capacity(events.len()),
-            props: Vec::with_capacity(events.len()),
-            runs: Vec::new(),
-        };
-        for (n, t, p) in events {
-            h.name.push(n);
-            h.ts.push(t);
-            h.props.push(p);
-        }
-        h.index_runs();
-        h
-    }
-
     /// Rebuilds the run index from the name column.
     fn index_runs(&mut self) {
         self.runs.clear();
@@ -700,27 +744,12 @@ impl History {
 
     pub(crate) fn insert(&mut self, ts: Micros, name: Sym, props: Box<[Prop]>) {
         // Keep (name, time) order: a leaf reads one name's events, in time order.
-        let r = self.runs.partition_point(|&(n, _)| n < name);
-        let start = self.runs.get(r).map_or(self.ts.len(), |run| run.1 as usize);
-        let exists = self.runs.get(r).is_some_and(|run| run.0 == name);
-        let end = if exists {
-            self.runs
-                .get(r + 1)
-                .map_or(self.ts.len(), |run| run.1 as usize)
-        } else {
-            start
-        };
-        let at = start + self.ts[start..end].partition_point(|&t| t <= ts);
+        let slot = run_slot(&self.runs, &self.ts, name, ts);
+        let at = slot.1;
         self.ts.insert(at, ts);
         self.name.insert(at, name);
         self.props.insert(at, props);
-        // Runs after this name start one later; a new name gets its own run.
-        if !exists {
-            self.runs.insert(r, (name, at as u32));
-        }
-        for run in &mut self.runs[r + 1..] {
-            run.1 += 1;
-        }
+        runs_inserted(&mut self.runs, slot, name);
     }
 
     /// Drops events older than `before`, for services that keep a bounded history.
@@ -738,9 +767,8 @@ impl History {
     pub(crate) fn events(&self) -> Events<'_> {
         Events {
             ts: &self.ts,
-            name: &self.name,
+            names: Names::Runs(&self.runs),
             props: EventProps::Boxed(&self.props),
-            runs: Some(&self.runs),
         }
     }
 }

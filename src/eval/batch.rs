@@ -10,7 +10,7 @@
 use std::collections::BTreeMap;
 
 use crate::compile::{CohortCode, DateCmp, NodeId, NodeKind, Program, PropTest, Test, TimeExpr};
-use crate::data::Dataset;
+use crate::data::{Dataset, PersonProps};
 use crate::error::{Error, ErrorKind};
 use crate::eval::behavioral::CodeFilter;
 use crate::eval::bitset::Bitset;
@@ -273,7 +273,7 @@ impl Dataset {
         }
         let props = self.person_props(index);
         let subject = Subject {
-            props: &props,
+            props: PersonProps::Slice(&props),
             events: self.person_events(index),
             who: Who::Indexed { index, data: self },
         };
@@ -303,7 +303,7 @@ impl Dataset {
         }
         let props = self.person_props(index);
         let subject = Subject {
-            props: &props,
+            props: PersonProps::Slice(&props),
             events: self.person_events(index),
             who: Who::Indexed { index, data: self },
         };

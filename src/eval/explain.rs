@@ -8,7 +8,6 @@ use serde_json::{json, Map, Value};
 
 use crate::ast::{Definition, Group, GroupOp, Leaf, Node};
 use crate::compile::{NodeKind, Program};
-use crate::data::lookup;
 use crate::eval::{behavioral, Scratch, Subject};
 use crate::time::Micros;
 use crate::value::Val;
@@ -315,7 +314,7 @@ impl Program {
         let mut children = Vec::new();
         match (leaf, kind) {
             (Leaf::Person(p), Some(NodeKind::Prop(i))) => {
-                let seen = lookup(s.props, self.props[*i as usize].key);
+                let seen = s.props.get(self.props[*i as usize].key);
                 evidence.insert("key".into(), json!(p.key));
                 evidence.insert("operator".into(), json!(p.operator.as_str()));
                 if let Some(v) = p.value.to_json() {

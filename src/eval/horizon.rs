@@ -11,7 +11,6 @@
 use smallvec::SmallVec;
 
 use crate::compile::{BehaviorKind, CohortCode, NodeId, NodeKind, Program, Test, TimeExpr};
-use crate::data::lookup;
 use crate::eval::person::value_date;
 use crate::eval::{Scratch, Subject};
 use crate::intern::Sym;
@@ -277,7 +276,7 @@ impl Program {
                 let t = &self.props[i as usize];
                 if let Test::Date(_, slot) = t.test {
                     slots.push(slot);
-                    if let Some(d) = lookup(s.props, t.key).and_then(value_date) {
+                    if let Some(d) = s.props.get(t.key).and_then(value_date) {
                         f(bound_of(&self.times[slot as usize]), Comparand::Instant(d));
                     }
                 }

@@ -18,7 +18,7 @@ pub(crate) mod strings;
 use smallvec::SmallVec;
 
 use crate::compile::{CohortCode, NodeId, NodeKind, Program, TimeExpr, MAX_RECURSIVE_HEIGHT};
-use crate::data::{Events, Prop};
+use crate::data::{Events, PersonProps};
 use crate::time::{back, Micros};
 
 pub(crate) use person::{eval_prop, eval_value};
@@ -72,7 +72,7 @@ pub(crate) enum Who<'a> {
 /// One person's data as the evaluator reads it.
 #[derive(Clone, Copy)]
 pub(crate) struct Subject<'a> {
-    pub props: &'a [Prop],
+    pub props: PersonProps<'a>,
     pub events: Events<'a>,
     pub who: Who<'a>,
 }

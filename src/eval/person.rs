@@ -1,15 +1,20 @@
 //! Property conditions (SEMANTICS §B) on one value: person leaves and event filters alike.
 
 use crate::compile::{DateCmp, PropTest, Test};
-use crate::data::{lookup, Prop};
+use crate::data::PersonProps;
 use crate::semver::parse_version;
 use crate::time::{parse_absolute, seconds_f64_to_micros, Micros};
 use crate::value::{contains_lower, eq_lower, numeric_str, Val};
 
-/// Evaluates a property condition against a key-sorted property slice.
+/// Evaluates a property condition against a person's properties.
 #[inline]
-pub(crate) fn eval_prop(t: &PropTest, props: &[Prop], times: &[Micros], buf: &mut String) -> bool {
-    eval_value(t, lookup(props, t.key), times, buf)
+pub(crate) fn eval_prop(
+    t: &PropTest,
+    props: PersonProps<'_>,
+    times: &[Micros],
+    buf: &mut String,
+) -> bool {
+    eval_value(t, props.get(t.key), times, buf)
 }
 
 /// Evaluates a property condition against the property's value (`None` when missing).

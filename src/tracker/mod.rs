@@ -36,13 +36,17 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value};
 
-use crate::data::{props_shared, Dataset, History, Person, Prop};
+mod state;
+
+use crate::data::{props_shared_into, Dataset, Prop};
 use crate::engine::Engine;
 use crate::error::{Error, Errors};
-use crate::eval::{HorizonBufs, Scratch};
+use crate::eval::{HorizonBufs, Scratch, Subject, Who};
 use crate::intern::{shared, FnvMap, Sym, Table};
 use crate::time::{parse_timestamp, Micros};
+use crate::value::Val;
 use crate::{BatchOptions, CohortId, Timestamp};
+use state::{earliest, Bits, Horizons, Log, Pool, Profile, PropSets, NEVER};
 
 /// Entered or exited. Serialises as `"entered"` / `"exited"`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
@@ -205,12 +209,8 @@ impl Update {
 
 struct Tracked {
     /// Id, distinct ids and properties (updated in place by `$set` / `$unset`).
-    person: Person,
-    history: History,
-    /// Membership per cohort position.
-    members: Vec<bool>,
-    /// Validity horizon per cohort position (`None`: never, or not time-dependent).
-    horizons: Vec<Option<Micros>>,
+    person: Profile,
+    log: Log,
     /// Earliest horizon over the time-dependent cohorts (`None`: never).
     horizon: Option<Micros>,
     /// Bumped whenever a new heap entry is pushed for this person, so stale ones are skipped.
@@ -222,6 +222,16 @@ pub struct Tracker {
     engine: Engine,
     now: Micros,
     persons: Vec<Option<Tracked>>,
+    /// Membership: a row per person, a bit per cohort position.
+    members: Bits,
+    /// Validity horizons: a row per person, a column per time-dependent cohort (`ix.timed`).
+    horizons: Horizons,
+    /// The distinct event-property sets the logs point into.
+    sets: PropSets,
+    /// The distinct person property values the profiles point into.
+    values: Pool<Val>,
+    /// Reused buffer for an event's properties.
+    props: Vec<Prop>,
     by_distinct: FnvMap<Box<str>, usize>,
     scratch: Scratch,
     bufs: HorizonBufs,
@@ -243,8 +253,8 @@ struct Index {
     by_key: FnvMap<String, Arc<[usize]>>,
     /// Cohorts whose membership can change with time alone, in evaluation order.
     timed: Vec<usize>,
-    /// The same, by cohort position.
-    is_timed: Vec<bool>,
+    /// By cohort position: its column in the horizon rows (its place in `timed`), if timed.
+    slot: Vec<Option<u32>>,
     /// Non-deleted cohorts in evaluation order.
     live: Vec<usize>,
     /// Static cohorts and the cohorts that reference one, directly or not.
@@ -325,8 +335,11 @@ impl Index {
         for (r, &i) in order.iter().enumerate() {
             rank[i] = r;
         }
-        let is_timed = timed.clone();
         let timed: Vec<usize> = live.iter().copied().filter(|&i| timed[i]).collect();
+        let mut slot = vec![None; cohorts.len()];
+        for (s, &c) in timed.iter().enumerate() {
+            slot[c] = Some(s as u32);
+        }
         Index {
             by_event: by_event
                 .into_iter()
@@ -334,7 +347,7 @@ impl Index {
                 .collect(),
             by_key: by_key.into_iter().map(|(k, v)| (k, Arc::from(v))).collect(),
             timed,
-            is_timed,
+            slot,
             live,
             static_related,
             rank,
@@ -347,6 +360,11 @@ impl Tracker {
     pub fn new(engine: Engine, now: impl Into<Timestamp>) -> Tracker {
         let ix = Index::new(engine.cohort_set());
         Tracker {
+            members: Bits::new(0, engine.cohort_set().len()),
+            horizons: Horizons::new(0, ix.timed.len()),
+            sets: PropSets::default(),
+            values: Pool::default(),
+            props: Vec::new(),
             engine,
             now: now.into().as_micros(),
             persons: Vec::new(),
@@ -372,25 +390,27 @@ impl Tracker {
         let mut t = Tracker::new(engine, now);
         let set = t.engine.cohort_set().clone();
         let n = set.len();
+        t.members = Bits::new(data.len(), n);
+        t.horizons = Horizons::new(data.len(), t.ix.timed.len());
         // Memberships in batch.
-        let mut members = vec![vec![false; n]; data.len()];
         let bits = data
             .compile(&set)
             .and_then(|program| data.evaluate_bitsets(&program, now, &BatchOptions::default()));
-        match bits {
+        let batch = match bits {
             Ok(bits) => {
                 for (id, b) in bits {
                     if let Some(c) = set.position(id) {
                         for p in b.iter() {
-                            members[p][c] = true;
+                            t.members.set(p, c, true);
                         }
                     }
                 }
+                true
             }
             // Never expected (the set compiled once already); fall back to per-person answers.
-            Err(_) => members.clear(),
-        }
-        // Persons and histories, names translated once.
+            Err(_) => false,
+        };
+        // Persons and logs, names translated once.
         let keys = shared().translate(&data.symbols.keys, Table::Keys);
         let names = shared().translate(&data.symbols.events, Table::Events);
         let mut distinct: Vec<Vec<Box<str>>> = vec![Vec::new(); data.len()];
@@ -398,42 +418,58 @@ impl Tracker {
             distinct[p].push(d.into());
         }
         t.persons.reserve(data.len());
+        let mut runs: Vec<(Sym, usize, usize)> = Vec::new();
+        let mut props: Vec<Prop> = Vec::new();
         for (p, mut dids) in distinct.into_iter().enumerate() {
             dids.sort_unstable();
             for d in &dids {
                 t.by_distinct.insert(d.clone(), p);
             }
-            let mut props: Vec<Prop> = data
-                .person_props(p)
-                .into_vec()
-                .into_iter()
-                .map(|(k, v)| (keys[k.0 as usize], v))
-                .collect();
+            props.clear();
+            props.extend(
+                data.person_props(p)
+                    .into_vec()
+                    .into_iter()
+                    .map(|(k, v)| (keys[k.0 as usize], v)),
+            );
             props.sort_by_key(|(k, _)| *k);
+            let values = &mut t.values;
+            let person = Profile::new(
+                data.person_id(p).unwrap_or_default(),
+                dids,
+                props
+                    .iter()
+                    .map(|(k, v)| (*k, values.intern(v, Val::clone))),
+            );
+            // The dataset's runs, reordered by the shared names (each run stays in time order).
             let ev = data.person_events(p);
-            let events = (0..ev.ts.len())
-                .map(|i| {
-                    let mut props: Vec<Prop> = Vec::new();
-                    ev.for_each_prop(i, |k, v| props.push((keys[k.0 as usize], v.clone())));
+            runs.clear();
+            runs.extend(
+                ev.runs()
+                    .map(|(name, r)| (names[name.0 as usize], r.start, r.end)),
+            );
+            runs.sort_unstable_by_key(|r| r.0);
+            let mut ts = Vec::with_capacity(ev.ts.len());
+            let mut ids = Vec::with_capacity(ev.ts.len());
+            let mut starts = Vec::with_capacity(runs.len());
+            for &(name, a, b) in &runs {
+                starts.push((name, ts.len() as u32));
+                ts.extend_from_slice(&ev.ts[a..b]);
+                for e in a..b {
+                    props.clear();
+                    ev.for_each_prop(e, |k, v| props.push((keys[k.0 as usize], v.clone())));
                     props.sort_by_key(|(k, _)| *k);
-                    (
-                        names[ev.name[i].0 as usize],
-                        ev.ts[i],
-                        props.into_boxed_slice(),
-                    )
-                })
-                .collect();
-            let id = data.person_id(p).unwrap_or_default();
+                    ids.push(t.sets.intern(&props));
+                }
+            }
             t.persons.push(Some(Tracked {
-                person: Person::from_parts(id, dids, props.into_boxed_slice()),
-                history: History::from_events(events),
-                members: members.get(p).cloned().unwrap_or_else(|| vec![false; n]),
-                horizons: vec![None; n],
+                person,
+                log: Log::from_parts(ts, ids, starts),
                 horizon: None,
                 generation: 0,
             }));
         }
-        if members.is_empty() {
+        if !batch {
             for idx in 0..t.persons.len() {
                 let mut sink = Vec::new();
                 t.recompute(idx, None, &mut sink);
@@ -443,21 +479,31 @@ impl Tracker {
         // Horizons of the time-dependent cohorts, person by person on every core.
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
         let chunk = t.persons.len().div_ceil(threads).max(1);
-        let (engine, timed) = (&t.engine, &t.ix.timed);
-        std::thread::scope(|scope| {
-            for part in t.persons.chunks_mut(chunk) {
-                scope.spawn(move || {
-                    let mut bufs = HorizonBufs::default();
-                    for p in part.iter_mut().flatten() {
-                        for &c in timed {
-                            p.horizons[c] =
-                                engine.next_check(c, &p.person, &p.history, now, &mut bufs);
+        let (engine, timed, sets, values) = (&t.engine, &t.ix.timed, &t.sets, &t.values);
+        if !timed.is_empty() {
+            std::thread::scope(|scope| {
+                for (part, rows) in t
+                    .persons
+                    .chunks_mut(chunk)
+                    .zip(t.horizons.chunks_mut(chunk))
+                {
+                    scope.spawn(move || {
+                        let mut bufs = HorizonBufs::default();
+                        let width = timed.len();
+                        for (p, row) in part.iter_mut().zip(rows.chunks_mut(width)) {
+                            let Some(p) = p else { continue };
+                            let subject = subject(p, sets, values);
+                            for (cell, &c) in row.iter_mut().zip(timed) {
+                                *cell = engine
+                                    .next_check(c, &subject, now, &mut bufs)
+                                    .unwrap_or(NEVER);
+                            }
+                            p.horizon = earliest(row);
                         }
-                        p.horizon = p.horizons.iter().flatten().min().copied();
-                    }
-                });
-            }
-        });
+                    });
+                }
+            });
+        }
         for (idx, p) in t.persons.iter().enumerate() {
             if let Some(h) = p.as_ref().and_then(|p| p.horizon) {
                 t.heap.push(Reverse((h, idx, 0)));
@@ -484,38 +530,23 @@ impl Tracker {
         self.events.clear();
         self.heap.clear();
         let set = self.engine.cohort_set().clone();
-        let n = set.len();
+        let rows = self.persons.len();
+        let old = std::mem::replace(&mut self.members, Bits::new(rows, set.len()));
+        self.horizons = Horizons::new(rows, self.ix.timed.len());
         let at = Timestamp::from_micros(self.now);
         let mut out = Vec::new();
-        for idx in 0..self.persons.len() {
+        for idx in 0..rows {
             let Some(p) = self.persons[idx].as_mut() else {
                 continue;
             };
-            // Memberships carried over by cohort id; cohorts that left the set are exits.
-            let mut members = vec![false; n];
-            for (pos, &was) in p.members.iter().enumerate() {
-                if !was {
-                    continue;
-                }
+            // Memberships carried over by cohort id; cohorts that left the set are exits, and
+            // deleted cohorts have no members: exits, not re-evaluations.
+            for pos in old.ones(idx) {
                 match set.position(old_ids[pos]) {
-                    Some(q) => members[q] = true,
-                    None => out.push(transition(old_ids[pos], &p.person, Change::Exited, at)),
+                    Some(q) if !set.cohorts()[q].is_deleted() => self.members.set(idx, q, true),
+                    _ => out.push(transition(old_ids[pos], &p.person, Change::Exited, at)),
                 }
             }
-            // Deleted cohorts have no members: exits, not re-evaluations.
-            for (q, m) in members.iter_mut().enumerate() {
-                if *m && set.cohorts()[q].is_deleted() {
-                    *m = false;
-                    out.push(transition(
-                        set.cohorts()[q].id,
-                        &p.person,
-                        Change::Exited,
-                        at,
-                    ));
-                }
-            }
-            p.members = members;
-            p.horizons = vec![None; n];
             p.horizon = None;
             self.recompute(idx, None, &mut out);
         }
@@ -562,9 +593,9 @@ impl Tracker {
         let mut out: Vec<String> = self
             .persons
             .iter()
-            .flatten()
-            .filter(|p| p.members[c])
-            .map(|p| p.person.id().to_string())
+            .enumerate()
+            .filter_map(|(idx, p)| p.as_ref().filter(|_| self.members.get(idx, c)))
+            .map(|p| p.person.id.to_string())
             .collect();
         out.sort();
         out
@@ -573,15 +604,14 @@ impl Tracker {
     fn insert_person(&mut self, distinct_id: &str) -> usize {
         let idx = self.persons.len();
         self.by_distinct.insert(distinct_id.into(), idx);
-        let n = self.engine.cohort_set().len();
         self.persons.push(Some(Tracked {
-            person: Person::from_parts(distinct_id, vec![distinct_id.into()], Box::default()),
-            history: History::default(),
-            members: vec![false; n],
-            horizons: vec![None; n],
+            person: Profile::new(distinct_id, vec![distinct_id.into()], std::iter::empty()),
+            log: Log::default(),
             horizon: None,
             generation: 0,
         }));
+        self.members.push_row();
+        self.horizons.push_row();
         idx
     }
 
@@ -594,12 +624,11 @@ impl Tracker {
         };
         let list = cohorts.unwrap_or(&self.ix.live);
         let set = self.engine.cohort_set();
+        let subject = subject(p, &self.sets, &self.values);
         for &c in list {
-            let m = self
-                .engine
-                .matches_at(c, &p.person, &p.history, now, &mut self.scratch);
-            if m != p.members[c] {
-                p.members[c] = m;
+            let m = self.engine.matches_at(c, &subject, now, &mut self.scratch);
+            if m != self.members.get(idx, c) {
+                self.members.set(idx, c, m);
                 let change = if m { Change::Entered } else { Change::Exited };
                 out.push(transition(
                     set.cohorts()[c].id,
@@ -612,20 +641,25 @@ impl Tracker {
         // Horizons of the re-evaluated time-dependent cohorts (conservative ones: the first instant
         // any of their time comparisons can flip); the others' inputs did not change, so their
         // horizons still hold. The person's horizon is the earliest.
+        if self.horizons.width() == 0 {
+            return;
+        }
+        let row = self.horizons.row_mut(idx);
         let mut changed = false;
         for &c in list {
-            if self.ix.is_timed[c] {
+            if let Some(s) = self.ix.slot[c] {
                 let h = self
                     .engine
-                    .next_check(c, &p.person, &p.history, now, &mut self.bufs);
-                changed |= h != p.horizons[c];
-                p.horizons[c] = h;
+                    .next_check(c, &subject, now, &mut self.bufs)
+                    .unwrap_or(NEVER);
+                changed |= h != row[s as usize];
+                row[s as usize] = h;
             }
         }
         if !changed {
             return;
         }
-        let horizon = p.horizons.iter().flatten().min().copied();
+        let horizon = earliest(row);
         if horizon == p.horizon {
             return;
         }
@@ -669,7 +703,7 @@ impl Tracker {
             } => {
                 let (idx, created) = self.person_index(distinct_id);
                 if let Some(p) = self.persons[idx].as_mut() {
-                    p.person.set_props(properties);
+                    p.person.set(properties, &mut self.values);
                 }
                 if created {
                     // A new person may belong anywhere (e.g. a cohort of "not in X").
@@ -681,7 +715,7 @@ impl Tracker {
             Update::Unset { distinct_id, keys } => {
                 if let Some(&idx) = self.by_distinct.get(distinct_id.as_str()) {
                     if let Some(p) = self.persons[idx].as_mut() {
-                        p.person.unset_props(keys);
+                        p.person.unset(keys);
                     }
                     self.property_change(idx, keys.iter().map(String::as_str), out);
                 }
@@ -691,16 +725,15 @@ impl Tracker {
                     if let Some(p) = self.persons[idx].take() {
                         let set = self.engine.cohort_set();
                         let at = Timestamp::from_micros(self.now);
-                        for (c, &m) in p.members.iter().enumerate() {
-                            if m {
-                                out.push(transition(
-                                    set.cohorts()[c].id,
-                                    &p.person,
-                                    Change::Exited,
-                                    at,
-                                ));
-                            }
+                        for c in self.members.ones(idx) {
+                            out.push(transition(
+                                set.cohorts()[c].id,
+                                &p.person,
+                                Change::Exited,
+                                at,
+                            ));
                         }
+                        self.members.clear_row(idx);
                         for d in &p.person.distinct_ids {
                             self.by_distinct.remove(d);
                         }
@@ -738,12 +771,13 @@ impl Tracker {
             }
         };
         let props = if properties.is_empty() {
-            Box::default()
+            0
         } else {
-            props_shared(properties)
+            props_shared_into(properties, &mut self.props);
+            self.sets.intern(&self.props)
         };
         if let Some(p) = self.persons[idx].as_mut() {
-            p.history.insert(timestamp.into().as_micros(), name, props);
+            p.log.insert(timestamp.into().as_micros(), name, props);
         }
         if created {
             self.recompute(idx, None, out);
@@ -824,10 +858,22 @@ impl Tracker {
     }
 }
 
-fn transition(cohort: CohortId, person: &Person, change: Change, at: Timestamp) -> Transition {
+/// The evaluator's view of a tracked person.
+fn subject<'a>(p: &'a Tracked, sets: &'a PropSets, values: &'a Pool<Val>) -> Subject<'a> {
+    Subject {
+        props: p.person.props(values),
+        events: p.log.events(sets),
+        who: Who::Person {
+            id: &p.person.id,
+            distinct_ids: &p.person.distinct_ids,
+        },
+    }
+}
+
+fn transition(cohort: CohortId, person: &Profile, change: Change, at: Timestamp) -> Transition {
     Transition {
         cohort,
-        person: person.id().to_string(),
+        person: person.id.to_string(),
         change,
         at,
     }

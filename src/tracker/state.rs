@@ -1,0 +1,357 @@
+//! The tracker's compact per-person state: event logs with one property-set id per event,
+//! membership bits and validity horizons in flat tables with one stride per person.
+//!
+//! Memory is what bounds a tracker: a dataset keeps events as dictionary-coded columns, and a
+//! tracker copying them as one boxed property slice per event used seven times as much. Here an
+//! event costs its timestamp and a 4-byte id into a table of distinct property sets (events of one
+//! kind mostly repeat the same few combinations), names are kept once per run, and a person's
+//! memberships are bits.
+
+use std::borrow::Borrow;
+use std::hash::{BuildHasher, BuildHasherDefault, Hash};
+
+use hashbrown::HashTable;
+use serde_json::{Map, Value};
+
+use crate::data::{run_slot, runs_inserted, EventProps, Events, Names, PersonProps, Prop};
+use crate::intern::{shared, Fnv, Sym, Table};
+use crate::time::Micros;
+use crate::value::Val;
+
+/// Distinct items, each stored once, with a dense id each; found by hashing the item itself
+/// (the table holds ids only). Grows only: an id stays valid for whoever holds it.
+pub(super) struct Pool<T> {
+    items: Vec<T>,
+    index: HashTable<u32>,
+}
+
+impl<T> Default for Pool<T> {
+    fn default() -> Self {
+        Pool {
+            items: Vec::new(),
+            index: HashTable::new(),
+        }
+    }
+}
+
+fn hash_of<Q: Hash + ?Sized>(q: &Q) -> u64 {
+    BuildHasherDefault::<Fnv>::default().hash_one(q)
+}
+
+impl<T: Hash + Eq> Pool<T> {
+    /// The id of the item equal to `probe`, adding `make(probe)` when there is none.
+    pub(super) fn intern<Q>(&mut self, probe: &Q, make: impl FnOnce(&Q) -> T) -> u32
+    where
+        T: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        let items = &self.items;
+        let h = hash_of(probe);
+        if let Some(&id) = self
+            .index
+            .find(h, |&id| items[id as usize].borrow() == probe)
+        {
+            return id;
+        }
+        let id = self.items.len() as u32;
+        self.items.push(make(probe));
+        let items = &self.items;
+        self.index
+            .insert_unique(h, id, |&id| hash_of(items[id as usize].borrow()));
+        id
+    }
+
+    /// Every item, by id.
+    pub(super) fn items(&self) -> &[T] {
+        &self.items
+    }
+}
+
+/// Distinct event-property sets (key-sorted); id 0 is the empty set.
+pub(super) struct PropSets(Pool<Box<[Prop]>>);
+
+impl Default for PropSets {
+    fn default() -> Self {
+        let mut pool = Pool::default();
+        pool.intern(&[][..], |_| Box::default());
+        PropSets(pool)
+    }
+}
+
+impl PropSets {
+    /// The id of `props` (sorted by key), added when new.
+    pub(super) fn intern(&mut self, props: &[Prop]) -> u32 {
+        if props.is_empty() {
+            return 0;
+        }
+        self.0.intern(props, |p| p.into())
+    }
+}
+
+/// A tracked person: ids, and properties as (key, value id) pairs sorted by key, the values in
+/// the tracker's value pool (most persons share most of their values).
+pub(super) struct Profile {
+    pub id: Box<str>,
+    pub distinct_ids: Vec<Box<str>>,
+    props: Box<[(Sym, u32)]>,
+}
+
+impl Profile {
+    /// A person from an id, its distinct ids and properties sorted by key.
+    pub(super) fn new(
+        id: &str,
+        distinct_ids: Vec<Box<str>>,
+        props: impl Iterator<Item = (Sym, u32)>,
+    ) -> Profile {
+        Profile {
+            id: id.into(),
+            distinct_ids,
+            props: props.collect(),
+        }
+    }
+
+    /// The evaluator's view of the properties.
+    pub(super) fn props<'a>(&'a self, values: &'a Pool<Val>) -> PersonProps<'a> {
+        PersonProps::Pooled {
+            pairs: &self.props,
+            values: values.items(),
+        }
+    }
+
+    /// Sets properties (null removes the key), as `$set` does.
+    pub(super) fn set(&mut self, map: &Map<String, Value>, values: &mut Pool<Val>) {
+        if map.is_empty() {
+            return;
+        }
+        let syms = shared().resolve(Table::Keys, map.keys().map(String::as_str));
+        let mut props = std::mem::take(&mut self.props).into_vec();
+        for (sym, v) in syms.into_iter().zip(map.values()) {
+            let at = props.binary_search_by_key(&sym, |(k, _)| *k);
+            match (at, Val::from_json(v)) {
+                (Ok(i), Some(v)) => props[i].1 = values.intern(&v, Val::clone),
+                (Err(i), Some(v)) => props.insert(i, (sym, values.intern(&v, Val::clone))),
+                (Ok(i), None) => {
+                    props.remove(i);
+                }
+                (Err(_), None) => {}
+            }
+        }
+        self.props = props.into_boxed_slice();
+    }
+
+    /// Removes properties, as `$unset` does.
+    pub(super) fn unset(&mut self, keys: &[String]) {
+        let names = shared().read();
+        let syms: Vec<Sym> = keys.iter().map(|k| names.keys.get(k)).collect();
+        drop(names);
+        if self.props.iter().any(|(k, _)| syms.contains(k)) {
+            let props: Vec<(Sym, u32)> = self
+                .props
+                .iter()
+                .copied()
+                .filter(|(k, _)| !syms.contains(k))
+                .collect();
+            self.props = props.into_boxed_slice();
+        }
+    }
+}
+
+/// One person's events ordered by (name, time): a timestamp and a property-set id per event, and
+/// where each name's run starts. An event later than the others of its name is an append to
+/// its run; only the runs after it move.
+#[derive(Default)]
+pub(super) struct Log {
+    ts: Vec<Micros>,
+    props: Vec<u32>,
+    runs: Vec<(Sym, u32)>,
+}
+
+impl Log {
+    /// A log from runs already in (name, time) order, names ascending.
+    pub(super) fn from_parts(ts: Vec<Micros>, props: Vec<u32>, runs: Vec<(Sym, u32)>) -> Log {
+        debug_assert_eq!(ts.len(), props.len());
+        debug_assert!(runs.windows(2).all(|w| w[0].0 < w[1].0 && w[0].1 <= w[1].1));
+        Log { ts, props, runs }
+    }
+
+    /// Adds an event after the events of the same name and timestamp.
+    pub(super) fn insert(&mut self, ts: Micros, name: Sym, props: u32) {
+        let slot = run_slot(&self.runs, &self.ts, name, ts);
+        self.ts.insert(slot.1, ts);
+        self.props.insert(slot.1, props);
+        runs_inserted(&mut self.runs, slot, name);
+    }
+
+    /// The evaluator's view of the log.
+    pub(super) fn events<'a>(&'a self, sets: &'a PropSets) -> Events<'a> {
+        Events {
+            ts: &self.ts,
+            names: Names::Runs(&self.runs),
+            props: EventProps::Sets {
+                ids: &self.props,
+                sets: sets.0.items(),
+            },
+        }
+    }
+}
+
+/// One row of bits per person (a bit per cohort position).
+#[derive(Default)]
+pub(super) struct Bits {
+    words: Vec<u64>,
+    stride: usize,
+}
+
+impl Bits {
+    /// `rows` rows of `width` bits, all clear.
+    pub(super) fn new(rows: usize, width: usize) -> Bits {
+        let stride = width.div_ceil(64);
+        Bits {
+            words: vec![0; rows * stride],
+            stride,
+        }
+    }
+
+    /// Adds a row, all clear.
+    pub(super) fn push_row(&mut self) {
+        self.words.resize(self.words.len() + self.stride, 0);
+    }
+
+    #[inline]
+    pub(super) fn get(&self, row: usize, bit: usize) -> bool {
+        self.words[row * self.stride + bit / 64] >> (bit % 64) & 1 == 1
+    }
+
+    #[inline]
+    pub(super) fn set(&mut self, row: usize, bit: usize, on: bool) {
+        let w = &mut self.words[row * self.stride + bit / 64];
+        if on {
+            *w |= 1 << (bit % 64);
+        } else {
+            *w &= !(1 << (bit % 64));
+        }
+    }
+
+    /// The set bits of `row`, ascending.
+    pub(super) fn ones(&self, row: usize) -> impl Iterator<Item = usize> + '_ {
+        self.words[row * self.stride..][..self.stride]
+            .iter()
+            .enumerate()
+            .flat_map(|(i, &w)| {
+                let mut w = w;
+                std::iter::from_fn(move || {
+                    (w != 0).then(|| {
+                        let b = w.trailing_zeros() as usize;
+                        w &= w - 1;
+                        i * 64 + b
+                    })
+                })
+            })
+    }
+
+    /// Clears `row`.
+    pub(super) fn clear_row(&mut self, row: usize) {
+        self.words[row * self.stride..][..self.stride].fill(0);
+    }
+}
+
+/// No horizon: never, or not time-dependent.
+pub(super) const NEVER: Micros = Micros::MAX;
+
+/// One row of horizons per person, a column per time-dependent cohort ([`NEVER`] for none).
+#[derive(Default)]
+pub(super) struct Horizons {
+    cells: Vec<Micros>,
+    stride: usize,
+}
+
+impl Horizons {
+    /// `rows` rows of `width` columns, all [`NEVER`].
+    pub(super) fn new(rows: usize, width: usize) -> Horizons {
+        Horizons {
+            cells: vec![NEVER; rows * width],
+            stride: width,
+        }
+    }
+
+    /// Adds a row, all [`NEVER`].
+    pub(super) fn push_row(&mut self) {
+        self.cells.resize(self.cells.len() + self.stride, NEVER);
+    }
+
+    /// Row `row`.
+    #[inline]
+    pub(super) fn row_mut(&mut self, row: usize) -> &mut [Micros] {
+        &mut self.cells[row * self.stride..][..self.stride]
+    }
+
+    /// The rows in chunks of `rows` rows (for filling them on several threads).
+    pub(super) fn chunks_mut(&mut self, rows: usize) -> std::slice::ChunksMut<'_, Micros> {
+        self.cells.chunks_mut((rows * self.stride).max(1))
+    }
+
+    /// Columns per row.
+    pub(super) fn width(&self) -> usize {
+        self.stride
+    }
+}
+
+/// The earliest horizon of a row, `None` when every cell is [`NEVER`].
+pub(super) fn earliest(row: &[Micros]) -> Option<Micros> {
+    row.iter().copied().min().filter(|&h| h != NEVER)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::value::Val;
+
+    #[test]
+    fn logs_keep_name_then_time_order() {
+        let mut sets = PropSets::default();
+        let a = sets.intern(&[(Sym(1), Val::Str("x".into()))]);
+        assert_eq!(sets.intern(&[(Sym(1), Val::Str("x".into()))]), a);
+        assert_eq!(sets.intern(&[]), 0);
+        let mut log = Log::default();
+        for (t, n, p) in [
+            (5, 2, a),
+            (3, 1, 0),
+            (4, 2, 0),
+            (5, 2, 0),
+            (1, 3, a),
+            (2, 1, a),
+        ] {
+            log.insert(t, Sym(n), p);
+        }
+        let ev = log.events(&sets);
+        assert_eq!(ev.ts, &[2, 3, 4, 5, 5, 1]);
+        assert_eq!(ev.name_range(Sym(1)), 0..2);
+        assert_eq!(ev.name_range(Sym(2)), 2..5);
+        assert_eq!(ev.name_range(Sym(3)), 5..6);
+        assert_eq!(ev.name_range(Sym(4)), 0..0);
+        // Ties keep arrival order: the event with props came first.
+        assert!(ev.get(3, Sym(1)).is_some() && ev.get(4, Sym(1)).is_none());
+        assert_eq!(ev.get(0, Sym(1)), Some(&Val::Str("x".into())));
+    }
+
+    #[test]
+    fn bits_and_horizons_rows() {
+        let mut bits = Bits::new(2, 70);
+        bits.set(1, 3, true);
+        bits.set(1, 69, true);
+        bits.push_row();
+        assert_eq!(bits.ones(1).collect::<Vec<_>>(), vec![3, 69]);
+        assert!(bits.get(1, 69) && !bits.get(0, 69) && !bits.get(2, 3));
+        bits.set(1, 3, false);
+        assert_eq!(bits.ones(1).collect::<Vec<_>>(), vec![69]);
+        bits.clear_row(1);
+        assert_eq!(bits.ones(1).count(), 0);
+        let mut h = Horizons::new(1, 3);
+        h.push_row();
+        assert_eq!(earliest(h.row_mut(1)), None);
+        h.row_mut(1)[2] = 7;
+        h.row_mut(1)[0] = 9;
+        assert_eq!(earliest(h.row_mut(1)), Some(7));
+        assert_eq!(earliest(h.row_mut(0)), None);
+    }
+}
