@@ -32,13 +32,15 @@ fn main() {
     let started = Instant::now();
     let mut tracker = Tracker::from_dataset(Engine::new(&set).expect("engine"), &data, now);
     eprintln!(
-        "tracker built for {} persons in {:.2} s; resident memory grew by {:.0} MB (the dataset \
-         accounts for {:.0} MB of events and {:.0} MB of persons)",
+        "tracker built for {} persons in {:.2} s; resident memory grew by {:.0} MB; tracker state \
+         {:.0} MB against the dataset's {:.0} MB of events and {:.0} MB of persons ({:.2}x)",
         data.len(),
         started.elapsed().as_secs_f64(),
         (rss_bytes() as f64 - rss_before as f64) / 1e6,
+        tracker.heap_bytes() as f64 / 1e6,
         data.event_bytes() as f64 / 1e6,
         data.person_bytes() as f64 / 1e6,
+        tracker.heap_bytes() as f64 / (data.event_bytes() + data.person_bytes()) as f64,
     );
     let names = [
         "$pageview",

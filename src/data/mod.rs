@@ -141,10 +141,12 @@ pub(crate) enum EventProps<'a> {
     },
     /// One boxed slice per event.
     Boxed(&'a [Box<[Prop]>]),
-    /// One id per event into a table of distinct property sets (the tracker's).
+    /// One id per event into a table of distinct property sets, each a key-sorted list of
+    /// (key, value id) pairs into a table of distinct values (the tracker's).
     Sets {
         ids: &'a [u32],
-        sets: &'a [Box<[Prop]>],
+        sets: &'a [Box<[(Sym, u32)]>],
+        values: &'a [Val],
     },
 }
 
@@ -211,7 +213,10 @@ impl<'a> Events<'a> {
                 columns.get(key.0 as usize)?.as_ref()?.get(base + i)
             }
             EventProps::Boxed(b) => lookup(&b[i], key),
-            EventProps::Sets { ids, sets } => lookup(&sets[ids[i] as usize], key),
+            EventProps::Sets { ids, sets, values } => sets[ids[i] as usize]
+                .iter()
+                .find(|(k, _)| *k == key)
+                .map(|&(_, v)| &values[v as usize]),
         }
     }
 
@@ -226,9 +231,9 @@ impl<'a> Events<'a> {
                 }
             }
             EventProps::Boxed(b) => b[i].iter().for_each(|(k, v)| f(*k, v)),
-            EventProps::Sets { ids, sets } => {
-                sets[ids[i] as usize].iter().for_each(|(k, v)| f(*k, v))
-            }
+            EventProps::Sets { ids, sets, values } => sets[ids[i] as usize]
+                .iter()
+                .for_each(|&(k, v)| f(k, &values[v as usize])),
         }
     }
 }

@@ -46,7 +46,7 @@ use crate::intern::{shared, FnvMap, Sym, Table};
 use crate::time::{parse_timestamp, Micros};
 use crate::value::Val;
 use crate::{BatchOptions, CohortId, Timestamp};
-use state::{earliest, Bits, Horizons, Log, Pool, Profile, PropSets, NEVER};
+use state::{earliest, Bits, DistinctIds, Horizons, Log, Pool, Profile, PropSets, Tracked, NEVER};
 
 /// Entered or exited. Serialises as `"entered"` / `"exited"`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
@@ -207,16 +207,6 @@ impl Update {
     }
 }
 
-struct Tracked {
-    /// Id, distinct ids and properties (updated in place by `$set` / `$unset`).
-    person: Profile,
-    log: Log,
-    /// Earliest horizon over the time-dependent cohorts (`None`: never).
-    horizon: Option<Micros>,
-    /// Bumped whenever a new heap entry is pushed for this person, so stale ones are skipped.
-    generation: u32,
-}
-
 /// Incremental membership over a population (see the module docs).
 pub struct Tracker {
     engine: Engine,
@@ -232,7 +222,7 @@ pub struct Tracker {
     values: Pool<Val>,
     /// Reused buffer for an event's properties.
     props: Vec<Prop>,
-    by_distinct: FnvMap<Box<str>, usize>,
+    by_distinct: DistinctIds,
     scratch: Scratch,
     bufs: HorizonBufs,
     ix: Index,
@@ -368,7 +358,7 @@ impl Tracker {
             engine,
             now: now.into().as_micros(),
             persons: Vec::new(),
-            by_distinct: FnvMap::default(),
+            by_distinct: DistinctIds::default(),
             scratch: Scratch::new(),
             bufs: HorizonBufs::default(),
             ix,
@@ -420,11 +410,9 @@ impl Tracker {
         t.persons.reserve(data.len());
         let mut runs: Vec<(Sym, usize, usize)> = Vec::new();
         let mut props: Vec<Prop> = Vec::new();
+        let mut pairs: Vec<(Sym, u32)> = Vec::new();
         for (p, mut dids) in distinct.into_iter().enumerate() {
             dids.sort_unstable();
-            for d in &dids {
-                t.by_distinct.insert(d.clone(), p);
-            }
             props.clear();
             props.extend(
                 data.person_props(p)
@@ -456,10 +444,13 @@ impl Tracker {
                 starts.push((name, ts.len() as u32));
                 ts.extend_from_slice(&ev.ts[a..b]);
                 for e in a..b {
-                    props.clear();
-                    ev.for_each_prop(e, |k, v| props.push((keys[k.0 as usize], v.clone())));
-                    props.sort_by_key(|(k, _)| *k);
-                    ids.push(t.sets.intern(&props));
+                    pairs.clear();
+                    let values = &mut t.values;
+                    ev.for_each_prop(e, |k, v| {
+                        pairs.push((keys[k.0 as usize], values.intern(v, Val::clone)))
+                    });
+                    pairs.sort_by_key(|(k, _)| *k);
+                    ids.push(t.sets.intern(&pairs));
                 }
             }
             t.persons.push(Some(Tracked {
@@ -468,6 +459,7 @@ impl Tracker {
                 horizon: None,
                 generation: 0,
             }));
+            t.by_distinct.add_person(&t.persons, p);
         }
         if !batch {
             for idx in 0..t.persons.len() {
@@ -585,6 +577,28 @@ impl Tracker {
         self.len() == 0
     }
 
+    /// Approximate heap bytes of the tracker's state: persons, their logs and properties, the
+    /// pools of property sets and values, the membership and horizon tables and the distinct-id
+    /// index; counted like [`Dataset::event_bytes`] and [`Dataset::person_bytes`] count a
+    /// dataset's (payload bytes, without the allocator's own overhead).
+    pub fn heap_bytes(&self) -> usize {
+        let persons: usize = self
+            .persons
+            .iter()
+            .flatten()
+            .map(|p| p.person.heap_bytes() + p.log.heap_bytes())
+            .sum();
+        let distinct = self.by_distinct.heap_bytes();
+        self.persons.capacity() * std::mem::size_of::<Option<Tracked>>()
+            + persons
+            + self.sets.heap_bytes()
+            + self.values.heap_bytes(state::val_bytes)
+            + self.members.heap_bytes()
+            + self.horizons.heap_bytes()
+            + distinct
+            + self.heap.capacity() * std::mem::size_of::<Reverse<(Micros, usize, u32)>>()
+    }
+
     /// Current members of a cohort, sorted.
     pub fn members(&self, cohort: CohortId) -> Vec<String> {
         let Some(c) = self.engine.cohort_set().position(cohort) else {
@@ -603,13 +617,13 @@ impl Tracker {
 
     fn insert_person(&mut self, distinct_id: &str) -> usize {
         let idx = self.persons.len();
-        self.by_distinct.insert(distinct_id.into(), idx);
         self.persons.push(Some(Tracked {
             person: Profile::new(distinct_id, vec![distinct_id.into()], std::iter::empty()),
             log: Log::default(),
             horizon: None,
             generation: 0,
         }));
+        self.by_distinct.add_person(&self.persons, idx);
         self.members.push_row();
         self.horizons.push_row();
         idx
@@ -713,7 +727,7 @@ impl Tracker {
                 }
             }
             Update::Unset { distinct_id, keys } => {
-                if let Some(&idx) = self.by_distinct.get(distinct_id.as_str()) {
+                if let Some(idx) = self.by_distinct.get(&self.persons, distinct_id) {
                     if let Some(p) = self.persons[idx].as_mut() {
                         p.person.unset(keys);
                     }
@@ -721,7 +735,8 @@ impl Tracker {
                 }
             }
             Update::Delete { distinct_id } => {
-                if let Some(&idx) = self.by_distinct.get(distinct_id.as_str()) {
+                if let Some(idx) = self.by_distinct.get(&self.persons, distinct_id) {
+                    self.by_distinct.remove_person(&self.persons, idx);
                     if let Some(p) = self.persons[idx].take() {
                         let set = self.engine.cohort_set();
                         let at = Timestamp::from_micros(self.now);
@@ -734,9 +749,6 @@ impl Tracker {
                             ));
                         }
                         self.members.clear_row(idx);
-                        for d in &p.person.distinct_ids {
-                            self.by_distinct.remove(d);
-                        }
                     }
                 }
             }
@@ -774,7 +786,7 @@ impl Tracker {
             0
         } else {
             props_shared_into(properties, &mut self.props);
-            self.sets.intern(&self.props)
+            self.sets.intern_props(&self.props, &mut self.values)
         };
         if let Some(p) = self.persons[idx].as_mut() {
             p.log.insert(timestamp.into().as_micros(), name, props);
@@ -789,8 +801,8 @@ impl Tracker {
 
     /// The person owning `distinct_id`, created (id = the distinct id, no properties) when new.
     fn person_index(&mut self, distinct_id: &str) -> (usize, bool) {
-        match self.by_distinct.get(distinct_id) {
-            Some(&i) => (i, false),
+        match self.by_distinct.get(&self.persons, distinct_id) {
+            Some(i) => (i, false),
             None => (self.insert_person(distinct_id), true),
         }
     }
@@ -862,7 +874,7 @@ impl Tracker {
 fn subject<'a>(p: &'a Tracked, sets: &'a PropSets, values: &'a Pool<Val>) -> Subject<'a> {
     Subject {
         props: p.person.props(values),
-        events: p.log.events(sets),
+        events: p.log.events(sets, values),
         who: Who::Person {
             id: &p.person.id,
             distinct_ids: &p.person.distinct_ids,

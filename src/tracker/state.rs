@@ -13,6 +13,8 @@ use std::hash::{BuildHasher, BuildHasherDefault, Hash};
 use hashbrown::HashTable;
 use serde_json::{Map, Value};
 
+use smallvec::SmallVec;
+
 use crate::data::{run_slot, runs_inserted, EventProps, Events, Names, PersonProps, Prop};
 use crate::intern::{shared, Fnv, Sym, Table};
 use crate::time::Micros;
@@ -65,10 +67,26 @@ impl<T: Hash + Eq> Pool<T> {
     pub(super) fn items(&self) -> &[T] {
         &self.items
     }
+
+    /// Approximate heap bytes, with `item` the heap bytes each item owns.
+    pub(super) fn heap_bytes(&self, item: impl Fn(&T) -> usize) -> usize {
+        self.items.capacity() * std::mem::size_of::<T>()
+            + self.items.iter().map(item).sum::<usize>()
+            + self.index.capacity() * (std::mem::size_of::<u32>() + 1)
+    }
 }
 
-/// Distinct event-property sets (key-sorted); id 0 is the empty set.
-pub(super) struct PropSets(Pool<Box<[Prop]>>);
+/// Heap bytes a value owns.
+pub(super) fn val_bytes(v: &Val) -> usize {
+    match v {
+        Val::Str(s) | Val::Json(s) => s.len(),
+        _ => 0,
+    }
+}
+
+/// Distinct event-property sets, each a key-sorted list of (key, value id) pairs into the
+/// tracker's value pool; id 0 is the empty set.
+pub(super) struct PropSets(Pool<Box<[(Sym, u32)]>>);
 
 impl Default for PropSets {
     fn default() -> Self {
@@ -79,12 +97,97 @@ impl Default for PropSets {
 }
 
 impl PropSets {
-    /// The id of `props` (sorted by key), added when new.
-    pub(super) fn intern(&mut self, props: &[Prop]) -> u32 {
-        if props.is_empty() {
+    /// The id of the set of `pairs` (sorted by key), added when new.
+    pub(super) fn intern(&mut self, pairs: &[(Sym, u32)]) -> u32 {
+        if pairs.is_empty() {
             return 0;
         }
-        self.0.intern(props, |p| p.into())
+        self.0.intern(pairs, |p| p.into())
+    }
+
+    /// The id of the set of `props` (sorted by key), their values added to `values`.
+    pub(super) fn intern_props(&mut self, props: &[Prop], values: &mut Pool<Val>) -> u32 {
+        let pairs: SmallVec<[(Sym, u32); 8]> = props
+            .iter()
+            .map(|(k, v)| (*k, values.intern(v, Val::clone)))
+            .collect();
+        self.intern(&pairs)
+    }
+
+    /// Approximate heap bytes (the values are the pool's).
+    pub(super) fn heap_bytes(&self) -> usize {
+        self.0.heap_bytes(|set| set.len() * 8)
+    }
+}
+
+/// One tracked person's state.
+pub(super) struct Tracked {
+    /// Id, distinct ids and properties (updated in place by `$set` / `$unset`).
+    pub person: Profile,
+    pub log: Log,
+    /// Earliest horizon over the time-dependent cohorts (`None`: never).
+    pub horizon: Option<Micros>,
+    /// Bumped whenever a new heap entry is pushed for this person, so stale ones are skipped.
+    pub generation: u32,
+}
+
+/// Distinct id → person, keyed by the profiles' own strings: the table holds (person, position
+/// in its distinct ids) and hashes the string it points to, so no id is stored twice.
+#[derive(Default)]
+pub(super) struct DistinctIds {
+    table: HashTable<(u32, u32)>,
+}
+
+/// The distinct id an entry points to ("" for a person already gone, never looked up).
+fn distinct_of(persons: &[Option<Tracked>], (p, k): (u32, u32)) -> &str {
+    persons[p as usize]
+        .as_ref()
+        .and_then(|t| t.person.distinct_ids.get(k as usize))
+        .map_or("", |d| d)
+}
+
+impl DistinctIds {
+    /// The person owning `distinct_id`.
+    #[inline]
+    pub(super) fn get(&self, persons: &[Option<Tracked>], distinct_id: &str) -> Option<usize> {
+        self.table
+            .find(hash_of(distinct_id), |&e| {
+                distinct_of(persons, e) == distinct_id
+            })
+            .map(|&(p, _)| p as usize)
+    }
+
+    /// Indexes the distinct ids of person `p` (a later owner of an id replaces an earlier one).
+    pub(super) fn add_person(&mut self, persons: &[Option<Tracked>], p: usize) {
+        let Some(t) = persons[p].as_ref() else { return };
+        for (k, d) in t.person.distinct_ids.iter().enumerate() {
+            let h = hash_of(&**d);
+            let entry = (p as u32, k as u32);
+            match self.table.find_mut(h, |&e| distinct_of(persons, e) == &**d) {
+                Some(slot) => *slot = entry,
+                None => {
+                    self.table
+                        .insert_unique(h, entry, |&e| hash_of(distinct_of(persons, e)));
+                }
+            }
+        }
+    }
+
+    /// Drops the distinct ids of person `p` (before the person is removed).
+    pub(super) fn remove_person(&mut self, persons: &[Option<Tracked>], p: usize) {
+        let Some(t) = persons[p].as_ref() else { return };
+        for d in &t.person.distinct_ids {
+            if let Ok(entry) = self.table.find_entry(hash_of(&**d), |&e| {
+                e.0 == p as u32 && distinct_of(persons, e) == &**d
+            }) {
+                entry.remove();
+            }
+        }
+    }
+
+    /// Approximate heap bytes.
+    pub(super) fn heap_bytes(&self) -> usize {
+        self.table.capacity() * (std::mem::size_of::<(u32, u32)>() + 1)
     }
 }
 
@@ -108,6 +211,14 @@ impl Profile {
             distinct_ids,
             props: props.collect(),
         }
+    }
+
+    /// Approximate heap bytes owned (ids and pairs; the values are the pool's).
+    pub(super) fn heap_bytes(&self) -> usize {
+        self.id.len()
+            + self.distinct_ids.capacity() * 16
+            + self.distinct_ids.iter().map(|d| d.len()).sum::<usize>()
+            + self.props.len() * 8
     }
 
     /// The evaluator's view of the properties.
@@ -182,14 +293,20 @@ impl Log {
         runs_inserted(&mut self.runs, slot, name);
     }
 
+    /// Approximate heap bytes owned.
+    pub(super) fn heap_bytes(&self) -> usize {
+        self.ts.capacity() * 8 + self.props.capacity() * 4 + self.runs.capacity() * 8
+    }
+
     /// The evaluator's view of the log.
-    pub(super) fn events<'a>(&'a self, sets: &'a PropSets) -> Events<'a> {
+    pub(super) fn events<'a>(&'a self, sets: &'a PropSets, values: &'a Pool<Val>) -> Events<'a> {
         Events {
             ts: &self.ts,
             names: Names::Runs(&self.runs),
             props: EventProps::Sets {
                 ids: &self.props,
                 sets: sets.0.items(),
+                values: values.items(),
             },
         }
     }
@@ -215,6 +332,11 @@ impl Bits {
     /// Adds a row, all clear.
     pub(super) fn push_row(&mut self) {
         self.words.resize(self.words.len() + self.stride, 0);
+    }
+
+    /// Heap bytes held.
+    pub(super) fn heap_bytes(&self) -> usize {
+        self.words.capacity() * 8
     }
 
     #[inline]
@@ -279,6 +401,11 @@ impl Horizons {
         self.cells.resize(self.cells.len() + self.stride, NEVER);
     }
 
+    /// Heap bytes held.
+    pub(super) fn heap_bytes(&self) -> usize {
+        self.cells.capacity() * 8
+    }
+
     /// Row `row`.
     #[inline]
     pub(super) fn row_mut(&mut self, row: usize) -> &mut [Micros] {
@@ -308,10 +435,14 @@ mod tests {
 
     #[test]
     fn logs_keep_name_then_time_order() {
-        let mut sets = PropSets::default();
-        let a = sets.intern(&[(Sym(1), Val::Str("x".into()))]);
-        assert_eq!(sets.intern(&[(Sym(1), Val::Str("x".into()))]), a);
+        let (mut sets, mut values) = (PropSets::default(), Pool::default());
+        let a = sets.intern_props(&[(Sym(1), Val::Str("x".into()))], &mut values);
+        assert_eq!(
+            sets.intern_props(&[(Sym(1), Val::Str("x".into()))], &mut values),
+            a
+        );
         assert_eq!(sets.intern(&[]), 0);
+        assert_eq!(values.items().len(), 1);
         let mut log = Log::default();
         for (t, n, p) in [
             (5, 2, a),
@@ -323,7 +454,7 @@ mod tests {
         ] {
             log.insert(t, Sym(n), p);
         }
-        let ev = log.events(&sets);
+        let ev = log.events(&sets, &values);
         assert_eq!(ev.ts, &[2, 3, 4, 5, 5, 1]);
         assert_eq!(ev.name_range(Sym(1)), 0..2);
         assert_eq!(ev.name_range(Sym(2)), 2..5);
@@ -332,6 +463,42 @@ mod tests {
         // Ties keep arrival order: the event with props came first.
         assert!(ev.get(3, Sym(1)).is_some() && ev.get(4, Sym(1)).is_none());
         assert_eq!(ev.get(0, Sym(1)), Some(&Val::Str("x".into())));
+    }
+
+    #[test]
+    fn distinct_ids_point_into_profiles() {
+        let person = |ids: &[&str]| {
+            Some(Tracked {
+                person: Profile::new(
+                    "p",
+                    ids.iter().map(|&d| d.into()).collect(),
+                    std::iter::empty(),
+                ),
+                log: Log::default(),
+                horizon: None,
+                generation: 0,
+            })
+        };
+        let mut persons = Vec::new();
+        let mut index = DistinctIds::default();
+        for p in 0..1000 {
+            persons.push(person(&[&format!("a{p}"), &format!("b{p}")]));
+            index.add_person(&persons, p);
+        }
+        assert_eq!(index.get(&persons, "a7"), Some(7));
+        assert_eq!(index.get(&persons, "b999"), Some(999));
+        assert_eq!(index.get(&persons, "c1"), None);
+        index.remove_person(&persons, 7);
+        persons[7] = None;
+        assert_eq!(
+            (index.get(&persons, "a7"), index.get(&persons, "b7")),
+            (None, None)
+        );
+        assert_eq!(index.get(&persons, "a8"), Some(8));
+        // The id comes back with a new person.
+        persons.push(person(&["a7"]));
+        index.add_person(&persons, 1000);
+        assert_eq!(index.get(&persons, "a7"), Some(1000));
     }
 
     #[test]
