@@ -3,7 +3,12 @@
 //! second and the median and p99 latency per event. Events go to the data's own distinct ids (a
 //! deterministic spread over all of them), never to person ids.
 //!
-//!     cargo run --release --example tracker_latency -- DIR [EVENTS]
+//! With STREAM, the same events are also written there as `watch` input lines, so the command
+//! line can be timed on the identical stream:
+//! `cohort-engine watch --cohorts DIR/cohorts.json --persons DIR/persons.jsonl --events
+//! DIR/events.jsonl --now 2026-11-01T00:00:00Z < STREAM > /dev/null`.
+//!
+//!     cargo run --release --example tracker_latency -- DIR [EVENTS [STREAM]]
 
 use std::time::Instant;
 
@@ -16,6 +21,9 @@ fn main() {
     let count: usize = args
         .next()
         .map_or(200_000, |s| s.parse().expect("EVENTS must be a number"));
+    let mut stream = args.next().map(|path| {
+        std::io::BufWriter::new(std::fs::File::create(path).expect("STREAM can be created"))
+    });
     let set = CohortSet::from_json(
         &std::fs::read_to_string(dir.join("cohorts.json")).expect("cohorts.json"),
     )
@@ -60,12 +68,31 @@ fn main() {
     let mut out = Vec::new();
     let mut latencies = Vec::with_capacity(count);
     let mut transitions = 0usize;
+    // Event k: a deterministic spread over the distinct ids, within the hour before now (so every
+    // event counts at once).
+    let nth = |k: usize| {
+        (
+            &ids[(k * 7919) % ids.len()],
+            names[k % names.len()],
+            Timestamp::from_micros(now - 1 - (k as i64 % 3_600) * 1_000_000),
+        )
+    };
+    if let Some(w) = stream.as_mut() {
+        use std::io::Write;
+        for k in 0..count {
+            let (distinct_id, event, timestamp) = nth(k);
+            let line = serde_json::json!({
+                "distinct_id": distinct_id,
+                "event": event,
+                "timestamp": timestamp.to_string(),
+            });
+            writeln!(w, "{line}").expect("STREAM is writable");
+        }
+        w.flush().expect("STREAM is writable");
+    }
     let all = Instant::now();
     for k in 0..count {
-        let distinct_id = &ids[(k * 7919) % ids.len()];
-        let event = names[k % names.len()];
-        // Within the hour before now, so every event counts at once.
-        let timestamp = Timestamp::from_micros(now - 1 - (k as i64 % 3_600) * 1_000_000);
+        let (distinct_id, event, timestamp) = nth(k);
         let t = Instant::now();
         out.clear();
         tracker.event(distinct_id, event, timestamp, &empty, &mut out);

@@ -7,6 +7,11 @@
 //! key. Time advancing re-evaluates only persons whose validity horizon has passed, found in a
 //! min-heap of horizons.
 //!
+//! State is kept compact (see [`Tracker::heap_bytes`]): an event costs its timestamp and an id
+//! into a pool of distinct property sets, a person property an id into a pool of distinct
+//! values. The pools only grow (a value or set, once seen, stays until the tracker is dropped),
+//! like the process-wide name tables.
+//!
 //! ```
 //! use cohort_engine::{Change, Engine, Timestamp, Tracker, Update};
 //!
