@@ -319,7 +319,30 @@ fn eval(args: EvalArgs) -> Result<(), Vec<Error>> {
     let mut options = BatchOptions::default().threads(threads);
     options.cohorts = (!wanted.is_empty()).then_some(wanted);
     options.partition = partition;
-    let members = data.evaluate(&set, now, &options).map_err(|e| vec![e])?;
+    // Bitsets, then each cohort's member ids (borrowed, in byte order) straight into the output:
+    // the evaluation time reported covers the member lists, and no id is copied into a String.
+    let program = data.compile(&set).map_err(|e| vec![e])?;
+    let members = data
+        .evaluate_bitsets(&program, now, &options)
+        .map_err(|e| vec![e])?;
+    let mut out = String::with_capacity(64);
+    out.push('{');
+    for (k, (id, bits)) in members.iter().enumerate() {
+        if k > 0 {
+            out.push(',');
+        }
+        out.push('"');
+        out.push_str(&id.to_string());
+        out.push_str("\":[");
+        for (j, p) in data.member_ids(bits).into_iter().enumerate() {
+            if j > 0 {
+                out.push(',');
+            }
+            push_json_str(&mut out, p);
+        }
+        out.push(']');
+    }
+    out.push_str("}\n");
     if !args.data.quiet {
         eprintln!(
             "evaluated {} cohorts in {:.3} s",
@@ -327,25 +350,18 @@ fn eval(args: EvalArgs) -> Result<(), Vec<Error>> {
             eval_started.elapsed().as_secs_f64()
         );
     }
-    let mut out = String::with_capacity(64 + members.values().map(|v| v.len() * 12).sum::<usize>());
-    out.push('{');
-    for (k, (id, ids)) in members.iter().enumerate() {
-        if k > 0 {
-            out.push(',');
-        }
-        out.push('"');
-        out.push_str(&id.to_string());
-        out.push_str("\":[");
-        for (j, p) in ids.iter().enumerate() {
-            if j > 0 {
-                out.push(',');
-            }
-            out.push_str(&serde_json::Value::String(p.clone()).to_string());
-        }
-        out.push(']');
-    }
-    out.push_str("}\n");
     write_stdout(out.as_bytes())
+}
+
+/// Appends `s` as a JSON string (serde_json's escaping; plain strings copied as they are).
+fn push_json_str(out: &mut String, s: &str) {
+    if s.bytes().any(|b| b == b'"' || b == b'\\' || b < 0x20) {
+        out.push_str(&serde_json::Value::from(s).to_string());
+    } else {
+        out.push('"');
+        out.push_str(s);
+        out.push('"');
+    }
 }
 
 /// Reads and validates the cohorts file.
@@ -798,4 +814,26 @@ fn sql(args: SqlArgs) -> Result<(), Vec<Error>> {
         return Err(errors);
     }
     write_stdout(out.as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn json_strings_as_serde_json_writes_them() {
+        for s in [
+            "plain",
+            "",
+            "é ü 日本",
+            "a\"b",
+            "back\\slash",
+            "nl\nx",
+            "\u{0}",
+            "\u{1f}",
+            "\u{7f}",
+        ] {
+            let mut out = String::new();
+            super::push_json_str(&mut out, s);
+            assert_eq!(out, serde_json::Value::from(s).to_string(), "{s:?}");
+        }
+    }
 }

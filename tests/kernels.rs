@@ -248,18 +248,36 @@ fn member_lists_are_in_id_byte_order() {
     }
     ids.sort();
     ids.dedup();
+    // Every 100th id (in reverse order) also has `y`: a cohort sparse enough (under 1/64 of the
+    // persons) for the rank-sorting path; `x` cohorts walk the whole order.
     let mut persons = String::new();
-    for id in ids.iter().rev() {
+    let mut sparse = Vec::new();
+    for (k, id) in ids.iter().rev().enumerate() {
+        if k % 100 == 0 {
+            sparse.push(id.clone());
+        }
+        let y = if k % 100 == 0 { ",\"y\":1" } else { "" };
         let id = serde_json::Value::String(id.clone());
         persons.push_str(&format!(
-            "{{\"id\":{id},\"distinct_ids\":[{id}],\"properties\":{{\"x\":1}}}}\n"
+            "{{\"id\":{id},\"distinct_ids\":[{id}],\"properties\":{{\"x\":1{y}}}}}\n"
         ));
     }
+    sparse.sort();
+    assert!(sparse.len() > 1 && sparse.len() * 64 < ids.len());
     let data = persons_only(&persons);
     let set = CohortSet::from_json(
-        r#"[{"id":1,"filters":{"properties":{"type":"AND","values":[{"type":"person","key":"x","operator":"is_set"}]}}}]"#,
+        r#"[{"id":1,"filters":{"properties":{"type":"AND","values":[{"type":"person","key":"x","operator":"is_set"}]}}},
+            {"id":2,"filters":{"properties":{"type":"AND","values":[{"type":"person","key":"y","operator":"is_set"}]}}}]"#,
     )
     .unwrap();
     let members = data.evaluate(&set, 0, &BatchOptions::default()).unwrap();
     assert_eq!(members[&1], ids);
+    assert_eq!(members[&2], sparse);
+    // The borrowed lists are the same.
+    let program = data.compile(&set).unwrap();
+    let bits = data
+        .evaluate_bitsets(&program, 0, &BatchOptions::default())
+        .unwrap();
+    assert_eq!(data.member_ids(&bits[&1]), ids);
+    assert_eq!(data.member_ids(&bits[&2]), sparse);
 }

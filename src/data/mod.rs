@@ -506,6 +506,13 @@ impl Dataset {
         self.evaluate_bitsets_in(program, now, opts)
     }
 
+    /// The ids of the persons in `members` (a bitset from [`Dataset::evaluate_bitsets`]) in
+    /// byte order, borrowed from the dataset: [`Dataset::evaluate`]'s member lists without a
+    /// `String` per member, for callers that write them out at once.
+    pub fn member_ids<'a>(&'a self, members: &Bitset) -> Vec<&'a str> {
+        self.member_ids_in(members)
+    }
+
     /// Is person `index` a member of `cohort` at `now`? The per-person path over a loaded
     /// dataset (`program` from [`Dataset::compile`]); [`Dataset::evaluate`] is much faster for
     /// many persons.

@@ -125,25 +125,36 @@ impl Dataset {
     ) -> Result<Members, Error> {
         let now = now.into().as_micros();
         let bits = self.evaluate_bitsets(program, now, opts)?;
-        // Members in id byte order from the ranks computed once per dataset: an integer sort
-        // per cohort, never a string sort.
+        Ok(bits
+            .into_iter()
+            .map(|(id, b)| {
+                let ids = self.member_ids_in(&b).into_iter().map(str::to_string);
+                (id, ids.collect())
+            })
+            .collect())
+    }
+
+    /// See [`Dataset::member_ids`].
+    pub(crate) fn member_ids_in<'a>(&'a self, members: &Bitset) -> Vec<&'a str> {
+        // In id byte order from the order computed once per dataset: a dense set walks that
+        // order testing bits, a sparse one sorts its members' ranks; never a string sort.
         let (order, rank) = self.id_order();
-        let mut members = Members::new();
-        let mut ranks: Vec<u32> = Vec::new();
-        for (id, b) in bits {
-            ranks.clear();
-            ranks.extend(b.iter().map(|p| rank[p]));
-            ranks.sort_unstable();
-            let ids: Vec<String> = ranks
+        let count = members.count();
+        let id = |p: u32| self.person_id(p as usize);
+        if count.saturating_mul(64) >= self.len() {
+            order
                 .iter()
-                .filter_map(|&k| {
-                    self.person_id(order[k as usize] as usize)
-                        .map(str::to_string)
-                })
-                .collect();
-            members.insert(id, ids);
+                .filter(|&&p| members.get(p as usize))
+                .filter_map(|&p| id(p))
+                .collect()
+        } else {
+            let mut ranks: Vec<u32> = members.iter().map(|p| rank[p]).collect();
+            ranks.sort_unstable();
+            ranks
+                .iter()
+                .filter_map(|&k| id(order[k as usize]))
+                .collect()
         }
-        Ok(members)
     }
 
     /// See [`Dataset::evaluate_bitsets`].
