@@ -511,6 +511,8 @@ fn watch(args: WatchArgs) -> Result<(), Vec<Error>> {
     let engine = cohort_engine::Engine::new(&set).map_err(|e| e.0)?;
     let mut tracker = cohort_engine::Tracker::from_dataset(engine, &data, now);
     drop(data);
+    // Plain event lines go through the loader's scanner; the rest through serde (below).
+    let mut lines = cohort_engine::internal::EventLines::new(&set);
     let quiet = args.data.quiet;
     if !quiet {
         let live = set.cohorts().iter().filter(|c| !c.is_deleted()).count();
@@ -558,7 +560,7 @@ fn watch(args: WatchArgs) -> Result<(), Vec<Error>> {
             continue;
         }
         out.clear();
-        if !fast_event(&mut tracker, text, &mut out) {
+        if !lines.apply(&mut tracker, text, &mut out) && !fast_event(&mut tracker, text, &mut out) {
             let update = match cohort_engine::Update::from_json(text) {
                 Ok(u) => u,
                 Err(msg) => {
@@ -591,9 +593,10 @@ fn watch(args: WatchArgs) -> Result<(), Vec<Error>> {
     Ok(())
 }
 
-/// The common `watch` line, an event with a string distinct id, name and timestamp, applied
-/// without building a JSON tree. Returns false (nothing applied) for anything else, which then
-/// takes the exact path of [`cohort_engine::Update::from_json`] with its error messages.
+/// An event line the scanner did not take (escapes, containers in properties), applied without
+/// building a JSON tree for the envelope. Returns false (nothing applied) for anything else,
+/// which then takes the exact path of [`cohort_engine::Update::from_json`] with its error
+/// messages.
 fn fast_event(tracker: &mut cohort_engine::Tracker, line: &str, out: &mut Vec<Transition>) -> bool {
     use std::borrow::Cow;
     #[derive(serde::Deserialize)]
@@ -637,6 +640,7 @@ fn fast_event(tracker: &mut cohort_engine::Tracker, line: &str, out: &mut Vec<Tr
         return false;
     };
     let empty = serde_json::Map::new();
+    let start = out.len();
     tracker.event(
         &l.distinct_id,
         &l.event,
@@ -644,6 +648,8 @@ fn fast_event(tracker: &mut cohort_engine::Tracker, line: &str, out: &mut Vec<Tr
         l.properties.as_ref().unwrap_or(&empty),
         out,
     );
+    // Within one input line: by cohort id, then person id (CLI.md §4).
+    out[start..].sort_by(|a, b| (a.cohort, &a.person).cmp(&(b.cohort, &b.person)));
     true
 }
 

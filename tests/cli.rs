@@ -562,6 +562,60 @@ fn watch_prints_transitions_per_input_line() {
 }
 
 #[test]
+fn watch_orders_each_lines_transitions_and_reads_every_event_form_alike() {
+    // Cohort 2 is evaluated before cohort 1 (1 references it), so one event changes them in
+    // the order 2, 1; the output is by cohort id all the same. The same event is sent plain
+    // (the scanner's path), with an escaped string (serde's), with a property object nested
+    // (the exact path); a line with an event and a `$set` is a `$set`.
+    let dir = tempdir();
+    let cohorts = write(
+        &dir,
+        "cohorts.json",
+        r#"[{"id": 1, "filters": {"properties": {"type": "AND", "values": [
+              {"type": "cohort", "key": "id", "value": 2}]}}},
+            {"id": 2, "filters": {"properties": {"type": "AND", "values": [
+              {"type": "behavioral", "key": "login", "event_type": "events",
+               "value": "performed_event", "time_value": 7, "time_interval": "day"}]}}},
+            {"id": 3, "filters": {"properties": {"type": "AND", "values": [
+              {"type": "behavioral", "key": "login", "event_type": "events",
+               "value": "performed_event", "time_value": 7, "time_interval": "day",
+               "event_filters": [{"type": "event", "key": "$browser", "operator": "exact",
+                                  "value": ["Chrome"]}]}]}}}]"#,
+    );
+    let persons = write(&dir, "persons.jsonl", "");
+    let args = [
+        "watch",
+        "--cohorts",
+        &cohorts,
+        "--persons",
+        &persons,
+        "--now",
+        "2024-06-15T12:00:00Z",
+    ];
+    let input = [
+        r#"{"distinct_id": "a", "event": "login", "timestamp": "2024-06-15T11:00:00Z", "properties": {"$browser": "Chrome", "n": 1.5}}"#,
+        r#"{"distinct_id": "b", "event": "login", "timestamp": "2024-06-15T11:00:00Z", "properties": {"$browser": "Chrome"}}"#,
+        r#"{"distinct_id": "c", "event": "login", "timestamp": "2024-06-15T11:00:00Z", "properties": {"$browser": "Chrome", "o": {"x": [1]}}}"#,
+        r#"{"distinct_id": "d", "event": "login", "timestamp": "2024-06-15T11:00:00Z", "properties": {"$browser": "Firefox"}}"#,
+        r#"{"distinct_id": "e", "event": "login", "timestamp": "2024-06-15T11:00:00Z", "$set": {"plan": "x"}}"#,
+    ]
+    .join("\n");
+    let o = run_with_stdin(&args, &input);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let line = |c: u32, p: &str| {
+        format!(
+            r#"{{"cohort":{c},"person":"{p}","change":"entered","at":"2024-06-15T12:00:00.000000Z"}}"#
+        )
+    };
+    let mut expected = Vec::new();
+    for p in ["a", "b", "c"] {
+        expected.extend([line(1, p), line(2, p), line(3, p)]);
+    }
+    expected.extend([line(1, "d"), line(2, "d")]);
+    assert_eq!(stdout(&o).lines().collect::<Vec<_>>(), expected);
+}
+
+#[test]
 fn sql_prints_one_select_per_cohort_or_refuses_clearly() {
     let ex = examples().join("cohorts.json").display().to_string();
     let o = run(&[

@@ -14,6 +14,7 @@ mod arena;
 mod columns;
 mod csv;
 mod fast;
+pub(crate) mod lines;
 mod load;
 #[cfg(feature = "parquet")]
 mod parquet;

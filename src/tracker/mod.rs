@@ -43,6 +43,9 @@ use serde_json::{Map, Value};
 
 mod state;
 
+use smallvec::SmallVec;
+
+use crate::data::lines::LineScanner;
 use crate::data::{props_shared_into, Dataset, Prop};
 use crate::engine::Engine;
 use crate::error::{Error, Errors};
@@ -772,6 +775,37 @@ impl Tracker {
         properties: &Map<String, Value>,
         out: &mut Vec<Transition>,
     ) {
+        let props = if properties.is_empty() {
+            0
+        } else {
+            props_shared_into(properties, &mut self.props);
+            let props = std::mem::take(&mut self.props);
+            let id = self.intern_props(props.iter().map(|(k, v)| (*k, v)));
+            self.props = props;
+            id
+        };
+        self.event_with(distinct_id, event, timestamp.into().as_micros(), props, out);
+    }
+
+    /// The id of the property set of `props` (keys unique), its values pooled.
+    fn intern_props<'v>(&mut self, props: impl Iterator<Item = (Sym, &'v Val)>) -> u32 {
+        let values = &mut self.values;
+        let mut pairs: SmallVec<[(Sym, u32); 8]> = props
+            .map(|(k, v)| (k, values.intern(v, Val::clone)))
+            .collect();
+        pairs.sort_unstable_by_key(|(k, _)| *k);
+        self.sets.intern(&pairs)
+    }
+
+    /// [`Tracker::event`] with its properties already pooled (set id `props`).
+    fn event_with(
+        &mut self,
+        distinct_id: &str,
+        event: &str,
+        ts: Micros,
+        props: u32,
+        out: &mut Vec<Transition>,
+    ) {
         let (idx, created) = self.person_index(distinct_id);
         let (name, affected) = match self.events.get(event) {
             Some((sym, list)) => (*sym, Arc::clone(list)),
@@ -787,14 +821,8 @@ impl Tracker {
                 (sym, list)
             }
         };
-        let props = if properties.is_empty() {
-            0
-        } else {
-            props_shared_into(properties, &mut self.props);
-            self.sets.intern_props(&self.props, &mut self.values)
-        };
         if let Some(p) = self.persons[idx].as_mut() {
-            p.log.insert(timestamp.into().as_micros(), name, props);
+            p.log.insert(ts, name, props);
         }
         if created {
             self.recompute(idx, None, out);
@@ -893,5 +921,37 @@ fn transition(cohort: CohortId, person: &Profile, change: Change, at: Timestamp)
         person: person.id.to_string(),
         change,
         at,
+    }
+}
+
+/// Applies `watch` input lines that are plain events straight from the loader's scanner (no
+/// JSON tree), keeping only the event properties the tracked cohorts read. For the command
+/// line; not a stable API.
+#[doc(hidden)]
+pub struct EventLines {
+    scanner: LineScanner,
+}
+
+impl EventLines {
+    /// A reader for the cohorts of `set` (the tracker's, which must not change while it is used:
+    /// properties no cohort of `set` reads are dropped).
+    pub fn new(set: &crate::CohortSet) -> EventLines {
+        EventLines {
+            scanner: LineScanner::new(Some(crate::Projection::of(set))),
+        }
+    }
+
+    /// Applies `line` to `tracker` when it is a plain event line, appending the transitions to
+    /// `out` (sorted as [`Tracker::apply_into`] sorts them); `false` (nothing done) for any other
+    /// line, which [`Update::from_json`] then reads.
+    pub fn apply(&mut self, tracker: &mut Tracker, line: &str, out: &mut Vec<Transition>) -> bool {
+        let Some(head) = self.scanner.event(line) else {
+            return false;
+        };
+        let props = tracker.intern_props(self.scanner.props());
+        let start = out.len();
+        tracker.event_with(&head.distinct_id, &head.event, head.ts, props, out);
+        out[start..].sort_by(|a, b| (a.cohort, &a.person).cmp(&(b.cohort, &b.person)));
+        true
     }
 }

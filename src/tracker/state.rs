@@ -13,9 +13,7 @@ use std::hash::{BuildHasher, BuildHasherDefault, Hash};
 use hashbrown::HashTable;
 use serde_json::{Map, Value};
 
-use smallvec::SmallVec;
-
-use crate::data::{run_slot, runs_inserted, EventProps, Events, Names, PersonProps, Prop};
+use crate::data::{run_slot, runs_inserted, EventProps, Events, Names, PersonProps};
 use crate::intern::{shared, Fnv, Sym, Table};
 use crate::time::Micros;
 use crate::value::Val;
@@ -103,15 +101,6 @@ impl PropSets {
             return 0;
         }
         self.0.intern(pairs, |p| p.into())
-    }
-
-    /// The id of the set of `props` (sorted by key), their values added to `values`.
-    pub(super) fn intern_props(&mut self, props: &[Prop], values: &mut Pool<Val>) -> u32 {
-        let pairs: SmallVec<[(Sym, u32); 8]> = props
-            .iter()
-            .map(|(k, v)| (*k, values.intern(v, Val::clone)))
-            .collect();
-        self.intern(&pairs)
     }
 
     /// Approximate heap bytes (the values are the pool's).
@@ -436,11 +425,10 @@ mod tests {
     #[test]
     fn logs_keep_name_then_time_order() {
         let (mut sets, mut values) = (PropSets::default(), Pool::default());
-        let a = sets.intern_props(&[(Sym(1), Val::Str("x".into()))], &mut values);
-        assert_eq!(
-            sets.intern_props(&[(Sym(1), Val::Str("x".into()))], &mut values),
-            a
-        );
+        let x = values.intern(&Val::Str("x".into()), Val::clone);
+        assert_eq!(values.intern(&Val::Str("x".into()), Val::clone), x);
+        let a = sets.intern(&[(Sym(1), x)]);
+        assert_eq!(sets.intern(&[(Sym(1), x)]), a);
         assert_eq!(sets.intern(&[]), 0);
         assert_eq!(values.items().len(), 1);
         let mut log = Log::default();
