@@ -281,3 +281,81 @@ fn member_lists_are_in_id_byte_order() {
     assert_eq!(data.member_ids(&bits[&1]), ids);
     assert_eq!(data.member_ids(&bits[&2]), sparse);
 }
+
+#[test]
+fn behavioral_leaves_sharing_an_event_share_one_pass() {
+    // Several leaves per event name, so the batch computes them in one pass over the name's
+    // runs and keeps the others' results for their turn: a kept result used under a narrower
+    // mask (an OR under an AND, a negation), leaves of cohorts not requested, partitions, and
+    // enough persons for the pass to run on two threads.
+    let dir = std::env::temp_dir().join(format!("cohort-shared-{}", std::process::id()));
+    let opts = GenerateOptions {
+        persons: 10_000,
+        events_per_person: 6,
+        ..Default::default()
+    };
+    generate(&opts, &dir).unwrap();
+    let data = Dataset::from_paths(
+        &dir.join("persons.jsonl"),
+        Some(&dir.join("events.jsonl")),
+        &mut LoadOptions::default(),
+    )
+    .unwrap();
+    std::fs::remove_dir_all(&dir).ok();
+    let b = |key: &str, value: &str, extra: &str| {
+        format!(
+            r#"{{"type": "behavioral", "key": "{key}", "event_type": "events", "value": "{value}", "time_value": 30, "time_interval": "day"{extra}}}"#
+        )
+    };
+    let pv = b("$pageview", "performed_event", "");
+    let pv_many = b(
+        "$pageview",
+        "performed_event_multiple",
+        r#", "operator": "gte", "operator_value": 3"#,
+    );
+    let pv_recent = b("$pageview", "performed_event", r#", "time_value": 3"#)
+        .replace(r#""time_value": 30, "#, "");
+    let pv_not = pv_recent.replace("}", r#", "negation": true}"#);
+    let login = b("login", "performed_event", "");
+    let login_many = b(
+        "login",
+        "performed_event_multiple",
+        r#", "operator": "lte", "operator_value": 1"#,
+    );
+    let plan = r#"{"type": "person", "key": "plan", "operator": "exact", "value": ["pro"]}"#;
+    let text = format!(
+        r#"[{{"id": 1, "filters": {{"properties": {{"type": "OR", "values": [{pv}, {login}]}}}}}},
+            {{"id": 2, "filters": {{"properties": {{"type": "AND", "values": [{plan},
+                {{"type": "OR", "values": [{pv_many}, {login_many}]}}]}}}}}},
+            {{"id": 3, "filters": {{"properties": {{"type": "AND", "values": [{pv_many}, {pv_not}]}}}}}},
+            {{"id": 4, "filters": {{"properties": {{"type": "OR", "values": [{pv_recent},
+                {{"type": "AND", "values": [{plan}, {login}]}}]}}}}}}]"#
+    );
+    let set = CohortSet::from_json(&text).unwrap();
+    agree(&set, &data, opts.now);
+    assert_split(&set, &data, opts.now);
+    // One cohort requested (the others' leaves are not evaluated), and partitions.
+    let program = data.compile(&set).unwrap();
+    let all = data
+        .evaluate_program(&program, opts.now, &BatchOptions::default())
+        .unwrap();
+    for id in [2, 3] {
+        let mut one = BatchOptions::default();
+        one.cohorts = Some(vec![id]);
+        let m = data.evaluate_program(&program, opts.now, &one).unwrap();
+        assert_eq!(m[&id], all[&id], "cohort {id} alone");
+    }
+    let mut parts: Vec<Vec<String>> = vec![Vec::new(); 4];
+    for i in 0..3u64 {
+        let mut part = BatchOptions::default();
+        part.partition = Some((i, 3));
+        let m = data.evaluate_program(&program, opts.now, &part).unwrap();
+        for (k, id) in [1, 2, 3, 4].iter().enumerate() {
+            parts[k].extend(m[id].iter().cloned());
+        }
+    }
+    for (k, id) in [1, 2, 3, 4].iter().enumerate() {
+        parts[k].sort();
+        assert_eq!(parts[k], all[id], "cohort {id} over partitions");
+    }
+}

@@ -34,7 +34,7 @@ pub(crate) struct Node {
     pub negate: bool,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Copy, Debug)]
 pub(crate) enum NodeKind {
     /// `children[start..start + len]`, all true.
     And { start: u32, len: u32 },

@@ -82,6 +82,14 @@ struct Batch<'a> {
     threads: usize,
     /// Membership per cohort position, filled in evaluation order.
     cohorts: Vec<Option<Bitset>>,
+    /// The persons evaluated (all, or one partition).
+    selected: Bitset,
+    /// Per behavioral leaf: the leaves of the evaluated cohorts reading the same event (itself
+    /// included) when there are two or more, which then share one pass over that event's runs.
+    groups: Vec<Vec<u32>>,
+    /// Leaves computed by another leaf's shared pass, over every selected person, waiting for
+    /// their turn (taken when used).
+    shared: std::sync::Mutex<Vec<Option<Bitset>>>,
 }
 
 impl Dataset {
@@ -222,6 +230,31 @@ impl Dataset {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
             t => t,
         };
+        // The behavioral leaves of the cohorts to evaluate, grouped by the event they read.
+        let mut groups: Vec<Vec<u32>> = vec![Vec::new(); program.behaviors.len()];
+        {
+            let mut leaves: Vec<u32> = Vec::new();
+            for c in (0..set.len()).filter(|&c| needed[c]) {
+                if let CohortCode::Dynamic(root) = program.cohorts[c] {
+                    program.for_each_leaf(root, &mut |leaf| {
+                        if let NodeKind::Behavior(i) = leaf {
+                            leaves.push(i)
+                        }
+                    });
+                }
+            }
+            leaves.sort_unstable_by_key(|&i| (program.behaviors[i as usize].event, i));
+            leaves.dedup();
+            for same in leaves.chunk_by(|&a, &b| {
+                program.behaviors[a as usize].event == program.behaviors[b as usize].event
+            }) {
+                if same.len() >= 2 {
+                    for &i in same {
+                        groups[i as usize] = same.to_vec();
+                    }
+                }
+            }
+        }
         let mut batch = Batch {
             data: self,
             program,
@@ -236,6 +269,9 @@ impl Dataset {
                 .collect(),
             threads,
             cohorts: vec![None; set.len()],
+            selected: selected.clone(),
+            groups,
+            shared: std::sync::Mutex::new(vec![None; program.behaviors.len()]),
         };
         for &c in set.evaluation_order() {
             if !needed[c] {
@@ -545,17 +581,54 @@ impl Batch<'_> {
     /// name can match, so this walks that name's runs (one per person having it), split across
     /// threads; everyone else is false without being looked at.
     fn behavior(&self, i: usize, mask: &Bitset) -> Bitset {
-        let test = &self.program.behaviors[i];
-        let mut result = Bitset::zeros(mask.len());
-        let Some(runs) = self.data.name_runs.get(test.event.0 as usize) else {
-            return result;
+        let taken = self.shared.lock().ok().and_then(|mut s| s[i].take());
+        if let Some(mut bits) = taken {
+            bits.and_assign(mask);
+            return bits;
+        }
+        let group = &self.groups[i];
+        // A dense mask: this leaf scans (nearly) every run of its event anyway, so the other
+        // leaves reading that event are computed in the same pass, each event range read once.
+        if group.len() >= 2 && mask.count() * 2 >= mask.len() {
+            let mut results = self.behaviors_shared(group, &self.selected);
+            let mut mine = Bitset::zeros(mask.len());
+            if let Ok(mut shared) = self.shared.lock() {
+                for (&j, bits) in group.iter().zip(results.iter_mut()) {
+                    let bits = std::mem::replace(bits, Bitset::zeros(0));
+                    if j as usize == i {
+                        mine = bits;
+                    } else {
+                        shared[j as usize] = Some(bits);
+                    }
+                }
+            }
+            mine.and_assign(mask);
+            return mine;
+        }
+        let mut results = self.behaviors_shared(&[i as u32], mask);
+        results.pop().unwrap_or_else(|| Bitset::zeros(mask.len()))
+    }
+
+    /// Behavioral leaves `leaves` (all reading the same event) over the persons of `mask`, in
+    /// one pass over that event's runs: a result per leaf.
+    fn behaviors_shared(&self, leaves: &[u32], mask: &Bitset) -> Vec<Bitset> {
+        let program = self.program;
+        let tests: Vec<&crate::compile::BehaviorTest> = leaves
+            .iter()
+            .map(|&i| &program.behaviors[i as usize])
+            .collect();
+        let mut results = vec![Bitset::zeros(mask.len()); leaves.len()];
+        let Some(runs) = self.data.name_runs.get(tests[0].event.0 as usize) else {
+            return results;
         };
-        let run = |runs: &[crate::data::NameRun]| -> Vec<u32> {
+        let run = |runs: &[crate::data::NameRun]| -> Vec<Vec<u32>> {
             let mut buf = String::new();
-            let mut hits = Vec::new();
+            let mut hits = vec![Vec::new(); tests.len()];
             // Event filters on dictionary codes: each distinct value tested once per thread.
-            let mut codes =
-                CodeFilter::for_leaf(test, &self.data.ev_columns, &self.times, &mut buf);
+            let mut codes: Vec<Vec<CodeFilter<'_>>> = tests
+                .iter()
+                .map(|t| CodeFilter::for_leaf(t, &self.data.ev_columns, &self.times, &mut buf))
+                .collect();
             for r in runs {
                 let p = r.person as usize;
                 if !mask.get(p) {
@@ -563,22 +636,24 @@ impl Batch<'_> {
                 }
                 let events = self.data.person_events(p);
                 let range = r.start as usize..(r.start + r.len) as usize;
-                if behavioral::eval_range(
-                    test,
-                    &events,
-                    range,
-                    &self.times,
-                    self.now,
-                    &mut buf,
-                    Some(&mut codes),
-                ) {
-                    hits.push(r.person);
+                for ((test, codes), hits) in tests.iter().zip(&mut codes).zip(&mut hits) {
+                    if behavioral::eval_range(
+                        test,
+                        &events,
+                        range.clone(),
+                        &self.times,
+                        self.now,
+                        &mut buf,
+                        Some(codes),
+                    ) {
+                        hits.push(r.person);
+                    }
                 }
             }
             hits
         };
         let threads = self.threads.max(1);
-        let hits: Vec<Vec<u32>> = if threads == 1 || runs.len() < PARALLEL_MIN_PERSONS {
+        let parts: Vec<Vec<Vec<u32>>> = if threads == 1 || runs.len() < PARALLEL_MIN_PERSONS {
             vec![run(runs)]
         } else {
             let chunk = runs.len().div_ceil(threads);
@@ -593,9 +668,13 @@ impl Batch<'_> {
                     .collect()
             })
         };
-        for p in hits.into_iter().flatten() {
-            result.set(p as usize, true);
+        for part in parts {
+            for (hits, result) in part.into_iter().zip(results.iter_mut()) {
+                for p in hits {
+                    result.set(p as usize, true);
+                }
+            }
         }
-        result
+        results
     }
 }

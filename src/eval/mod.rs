@@ -202,8 +202,8 @@ impl Program {
         scratch.closure = closure;
     }
 
-    /// Calls `f` with the cohort position of every reference leaf under `root`.
-    pub(crate) fn for_each_reference(&self, root: NodeId, f: &mut dyn FnMut(usize)) {
+    /// Calls `f` with every leaf under `root`.
+    pub(crate) fn for_each_leaf(&self, root: NodeId, f: &mut dyn FnMut(NodeKind)) {
         let mut stack: SmallVec<[NodeId; 32]> = SmallVec::new();
         stack.push(root);
         while let Some(n) = stack.pop() {
@@ -211,10 +211,18 @@ impl Program {
                 NodeKind::And { start, len } | NodeKind::Or { start, len } => {
                     stack.extend_from_slice(&self.children[start as usize..(start + len) as usize])
                 }
-                NodeKind::Cohort { target, .. } => f(target as usize),
-                _ => {}
+                leaf => f(leaf),
             }
         }
+    }
+
+    /// Calls `f` with the cohort position of every reference leaf under `root`.
+    pub(crate) fn for_each_reference(&self, root: NodeId, f: &mut dyn FnMut(usize)) {
+        self.for_each_leaf(root, &mut |leaf| {
+            if let NodeKind::Cohort { target, .. } = leaf {
+                f(target as usize)
+            }
+        });
     }
 
     /// Evaluates a node (recursion depth is bounded by the nesting limit).
