@@ -41,6 +41,21 @@ fn assert_split(set: &CohortSet, data: &Dataset, now: i64) {
     }
 }
 
+/// A generated dataset (loaded whole) and its cohorts file's text.
+fn generated(opts: &GenerateOptions, tag: &str) -> (Dataset, String) {
+    let dir = std::env::temp_dir().join(format!("cohort-{tag}-{}", std::process::id()));
+    generate(opts, &dir).unwrap();
+    let data = Dataset::from_paths(
+        &dir.join("persons.jsonl"),
+        Some(&dir.join("events.jsonl")),
+        &mut LoadOptions::default(),
+    )
+    .unwrap();
+    let cohorts = std::fs::read_to_string(dir.join("cohorts.json")).unwrap();
+    std::fs::remove_dir_all(&dir).ok();
+    (data, cohorts)
+}
+
 /// A dataset of persons only, from JSON Lines text.
 fn persons_only(persons: &str) -> Dataset {
     Dataset::from_readers(
@@ -55,24 +70,14 @@ fn persons_only(persons: &str) -> Dataset {
 #[test]
 fn generated_cohorts_batch_equals_per_person() {
     for shape in [Shape::Simple, Shape::Wide] {
-        let dir =
-            std::env::temp_dir().join(format!("cohort-kernels-{}-{shape:?}", std::process::id()));
         let opts = GenerateOptions {
             persons: 2000,
             events_per_person: 5,
             shape,
             ..Default::default()
         };
-        generate(&opts, &dir).unwrap();
-        let set = CohortSet::from_json(&std::fs::read_to_string(dir.join("cohorts.json")).unwrap())
-            .unwrap();
-        let data = Dataset::from_paths(
-            &dir.join("persons.jsonl"),
-            Some(&dir.join("events.jsonl")),
-            &mut LoadOptions::default(),
-        )
-        .unwrap();
-        std::fs::remove_dir_all(&dir).ok();
+        let (data, cohorts) = generated(&opts, &format!("kernels-{shape:?}"));
+        let set = CohortSet::from_json(&cohorts).unwrap();
         agree(&set, &data, opts.now);
     }
 }
@@ -288,20 +293,12 @@ fn behavioral_leaves_sharing_an_event_share_one_pass() {
     // runs and keeps the others' results for their turn: a kept result used under a narrower
     // mask (an OR under an AND, a negation), leaves of cohorts not requested, partitions, and
     // enough persons for the pass to run on two threads.
-    let dir = std::env::temp_dir().join(format!("cohort-shared-{}", std::process::id()));
     let opts = GenerateOptions {
         persons: 10_000,
         events_per_person: 6,
         ..Default::default()
     };
-    generate(&opts, &dir).unwrap();
-    let data = Dataset::from_paths(
-        &dir.join("persons.jsonl"),
-        Some(&dir.join("events.jsonl")),
-        &mut LoadOptions::default(),
-    )
-    .unwrap();
-    std::fs::remove_dir_all(&dir).ok();
+    let (data, _) = generated(&opts, "shared");
     let b = |key: &str, value: &str, extra: &str| {
         format!(
             r#"{{"type": "behavioral", "key": "{key}", "event_type": "events", "value": "{value}", "time_value": 30, "time_interval": "day"{extra}}}"#
