@@ -201,6 +201,20 @@ impl Engine {
         self.program.next_check(cohort, subject, now, bufs)
     }
 
+    /// What one added event (event `k`, named `name`) contributes to [`Engine::next_check`].
+    pub(crate) fn next_check_event(
+        &self,
+        cohort: usize,
+        subject: &Subject<'_>,
+        name: crate::intern::Sym,
+        k: usize,
+        now: Micros,
+        bufs: &mut HorizonBufs,
+    ) -> Option<Micros> {
+        self.program
+            .next_check_event(cohort, subject, name, k, now, bufs)
+    }
+
     /// Every non-deleted cohort the person is a member of at `now`, by ascending id.
     pub fn memberships(
         &self,

@@ -264,14 +264,18 @@ impl Program {
 
     /// Calls `f` with every time-dependent comparison of cohort `c` for the subject: its bound and
     /// what it compares with. Also collects the time slots those comparisons read.
+    /// With `only` = (name, k), just the comparisons of event `k` of the subject's events (of
+    /// that name): what that one event adds.
     fn for_each_comparison(
         &self,
         c: usize,
         s: &Subject<'_>,
+        only: Option<(Sym, usize)>,
         slots: &mut Vec<u32>,
         f: &mut dyn FnMut(Bound, Comparand<'_>),
     ) {
         self.for_each_timed_leaf(c, &mut |kind| match *kind {
+            NodeKind::Prop(_) if only.is_some() => {}
             NodeKind::Prop(i) => {
                 let t = &self.props[i as usize];
                 if let Test::Date(_, slot) = t.test {
@@ -290,7 +294,11 @@ impl Program {
                     names.push(seq_event);
                 }
                 for &name in &names {
-                    let range = s.events.name_range(name);
+                    let range = match only {
+                        None => s.events.name_range(name),
+                        Some((n, k)) if n == name => k..k + 1,
+                        Some(_) => continue,
+                    };
                     let run = &s.events.ts[range.clone()];
                     f(Bound::Now, Comparand::Run(run));
                     for &slot in &kind_slots {
@@ -324,7 +332,7 @@ impl Program {
         out: &mut Vec<Micros>,
         slots: &mut Vec<u32>,
     ) {
-        self.for_each_comparison(c, s, slots, &mut |b, x| {
+        self.for_each_comparison(c, s, None, slots, &mut |b, x| {
             let from = out.len();
             match x {
                 Comparand::Instant(d) => crossings(b, d, out, &mut None),
@@ -356,6 +364,33 @@ impl Program {
         now: Micros,
         bufs: &mut HorizonBufs,
     ) -> Option<Micros> {
+        self.next_check_of(c, s, None, now, bufs)
+    }
+
+    /// What one event adds to [`Program::next_check`]: the first instant after `now` at which a
+    /// comparison of cohort `c` with event `k` (of the subject's events, named `name`) can flip.
+    /// [`Program::next_check`] is the minimum over per-event candidates, so after an event is
+    /// added the cohort's check is the earlier of its check before and this one.
+    pub(crate) fn next_check_event(
+        &self,
+        c: usize,
+        s: &Subject<'_>,
+        name: Sym,
+        k: usize,
+        now: Micros,
+        bufs: &mut HorizonBufs,
+    ) -> Option<Micros> {
+        self.next_check_of(c, s, Some((name, k)), now, bufs)
+    }
+
+    fn next_check_of(
+        &self,
+        c: usize,
+        s: &Subject<'_>,
+        only: Option<(Sym, usize)>,
+        now: Micros,
+        bufs: &mut HorizonBufs,
+    ) -> Option<Micros> {
         let mut best: Option<Micros> = None;
         let HorizonBufs {
             instants,
@@ -363,7 +398,7 @@ impl Program {
             calendar,
         } = bufs;
         slots.clear();
-        self.for_each_comparison(c, s, slots, &mut |b, x| {
+        self.for_each_comparison(c, s, only, slots, &mut |b, x| {
             let found = match x {
                 Comparand::Run(run) => next_crossing(b, run, now, instants, calendar),
                 Comparand::Instant(d) => {

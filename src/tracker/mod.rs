@@ -640,6 +640,19 @@ impl Tracker {
     /// Re-evaluates `cohorts` (all live ones when `None`) for person `idx`, recomputes their
     /// horizons, and appends transitions to `out`.
     fn recompute(&mut self, idx: usize, cohorts: Option<&[usize]>, out: &mut Vec<Transition>) {
+        self.recompute_with(idx, cohorts, None, out);
+    }
+
+    /// [`Tracker::recompute`]; with `added` = (name, k), only event `k` of the person's log (of
+    /// that name) is new since the horizons were computed at this instant, and they are brought
+    /// up to date from it alone.
+    fn recompute_with(
+        &mut self,
+        idx: usize,
+        cohorts: Option<&[usize]>,
+        added: Option<(Sym, usize)>,
+        out: &mut Vec<Transition>,
+    ) {
         let now = self.now;
         let Some(p) = self.persons[idx].as_mut() else {
             return;
@@ -670,10 +683,17 @@ impl Tracker {
         let mut changed = false;
         for &c in list {
             if let Some(s) = self.ix.slot[c] {
-                let h = self
-                    .engine
-                    .next_check(c, &subject, now, &mut self.bufs)
-                    .unwrap_or(NEVER);
+                let h = match added {
+                    None => self
+                        .engine
+                        .next_check(c, &subject, now, &mut self.bufs)
+                        .unwrap_or(NEVER),
+                    Some((name, k)) => self
+                        .engine
+                        .next_check_event(c, &subject, name, k, now, &mut self.bufs)
+                        .unwrap_or(NEVER)
+                        .min(row[s as usize]),
+                };
                 changed |= h != row[s as usize];
                 row[s as usize] = h;
             }
@@ -821,14 +841,18 @@ impl Tracker {
                 (sym, list)
             }
         };
-        if let Some(p) = self.persons[idx].as_mut() {
-            p.log.insert(ts, name, props);
-        }
+        let Some(k) = self.persons[idx]
+            .as_mut()
+            .map(|p| p.log.insert(ts, name, props))
+        else {
+            return;
+        };
         if created {
             self.recompute(idx, None, out);
         } else if !affected.is_empty() {
-            // A future event changes nothing now but moves the horizon.
-            self.recompute(idx, Some(&affected), out);
+            // A future event changes nothing now but moves the horizon: by what this one event
+            // adds (the check is a minimum over per-event candidates, and nothing else changed).
+            self.recompute_with(idx, Some(&affected), Some((name, k)), out);
         }
     }
 

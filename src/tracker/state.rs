@@ -274,12 +274,13 @@ impl Log {
         Log { ts, props, runs }
     }
 
-    /// Adds an event after the events of the same name and timestamp.
-    pub(super) fn insert(&mut self, ts: Micros, name: Sym, props: u32) {
+    /// Adds an event after the events of the same name and timestamp; returns its position.
+    pub(super) fn insert(&mut self, ts: Micros, name: Sym, props: u32) -> usize {
         let slot = run_slot(&self.runs, &self.ts, name, ts);
         self.ts.insert(slot.1, ts);
         self.props.insert(slot.1, props);
         runs_inserted(&mut self.runs, slot, name);
+        slot.1
     }
 
     /// Approximate heap bytes owned.
