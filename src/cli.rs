@@ -640,7 +640,6 @@ fn fast_event(tracker: &mut cohort_engine::Tracker, line: &str, out: &mut Vec<Tr
         return false;
     };
     let empty = serde_json::Map::new();
-    let start = out.len();
     tracker.event(
         &l.distinct_id,
         &l.event,
@@ -648,8 +647,6 @@ fn fast_event(tracker: &mut cohort_engine::Tracker, line: &str, out: &mut Vec<Tr
         l.properties.as_ref().unwrap_or(&empty),
         out,
     );
-    // Within one input line: by cohort id, then person id (CLI.md §4).
-    out[start..].sort_by(|a, b| (a.cohort, &a.person).cmp(&(b.cohort, &b.person)));
     true
 }
 

@@ -75,12 +75,18 @@ impl<'a> PersonProps<'a> {
     pub(crate) fn get(self, key: Sym) -> Option<&'a Val> {
         match self {
             PersonProps::Slice(props) => lookup(props, key),
-            PersonProps::Pooled { pairs, values } => pairs
-                .iter()
-                .find(|(k, _)| *k == key)
-                .map(|&(_, v)| &values[v as usize]),
+            PersonProps::Pooled { pairs, values } => pooled(pairs, values, key),
         }
     }
+}
+
+/// The value of `key` among (key, value id) pairs into `values`.
+#[inline]
+fn pooled<'a>(pairs: &[(Sym, u32)], values: &'a [Val], key: Sym) -> Option<&'a Val> {
+    pairs
+        .iter()
+        .find(|(k, _)| *k == key)
+        .map(|&(_, v)| &values[v as usize])
 }
 
 /// Converts a JSON properties object to a key-sorted slice with keys interned in the process-wide
@@ -214,10 +220,7 @@ impl<'a> Events<'a> {
                 columns.get(key.0 as usize)?.as_ref()?.get(base + i)
             }
             EventProps::Boxed(b) => lookup(&b[i], key),
-            EventProps::Sets { ids, sets, values } => sets[ids[i] as usize]
-                .iter()
-                .find(|(k, _)| *k == key)
-                .map(|&(_, v)| &values[v as usize]),
+            EventProps::Sets { ids, sets, values } => pooled(&sets[ids[i] as usize], values, key),
         }
     }
 

@@ -550,7 +550,7 @@ impl Tracker {
             p.horizon = None;
             self.recompute(idx, None, &mut out);
         }
-        out.sort_by(|a, b| (a.cohort, &a.person).cmp(&(b.cohort, &b.person)));
+        sort_transitions(&mut out);
         out
     }
 
@@ -781,12 +781,12 @@ impl Tracker {
                 }
             }
         }
-        out[start..].sort_by(|a, b| (a.cohort, &a.person).cmp(&(b.cohort, &b.person)));
+        sort_transitions(&mut out[start..]);
         Ok(())
     }
 
     /// An event of the person owning `distinct_id` (created, with that id, when new), appending
-    /// the transitions it causes to `out`. The allocation-free form of [`Update::Event`].
+    /// the transitions it causes to `out` (by cohort id, then person id). The allocation-free form of [`Update::Event`].
     pub fn event(
         &mut self,
         distinct_id: &str,
@@ -826,6 +826,7 @@ impl Tracker {
         props: u32,
         out: &mut Vec<Transition>,
     ) {
+        let start = out.len();
         let (idx, created) = self.person_index(distinct_id);
         let (name, affected) = match self.events.get(event) {
             Some((sym, list)) => (*sym, Arc::clone(list)),
@@ -854,6 +855,7 @@ impl Tracker {
             // adds (the check is a minimum over per-event candidates, and nothing else changed).
             self.recompute_with(idx, Some(&affected), Some((name, k)), out);
         }
+        sort_transitions(&mut out[start..]);
     }
 
     /// The person owning `distinct_id`, created (id = the distinct id, no properties) when new.
@@ -927,6 +929,11 @@ impl Tracker {
     }
 }
 
+/// Transitions by cohort id, then person id (the order every entry point reports).
+fn sort_transitions(out: &mut [Transition]) {
+    out.sort_by(|a, b| (a.cohort, &a.person).cmp(&(b.cohort, &b.person)));
+}
+
 /// The evaluator's view of a tracked person.
 fn subject<'a>(p: &'a Tracked, sets: &'a PropSets, values: &'a Pool<Val>) -> Subject<'a> {
     Subject {
@@ -973,9 +980,7 @@ impl EventLines {
             return false;
         };
         let props = tracker.intern_props(self.scanner.props());
-        let start = out.len();
         tracker.event_with(&head.distinct_id, &head.event, head.ts, props, out);
-        out[start..].sort_by(|a, b| (a.cohort, &a.person).cmp(&(b.cohort, &b.person)));
         true
     }
 }
