@@ -186,7 +186,7 @@ impl Engine {
         scratch: &mut Scratch,
     ) -> bool {
         self.program.prepare(scratch, now);
-        self.program.member(c, subject, scratch, now)
+        self.program.member_fresh(c, subject, scratch, now)
     }
 
     /// A conservative horizon (never later than [`Engine::horizon`]): the first instant at which

@@ -34,8 +34,18 @@ impl Val {
     }
 
     /// Calls `f` with the string form of the value (§B.1) without allocating.
-    #[inline]
+    #[inline(always)]
     pub fn with_str<R>(&self, f: impl FnOnce(&str) -> R) -> R {
+        match self {
+            // The common case stays inline; formatting a number or a boolean does not.
+            Val::Str(s) | Val::Json(s) => f(s),
+            _ => self.with_formatted(f),
+        }
+    }
+
+    /// [`Val::with_str`] for a number or a boolean.
+    #[inline(never)]
+    fn with_formatted<R>(&self, f: impl FnOnce(&str) -> R) -> R {
         match self {
             Val::Str(s) | Val::Json(s) => f(s),
             Val::Bool(true) => f("true"),
@@ -104,10 +114,22 @@ pub fn contains_lower(hay: &str, needle_lower: &str, buf: &mut String) -> bool {
         if !needle_lower.is_ascii() || needle_lower.len() > hay.len() {
             return false;
         }
-        let n = needle_lower.as_bytes();
-        hay.as_bytes()
-            .windows(n.len())
-            .any(|w| w.iter().zip(n).all(|(a, b)| a.to_ascii_lowercase() == *b))
+        // Candidate starts by the needle's first byte, then the rest in place (the needle is
+        // lower case, so folding both sides is exact).
+        let (h, n) = (hay.as_bytes(), needle_lower.as_bytes());
+        let (first, rest) = (n[0], &n[1..]);
+        let fold = if first.is_ascii_lowercase() { 0x20 } else { 0 };
+        for (i, &b) in h[..=h.len() - n.len()].iter().enumerate() {
+            if b | fold == first
+                && h[i + 1..i + n.len()]
+                    .iter()
+                    .zip(rest)
+                    .all(|(a, b)| a.to_ascii_lowercase() == *b)
+            {
+                return true;
+            }
+        }
+        false
     } else {
         buf.clear();
         buf.extend(hay.chars().flat_map(char::to_lowercase));
@@ -195,5 +217,34 @@ mod tests {
         assert!(!contains_lower("ab", "abc", &mut buf));
         // The Kelvin sign lower-cases to an ASCII 'k'.
         assert!(contains_lower("\u{212A}elvin", "kel", &mut buf));
+    }
+
+    #[test]
+    fn ascii_contains_agrees_with_folding_then_searching() {
+        let mut buf = String::new();
+        let hays = [
+            "ada@ACME.io",
+            "@acme",
+            "x@acm",
+            "AAAb",
+            "a[b",
+            "A{B",
+            "abc`d",
+            "",
+            "zz@",
+        ];
+        let needles = [
+            "@acme", "a", "aab", "ab", "[b", "{b", "`d", "@d", "z@", "io", "b",
+        ];
+        for hay in hays {
+            for needle in needles {
+                let expected = hay.to_lowercase().contains(needle);
+                assert_eq!(
+                    contains_lower(hay, needle, &mut buf),
+                    expected,
+                    "{hay:?} contains {needle:?}"
+                );
+            }
+        }
     }
 }

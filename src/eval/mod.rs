@@ -149,6 +149,26 @@ impl Program {
         self.member_direct(c, s, scratch, now)
     }
 
+    /// [`Program::member`] right after [`Program::prepare`]: nothing is memoised yet, and the
+    /// top cohort's own result is never read back (a cohort cannot reference itself), so a
+    /// dynamic cohort goes straight to its root. The single-person path's entry point.
+    #[inline]
+    pub(crate) fn member_fresh(
+        &self,
+        c: usize,
+        s: &Subject<'_>,
+        scratch: &mut Scratch,
+        now: Micros,
+    ) -> bool {
+        match self.cohorts[c] {
+            CohortCode::Dynamic(root) if self.height[c] <= MAX_RECURSIVE_HEIGHT => {
+                scratch.evaluated += 1;
+                self.node(root, s, scratch, now)
+            }
+            _ => self.member(c, s, scratch, now),
+        }
+    }
+
     /// Evaluates without pre-evaluating dependencies (they are memoised already, or shallow).
     fn member_direct(&self, c: usize, s: &Subject<'_>, scratch: &mut Scratch, now: Micros) -> bool {
         if scratch.memo_stamp[c] == scratch.stamp {
