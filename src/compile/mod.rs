@@ -178,19 +178,33 @@ pub(crate) enum BehaviorKind {
 }
 
 impl BehaviorKind {
-    /// The time slots this condition reads.
-    pub(crate) fn slots(&self) -> Vec<u32> {
-        match *self {
-            BehaviorKind::Performed { since } | BehaviorKind::Multiple { since, .. } => vec![since],
-            BehaviorKind::FirstTime { start } | BehaviorKind::Sequence { start, .. } => vec![start],
+    /// The time slots this condition reads (without allocating: trackers ask per event).
+    pub(crate) fn slots(&self) -> impl Iterator<Item = u32> + Clone {
+        let (pair, range) = match *self {
+            BehaviorKind::Performed { since } | BehaviorKind::Multiple { since, .. } => {
+                ([Some(since), None], 0..0)
+            }
+            BehaviorKind::FirstTime { start } | BehaviorKind::Sequence { start, .. } => {
+                ([Some(start), None], 0..0)
+            }
             BehaviorKind::Stopped { start, seq } | BehaviorKind::Restarted { start, seq } => {
-                vec![start, seq]
+                ([Some(start), Some(seq)], 0..0)
             }
             BehaviorKind::Regularly { bounds, total, .. } => {
-                (0..total as u32).map(|k| bounds + k).collect()
+                ([None, None], bounds..bounds + total as u32)
             }
-        }
+        };
+        pair.into_iter().flatten().chain(range)
     }
+}
+
+/// What a cohort's validity horizon reads, found once at compile time so that a tracker does not
+/// walk the filter tree per event: its own time-dependent leaves (behavioral leaves, person date
+/// comparisons) and the cohorts it references directly.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct TimedLeaves {
+    pub leaves: Box<[NodeKind]>,
+    pub refs: Box<[u32]>,
 }
 
 /// How a cohort's membership is decided.
@@ -224,6 +238,8 @@ pub struct Program {
     pub(crate) names: u64,
     /// The node of every leaf, by (cohort position, the leaf's JSON path), for explanations.
     pub(crate) leaf_nodes: HashMap<(u32, String), NodeId>,
+    /// Per cohort position: what its horizon reads.
+    pub(crate) timed: Vec<TimedLeaves>,
 }
 
 /// Above this many levels of references, dependencies are evaluated iteratively in evaluation
@@ -252,6 +268,37 @@ fn cost(n: &AstNode) -> u32 {
         AstNode::Leaf(Leaf::Cohort(_)) => 2,
         AstNode::Leaf(Leaf::Behavioral(_)) => 10,
         AstNode::Group(g) => g.children.iter().map(cost).max().unwrap_or(1),
+    }
+}
+
+/// The time-dependent leaves and direct references under `root`.
+fn timed_leaves(
+    root: NodeId,
+    nodes: &[Node],
+    children: &[NodeId],
+    props: &[PropTest],
+) -> TimedLeaves {
+    let (mut leaves, mut refs) = (Vec::new(), Vec::new());
+    let mut stack = vec![root];
+    while let Some(n) = stack.pop() {
+        match nodes[n as usize].kind {
+            NodeKind::And { start, len } | NodeKind::Or { start, len } => {
+                stack.extend_from_slice(&children[start as usize..(start + len) as usize])
+            }
+            NodeKind::Cohort { target, .. } => refs.push(target),
+            kind @ NodeKind::Behavior(_) => leaves.push(kind),
+            kind @ NodeKind::Prop(i) => {
+                if matches!(props[i as usize].test, Test::Date(..)) {
+                    leaves.push(kind)
+                }
+            }
+        }
+    }
+    refs.sort_unstable();
+    refs.dedup();
+    TimedLeaves {
+        leaves: leaves.into(),
+        refs: refs.into(),
     }
 }
 
@@ -306,7 +353,15 @@ impl Program {
         for (r, &i) in set.evaluation_order().iter().enumerate() {
             rank[i] = r as u32;
         }
+        let timed = cohorts
+            .iter()
+            .map(|code| match *code {
+                CohortCode::Dynamic(root) => timed_leaves(root, &c.nodes, &c.children, &c.props),
+                _ => TimedLeaves::default(),
+            })
+            .collect();
         Ok(Program {
+            timed,
             set: set.clone(),
             cohorts,
             height,

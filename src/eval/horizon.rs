@@ -10,7 +10,7 @@
 
 use smallvec::SmallVec;
 
-use crate::compile::{BehaviorKind, CohortCode, NodeId, NodeKind, Program, Test, TimeExpr};
+use crate::compile::{BehaviorKind, NodeKind, Program, Test, TimeExpr};
 use crate::eval::person::value_date;
 use crate::eval::{Scratch, Subject};
 use crate::intern::Sym;
@@ -19,8 +19,6 @@ use crate::time::{back, forward, DateSpec, Micros, RelUnit, Unit, NEG_INF, POS_I
 /// Scratch space for [`Program::next_check`].
 #[derive(Debug, Default)]
 pub(crate) struct HorizonBufs {
-    instants: Vec<Micros>,
-    slots: Vec<u32>,
     calendar: CalMemo,
 }
 
@@ -123,13 +121,7 @@ enum Comparand<'a> {
 
 /// The earliest instant after `now` at which a comparison of any event of `run` (time-ordered)
 /// with `b(t)` can flip: the minimum over the run of [`crossings`], by binary search.
-fn next_crossing(
-    b: Bound,
-    run: &[Micros],
-    now: Micros,
-    buf: &mut Vec<Micros>,
-    memo: &mut CalMemo,
-) -> Option<Micros> {
+fn next_crossing(b: Bound, run: &[Micros], now: Micros, memo: &mut CalMemo) -> Option<Micros> {
     // The first event e whose crossings e + Δ and e + Δ + 1µs can lie after now.
     let linear = |delta: i64| {
         let lim = now.checked_sub(delta)?;
@@ -158,10 +150,8 @@ fn next_crossing(
                         }) {
                             break;
                         }
-                        buf.clear();
-                        crossings(b, e, buf, &mut Some(&mut *memo));
-                        for &t in buf.iter() {
-                            if t > now && best.is_none_or(|x| t < x) {
+                        if let Some(t) = first_crossing_after(b, e, now, memo) {
+                            if best.is_none_or(|x| t < x) {
                                 best = Some(t);
                             }
                         }
@@ -174,6 +164,58 @@ fn next_crossing(
                 .checked_mul(secs)?
                 .checked_mul(1_000_000)?;
             linear(delta)
+        }
+    }
+}
+
+/// The earliest of [`crossings`] after `now`, without listing them: the candidates come out of
+/// `crossings` in increasing order (day by day, and within a day from its midnight on), so the
+/// walk stops at the first one after `now` — for a recent event, at once.
+fn first_crossing_after(b: Bound, x: Micros, now: Micros, memo: &mut CalMemo) -> Option<Micros> {
+    let after = |t: Micros| (t > now).then_some(t);
+    match b {
+        Bound::Fixed => None,
+        Bound::Now => after(x).or_else(|| after(x.saturating_add(1))),
+        Bound::Back(n, unit) => {
+            let secs = match unit {
+                Unit::Minute => 60i64,
+                Unit::Hour => 3_600,
+                Unit::Day => 86_400,
+                Unit::Week => 604_800,
+                Unit::Month | Unit::Year => {
+                    let approx = memo.shift(x, n, unit, true);
+                    if approx == POS_INF || approx == NEG_INF {
+                        return None;
+                    }
+                    let first_day = approx.div_euclid(DAY) - 5;
+                    for d in first_day..=first_day + 10 {
+                        let Some(midnight) = d.checked_mul(DAY) else {
+                            continue;
+                        };
+                        if midnight > now {
+                            return Some(midnight);
+                        }
+                        let b0 = memo.shift(midnight, n, unit, false);
+                        if b0 == NEG_INF {
+                            continue;
+                        }
+                        for target in [x, x.saturating_add(1)] {
+                            let offset = target.saturating_sub(b0);
+                            if (0..DAY).contains(&offset) && midnight + offset > now {
+                                return Some(midnight + offset);
+                            }
+                        }
+                    }
+                    return None;
+                }
+            };
+            let delta = i64::try_from(n)
+                .ok()?
+                .checked_mul(secs)?
+                .checked_mul(1_000_000)?;
+            [x, x.saturating_add(1)]
+                .into_iter()
+                .find_map(|target| after(target.checked_add(delta)?))
         }
     }
 }
@@ -236,34 +278,29 @@ fn crossings(b: Bound, x: Micros, out: &mut Vec<Micros>, memo: &mut Option<&mut 
 }
 
 impl Program {
-    /// Calls `f` with every property and behavioral leaf of cohort `c` and of the cohorts it
-    /// references, each cohort once. Iterative.
+    /// Calls `f` with every time-dependent leaf of cohort `c` and of the cohorts it references,
+    /// each cohort once (from the leaves found at compile time). Iterative.
     fn for_each_timed_leaf(&self, c: usize, f: &mut dyn FnMut(&NodeKind)) {
-        let mut visited: SmallVec<[usize; 8]> = SmallVec::new();
-        let mut stack: SmallVec<[usize; 8]> = smallvec::smallvec![c];
+        let own = &self.timed[c];
+        if own.refs.is_empty() {
+            own.leaves.iter().for_each(f);
+            return;
+        }
+        let mut visited: SmallVec<[u32; 8]> = SmallVec::new();
+        let mut stack: SmallVec<[u32; 8]> = smallvec::smallvec![c as u32];
         while let Some(c) = stack.pop() {
             if visited.contains(&c) {
                 continue;
             }
             visited.push(c);
-            let CohortCode::Dynamic(root) = self.cohorts[c] else {
-                continue;
-            };
-            let mut nodes: SmallVec<[NodeId; 16]> = smallvec::smallvec![root];
-            while let Some(n) = nodes.pop() {
-                let kind = &self.nodes[n as usize].kind;
-                match *kind {
-                    NodeKind::And { start, len } | NodeKind::Or { start, len } => nodes
-                        .extend_from_slice(&self.children[start as usize..(start + len) as usize]),
-                    NodeKind::Cohort { target, .. } => stack.push(target as usize),
-                    NodeKind::Prop(_) | NodeKind::Behavior(_) => f(kind),
-                }
-            }
+            let t = &self.timed[c as usize];
+            t.leaves.iter().for_each(&mut *f);
+            stack.extend_from_slice(&t.refs);
         }
     }
 
     /// Calls `f` with every time-dependent comparison of cohort `c` for the subject: its bound and
-    /// what it compares with. Also collects the time slots those comparisons read.
+    /// what it compares with. Also collects the time slots those comparisons read, when asked.
     /// With `only` = (name, k), just the comparisons of event `k` of the subject's events (of
     /// that name): what that one event adds.
     fn for_each_comparison(
@@ -271,7 +308,7 @@ impl Program {
         c: usize,
         s: &Subject<'_>,
         only: Option<(Sym, usize)>,
-        slots: &mut Vec<u32>,
+        mut slots: Option<&mut Vec<u32>>,
         f: &mut dyn FnMut(Bound, Comparand<'_>),
     ) {
         self.for_each_timed_leaf(c, &mut |kind| match *kind {
@@ -279,7 +316,7 @@ impl Program {
             NodeKind::Prop(i) => {
                 let t = &self.props[i as usize];
                 if let Test::Date(_, slot) = t.test {
-                    slots.push(slot);
+                    slots.iter_mut().for_each(|v| v.push(slot));
                     if let Some(d) = s.props.get(t.key).and_then(value_date) {
                         f(bound_of(&self.times[slot as usize]), Comparand::Instant(d));
                     }
@@ -288,7 +325,9 @@ impl Program {
             NodeKind::Behavior(i) => {
                 let test = &self.behaviors[i as usize];
                 let kind_slots = test.kind.slots();
-                slots.extend_from_slice(&kind_slots);
+                if let Some(v) = slots.as_mut() {
+                    v.extend(kind_slots.clone());
+                }
                 let mut names: SmallVec<[Sym; 2]> = smallvec::smallvec![test.event];
                 if let BehaviorKind::Sequence { seq_event, .. } = test.kind {
                     names.push(seq_event);
@@ -301,13 +340,13 @@ impl Program {
                     };
                     let run = &s.events.ts[range.clone()];
                     f(Bound::Now, Comparand::Run(run));
-                    for &slot in &kind_slots {
+                    for slot in kind_slots.clone() {
                         f(bound_of(&self.times[slot as usize]), Comparand::Run(run));
                     }
                     // Event filters comparing event-property dates with relative dates.
                     for filter in &test.filters {
                         if let Test::Date(_, slot) = filter.test {
-                            slots.push(slot);
+                            slots.iter_mut().for_each(|v| v.push(slot));
                             let b = bound_of(&self.times[slot as usize]);
                             for k in range.clone() {
                                 if let Some(d) = s.events.get(k, filter.key).and_then(value_date) {
@@ -332,7 +371,7 @@ impl Program {
         out: &mut Vec<Micros>,
         slots: &mut Vec<u32>,
     ) {
-        self.for_each_comparison(c, s, None, slots, &mut |b, x| {
+        self.for_each_comparison(c, s, None, Some(slots), &mut |b, x| {
             let from = out.len();
             match x {
                 Comparand::Instant(d) => crossings(b, d, out, &mut None),
@@ -392,20 +431,11 @@ impl Program {
         bufs: &mut HorizonBufs,
     ) -> Option<Micros> {
         let mut best: Option<Micros> = None;
-        let HorizonBufs {
-            instants,
-            slots,
-            calendar,
-        } = bufs;
-        slots.clear();
-        self.for_each_comparison(c, s, only, slots, &mut |b, x| {
+        let calendar = &mut bufs.calendar;
+        self.for_each_comparison(c, s, only, None, &mut |b, x| {
             let found = match x {
-                Comparand::Run(run) => next_crossing(b, run, now, instants, calendar),
-                Comparand::Instant(d) => {
-                    instants.clear();
-                    crossings(b, d, instants, &mut Some(&mut *calendar));
-                    instants.iter().copied().filter(|&t| t > now).min()
-                }
+                Comparand::Run(run) => next_crossing(b, run, now, calendar),
+                Comparand::Instant(d) => first_crossing_after(b, d, now, calendar),
             };
             if let Some(t) = found {
                 if best.is_none_or(|x| t < x) {
@@ -475,5 +505,50 @@ mod tests {
         out.clear();
         crossings(Bound::Now, x, &mut out, &mut None);
         assert_eq!(out, [x, x + 1]);
+    }
+
+    #[test]
+    fn first_crossing_after_is_the_earliest_crossing_after_now() {
+        let bounds = [
+            Bound::Now,
+            Bound::Fixed,
+            Bound::Back(3, Unit::Hour),
+            Bound::Back(7, Unit::Day),
+            Bound::Back(1, Unit::Month),
+            Bound::Back(2, Unit::Month),
+            Bound::Back(1, Unit::Year),
+        ];
+        let hour = 3_600_000_000;
+        let start = parse_absolute("2024-01-27T05:00:00Z").unwrap();
+        let mut memo = CalMemo::default();
+        let mut out = Vec::new();
+        let mut checked = 0;
+        for b in bounds {
+            // Instants around the month ends where calendar shifts clamp, with `now` before,
+            // on and after each crossing.
+            for step in 0..90 {
+                let x = start + step * 7 * hour + (step % 3);
+                for offset in [
+                    -40 * 24,
+                    -1,
+                    0,
+                    1,
+                    24 * 28,
+                    24 * 29,
+                    24 * 31,
+                    24 * 59,
+                    24 * 366,
+                ] {
+                    for now in [x + offset * hour, x + offset * hour + 1] {
+                        out.clear();
+                        crossings(b, x, &mut out, &mut None);
+                        let expected = out.iter().copied().filter(|&t| t > now).min();
+                        assert_eq!(first_crossing_after(b, x, now, &mut memo), expected);
+                        checked += expected.is_some() as usize;
+                    }
+                }
+            }
+        }
+        assert!(checked > 1000, "{checked}");
     }
 }
