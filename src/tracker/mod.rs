@@ -660,8 +660,12 @@ impl Tracker {
         let list = cohorts.unwrap_or(&self.ix.live);
         let set = self.engine.cohort_set();
         let subject = subject(p, &self.sets, &self.values);
+        // One evaluation generation for the whole list: a cohort several of them reference is
+        // computed once.
+        let program = self.engine.program();
+        program.prepare(&mut self.scratch, now);
         for &c in list {
-            let m = self.engine.matches_at(c, &subject, now, &mut self.scratch);
+            let m = program.member(c, &subject, &mut self.scratch, now);
             if m != self.members.get(idx, c) {
                 self.members.set(idx, c, m);
                 let change = if m { Change::Entered } else { Change::Exited };
