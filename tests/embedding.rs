@@ -414,3 +414,70 @@ fn errors_carry_their_data() {
         (ErrorKind::UnknownCohort, Some(42))
     );
 }
+
+/// A cohort gated by a person condition (plan is pro) and an event window: events while the
+/// gate is closed change nothing, opening it counts the events already kept, and the window
+/// still expires on time after events that arrived while it was closed.
+#[test]
+fn events_while_a_person_condition_is_false_still_count_once_it_holds() {
+    let engine = Engine::from_json(
+        &json!([cohort(
+            1,
+            vec![
+                person_leaf("emb_g_plan", "exact", json!("pro")),
+                performed("emb_g_open", 2)
+            ]
+        )])
+        .to_string(),
+    )
+    .unwrap();
+    let hour = 3_600_000_000;
+    let mut tracker = Tracker::new(engine, hours_ago(30));
+    let set = |p: Value| Update::Set {
+        distinct_id: "g".into(),
+        properties: props(p),
+    };
+    let open = |at: Timestamp| Update::Event {
+        distinct_id: "g".into(),
+        event: "emb_g_open".into(),
+        timestamp: at,
+        properties: Default::default(),
+    };
+    assert!(tracker
+        .apply(set(json!({"emb_g_plan": "free"})))
+        .unwrap()
+        .is_empty());
+    // Gate closed: the event is kept but changes nothing.
+    let first = hours_ago(31);
+    assert!(tracker.apply(open(first)).unwrap().is_empty());
+    assert!(tracker.members(1).is_empty());
+    // The gate opens: the kept event counts at once.
+    let t = tracker.apply(set(json!({"emb_g_plan": "pro"}))).unwrap();
+    assert_eq!(ids(&t), [(1, "g", Change::Entered)]);
+    // Two days after that event the window has passed it: the person exits then, not later.
+    let t = tracker
+        .apply(Update::Now(first.saturating_add_micros(48 * hour - 1)))
+        .unwrap();
+    assert!(t.is_empty());
+    let expiry = first.saturating_add_micros(48 * hour + 1);
+    let t = tracker.apply(Update::Now(expiry)).unwrap();
+    assert_eq!(ids(&t), [(1, "g", Change::Exited)]);
+    // Open, with no event in the window: an event enters the person at once.
+    let later = expiry.saturating_add_micros(-hour);
+    let t = tracker.apply(open(later)).unwrap();
+    assert_eq!(ids(&t), [(1, "g", Change::Entered)]);
+    // Closed: exits; an event while closed changes nothing; reopened: enters again.
+    let t = tracker.apply(set(json!({"emb_g_plan": "free"}))).unwrap();
+    assert_eq!(ids(&t), [(1, "g", Change::Exited)]);
+    assert!(tracker
+        .apply(open(expiry.saturating_add_micros(-2 * hour)))
+        .unwrap()
+        .is_empty());
+    let t = tracker.apply(set(json!({"emb_g_plan": "pro"}))).unwrap();
+    assert_eq!(ids(&t), [(1, "g", Change::Entered)]);
+    // And expires two days after it, although it arrived while the gate was closed.
+    let t = tracker
+        .apply(Update::Now(later.saturating_add_micros(48 * hour + 1)))
+        .unwrap();
+    assert_eq!(ids(&t), [(1, "g", Change::Exited)]);
+}

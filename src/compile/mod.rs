@@ -240,6 +240,9 @@ pub struct Program {
     pub(crate) leaf_nodes: HashMap<(u32, String), NodeId>,
     /// Per cohort position: what its horizon reads.
     pub(crate) timed: Vec<TimedLeaves>,
+    /// Per cohort position: its gate, the conjuncts of its root AND that read only person
+    /// properties and not the time (see [`Program::gate_closed`]); empty when it has none.
+    pub(crate) gates: Vec<Box<[NodeId]>>,
 }
 
 /// Above this many levels of references, dependencies are evaluated iteratively in evaluation
@@ -268,6 +271,32 @@ fn cost(n: &AstNode) -> u32 {
         AstNode::Leaf(Leaf::Cohort(_)) => 2,
         AstNode::Leaf(Leaf::Behavioral(_)) => 10,
         AstNode::Group(g) => g.children.iter().map(cost).max().unwrap_or(1),
+    }
+}
+
+/// The conjuncts of `root` (an AND, not negated) whose subtrees hold only person leaves that do
+/// not compare with the time: while one of them is false, so is the cohort, whatever events
+/// arrive and whenever, until the person's properties change.
+fn gate(root: NodeId, nodes: &[Node], children: &[NodeId], props: &[PropTest]) -> Box<[NodeId]> {
+    fn timeless(n: NodeId, nodes: &[Node], children: &[NodeId], props: &[PropTest]) -> bool {
+        match nodes[n as usize].kind {
+            NodeKind::And { start, len } | NodeKind::Or { start, len } => children
+                [start as usize..(start + len) as usize]
+                .iter()
+                .all(|&c| timeless(c, nodes, children, props)),
+            NodeKind::Prop(i) => !matches!(props[i as usize].test, Test::Date(..)),
+            NodeKind::Behavior(_) | NodeKind::Cohort { .. } => false,
+        }
+    }
+    let node = &nodes[root as usize];
+    match node.kind {
+        NodeKind::And { start, len } if !node.negate => children
+            [start as usize..(start + len) as usize]
+            .iter()
+            .copied()
+            .filter(|&c| timeless(c, nodes, children, props))
+            .collect(),
+        _ => Box::default(),
     }
 }
 
@@ -360,8 +389,16 @@ impl Program {
                 _ => TimedLeaves::default(),
             })
             .collect();
+        let gates = cohorts
+            .iter()
+            .map(|code| match *code {
+                CohortCode::Dynamic(root) => gate(root, &c.nodes, &c.children, &c.props),
+                _ => Box::default(),
+            })
+            .collect();
         Ok(Program {
             timed,
+            gates,
             set: set.clone(),
             cohorts,
             height,

@@ -169,6 +169,21 @@ impl Program {
         }
     }
 
+    /// True when a conjunct of cohort `c`'s gate is false for the subject, so the cohort is
+    /// false now and stays false, whatever events arrive, until the person's properties change.
+    /// Call after [`Program::prepare`]. False when the cohort has no gate.
+    pub(crate) fn gate_closed(
+        &self,
+        c: usize,
+        s: &Subject<'_>,
+        scratch: &mut Scratch,
+        now: Micros,
+    ) -> bool {
+        self.gates[c]
+            .iter()
+            .any(|&n| !self.node(n, s, scratch, now))
+    }
+
     /// Evaluates without pre-evaluating dependencies (they are memoised already, or shallow).
     fn member_direct(&self, c: usize, s: &Subject<'_>, scratch: &mut Scratch, now: Micros) -> bool {
         if scratch.memo_stamp[c] == scratch.stamp {

@@ -358,7 +358,7 @@ impl Tracker {
     pub fn new(engine: Engine, now: impl Into<Timestamp>) -> Tracker {
         let ix = Index::new(engine.cohort_set());
         Tracker {
-            members: Bits::new(0, engine.cohort_set().len()),
+            members: Bits::new(0, 2 * engine.cohort_set().len()),
             horizons: Horizons::new(0, ix.timed.len()),
             sets: PropSets::default(),
             values: Pool::default(),
@@ -388,7 +388,7 @@ impl Tracker {
         let mut t = Tracker::new(engine, now);
         let set = t.engine.cohort_set().clone();
         let n = set.len();
-        t.members = Bits::new(data.len(), n);
+        t.members = Bits::new(data.len(), 2 * n);
         t.horizons = Horizons::new(data.len(), t.ix.timed.len());
         // Memberships in batch.
         let bits = data
@@ -476,6 +476,22 @@ impl Tracker {
             }
             return t;
         }
+        // Gates (see `recompute_with`).
+        let gated: Vec<usize> = (0..n)
+            .filter(|&c| !t.engine.program().gates[c].is_empty())
+            .collect();
+        if !gated.is_empty() {
+            let program = t.engine.program();
+            for (idx, p) in t.persons.iter().enumerate() {
+                let Some(p) = p else { continue };
+                let subject = subject(p, &t.sets, &t.values);
+                program.prepare(&mut t.scratch, now);
+                for &c in &gated {
+                    let closed = program.gate_closed(c, &subject, &mut t.scratch, now);
+                    t.members.set(idx, n + c, closed);
+                }
+            }
+        }
         // Horizons of the time-dependent cohorts, person by person on every core.
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
         let chunk = t.persons.len().div_ceil(threads).max(1);
@@ -531,7 +547,7 @@ impl Tracker {
         self.heap.clear();
         let set = self.engine.cohort_set().clone();
         let rows = self.persons.len();
-        let old = std::mem::replace(&mut self.members, Bits::new(rows, set.len()));
+        let old = std::mem::replace(&mut self.members, Bits::new(rows, 2 * set.len()));
         self.horizons = Horizons::new(rows, self.ix.timed.len());
         let at = Timestamp::from_micros(self.now);
         let mut out = Vec::new();
@@ -541,7 +557,7 @@ impl Tracker {
             };
             // Memberships carried over by cohort id; cohorts that left the set are exits, and
             // deleted cohorts have no members: exits, not re-evaluations.
-            for pos in old.ones(idx) {
+            for pos in old.ones(idx).take_while(|&pos| pos < old_ids.len()) {
                 match set.position(old_ids[pos]) {
                     Some(q) if !set.cohorts()[q].is_deleted() => self.members.set(idx, q, true),
                     _ => out.push(transition(old_ids[pos], &p.person, Change::Exited, at)),
@@ -664,7 +680,25 @@ impl Tracker {
         // computed once.
         let program = self.engine.program();
         program.prepare(&mut self.scratch, now);
+        // Gates: a cohort whose gate is closed (a conjunct on person properties alone is false)
+        // is false and stays so, with no horizon that matters, until those properties change.
+        // Every change of properties comes here without `added`, for a list holding every
+        // cohort reading them, and the gates are brought up to date; an event skips the cohorts
+        // they close (their membership bit is already false, their horizon row stands).
+        let n = self.ix.rank.len();
+        if added.is_none() {
+            for &c in list {
+                if !program.gates[c].is_empty() {
+                    let closed = program.gate_closed(c, &subject, &mut self.scratch, now);
+                    self.members.set(idx, n + c, closed);
+                }
+            }
+        }
+        let gated = |members: &Bits, c: usize| added.is_some() && members.get(idx, n + c);
         for &c in list {
+            if gated(&self.members, c) {
+                continue;
+            }
             let m = program.member(c, &subject, &mut self.scratch, now);
             if m != self.members.get(idx, c) {
                 self.members.set(idx, c, m);
@@ -686,6 +720,9 @@ impl Tracker {
         let row = self.horizons.row_mut(idx);
         let mut changed = false;
         for &c in list {
+            if gated(&self.members, c) {
+                continue;
+            }
             if let Some(s) = self.ix.slot[c] {
                 let h = match added {
                     None => self
@@ -772,7 +809,7 @@ impl Tracker {
                     if let Some(p) = self.persons[idx].take() {
                         let set = self.engine.cohort_set();
                         let at = Timestamp::from_micros(self.now);
-                        for c in self.members.ones(idx) {
+                        for c in self.members.ones(idx).take_while(|&c| c < set.len()) {
                             out.push(transition(
                                 set.cohorts()[c].id,
                                 &p.person,
