@@ -269,22 +269,32 @@ fn member_lists_are_in_id_byte_order() {
     }
     sparse.sort();
     assert!(sparse.len() > 1 && sparse.len() * 64 < ids.len());
-    let data = persons_only(&persons);
     let set = CohortSet::from_json(
         r#"[{"id":1,"filters":{"properties":{"type":"AND","values":[{"type":"person","key":"x","operator":"is_set"}]}}},
             {"id":2,"filters":{"properties":{"type":"AND","values":[{"type":"person","key":"y","operator":"is_set"}]}}}]"#,
     )
     .unwrap();
-    let members = data.evaluate(&set, 0, &BatchOptions::default()).unwrap();
-    assert_eq!(members[&1], ids);
-    assert_eq!(members[&2], sparse);
-    // The borrowed lists are the same.
-    let program = data.compile(&set).unwrap();
-    let bits = data
-        .evaluate_bitsets(&program, 0, &BatchOptions::default())
+    // Loaded on several threads the order is computed while events are read; on one, on the
+    // first member list.
+    for threads in [1, 2] {
+        let data = Dataset::from_readers(
+            persons.as_bytes(),
+            "persons.jsonl",
+            Some(("".as_bytes(), "events.jsonl")),
+            &mut LoadOptions::default().threads(threads),
+        )
         .unwrap();
-    assert_eq!(data.member_ids(&bits[&1]), ids);
-    assert_eq!(data.member_ids(&bits[&2]), sparse);
+        let members = data.evaluate(&set, 0, &BatchOptions::default()).unwrap();
+        assert_eq!(members[&1], ids);
+        assert_eq!(members[&2], sparse);
+        // The borrowed lists are the same.
+        let program = data.compile(&set).unwrap();
+        let bits = data
+            .evaluate_bitsets(&program, 0, &BatchOptions::default())
+            .unwrap();
+        assert_eq!(data.member_ids(&bits[&1]), ids);
+        assert_eq!(data.member_ids(&bits[&2]), sparse);
+    }
 }
 
 #[test]

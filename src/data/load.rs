@@ -737,132 +737,143 @@ impl Dataset {
         let mut ev_name: Vec<Sym> = Vec::new();
         let mut builders: Vec<ColumnBuilder> = Vec::new();
         let (mut skipped, mut dropped) = (0u64, 0u64);
-        for source in events.into_iter().flatten() {
-            let name = source.name.as_str();
-            let (distinct_ids, owners) = (&ds.distinct_ids, &ds.distinct_owner);
-            // An event's envelope and properties (already in the sink) into the block.
-            let attach = |did: &str, event: &str, ts: Micros, b: &mut EventBlock| {
-                let Some(&person) = distinct_ids
-                    .find(did.as_bytes())
-                    .and_then(|d| owners.get(d as usize))
-                else {
-                    b.skipped += 1;
-                    return;
-                };
-                let n = b.names.intern(event.as_bytes());
-                if n as usize == b.name_keep.len() {
-                    b.name_keep
-                        .push(projection.is_none_or(|p| p.keeps_event(event)));
-                }
-                if !b.name_keep[n as usize] {
-                    b.dropped += 1;
-                    return;
-                }
-                let e = b.ts.len() as u32;
-                b.person.push(person);
-                b.ts.push(ts);
-                b.name.push(n);
-                for &(_, v) in &b.sink.line {
-                    if v != NULL_VALUE {
-                        b.props.push((e, v));
-                    }
-                }
-            };
-            let parse_event = |text: &str, _k: usize, b: &mut EventBlock| -> Result<(), String> {
-                let fast = super::scan::event(text, &mut b.sink, projection)
-                    .or_else(|| super::fast::event_into(text, &mut b.sink, projection));
-                match &fast {
-                    Some(h) => attach(h.distinct_id.as_ref(), h.event.as_ref(), h.ts, b),
-                    None => {
-                        let (did, event, ts) = slow_event(text, &mut b.sink, projection)?;
-                        attach(&did, &event, ts, b);
-                    }
-                }
-                Ok(())
-            };
-            // Block-local → global ids, reused across blocks.
-            let mut names: Vec<Sym> = Vec::new();
-            let mut keys: Vec<u32> = Vec::new();
-            let mut values: Vec<(u32, u32)> = Vec::new();
-            let merge = |b: &mut EventBlock, _before: usize| {
-                skipped += b.skipped;
-                dropped += b.dropped;
-                let base = ev_ts.len();
-                if base + b.ts.len() >= u32::MAX as usize {
-                    return Err(Error::input(name, "more than 2^32 - 1 events"));
-                }
-                names.clear();
-                names.extend((0..b.names.len() as u32).map(|i| {
-                    if b.name_keep[i as usize] {
-                        symbols.events.intern(b.names.get_str(i))
-                    } else {
-                        Sym::ABSENT
-                    }
-                }));
-                keys.clear();
-                keys.resize(b.sink.keys.len(), UNMAPPED);
-                values.clear();
-                values.resize(b.sink.values.len(), (UNMAPPED, 0));
-                ev_person.extend_from_slice(&b.person);
-                ev_ts.extend_from_slice(&b.ts);
-                ev_name.extend(b.name.iter().map(|&n| names[n as usize]));
-                for &(e, v) in &b.props {
-                    let mut slot = values[v as usize];
-                    if slot.0 == UNMAPPED {
-                        let bytes = b.sink.values.get(v);
-                        let (local_key, encoded) = bytes.split_at(4.min(bytes.len()));
-                        let lk =
-                            u32::from_le_bytes(local_key.try_into().unwrap_or([0; 4])) as usize;
-                        if keys[lk] == UNMAPPED {
-                            keys[lk] = symbols.keys.intern(b.sink.keys.get_str(lk as u32)).0;
-                        }
-                        let gk = keys[lk] as usize;
-                        if builders.len() <= gk {
-                            builders.resize_with(gk + 1, ColumnBuilder::default);
-                        }
-                        slot = (gk as u32, builders[gk].dict.intern(encoded));
-                        values[v as usize] = slot;
-                    }
-                    builders[slot.0 as usize].push((base + e as usize) as u32, slot.1);
-                }
-                Ok(())
-            };
-            match source.input {
-                Input::Lines(open) => pipeline(
-                    open()?,
-                    name,
-                    threads,
-                    started,
-                    &mut opts.progress,
-                    parse_event,
-                    merge,
-                )?,
-                #[cfg(feature = "parquet")]
-                Input::ParquetEvents(path) => {
-                    let file = super::parquet::open_events(&path)?;
-                    let parse_rows = |g: usize, b: &mut EventBlock| {
-                        file.rows(g, |_, row| parquet_event(row, b, projection, &attach))
+        // The ids' byte order (for member lists) on a thread of its own while events are read:
+        // it needs only the persons, and reading is most of a load. With one thread asked for,
+        // it waits for the first member list instead.
+        let id_order = std::thread::scope(|scope| -> Result<Option<super::IdOrder>, Error> {
+            let order = (threads > 1).then(|| scope.spawn(|| super::id_order_of(&ds.person_ids)));
+            for source in events.into_iter().flatten() {
+                let name = source.name.as_str();
+                let (distinct_ids, owners) = (&ds.distinct_ids, &ds.distinct_owner);
+                // An event's envelope and properties (already in the sink) into the block.
+                let attach = |did: &str, event: &str, ts: Micros, b: &mut EventBlock| {
+                    let Some(&person) = distinct_ids
+                        .find(did.as_bytes())
+                        .and_then(|d| owners.get(d as usize))
+                    else {
+                        b.skipped += 1;
+                        return;
                     };
-                    let groups = file.row_groups();
-                    let produce = move |send: &mut dyn FnMut(usize) -> bool| {
-                        for g in 0..groups {
-                            if !send(g) {
-                                break;
+                    let n = b.names.intern(event.as_bytes());
+                    if n as usize == b.name_keep.len() {
+                        b.name_keep
+                            .push(projection.is_none_or(|p| p.keeps_event(event)));
+                    }
+                    if !b.name_keep[n as usize] {
+                        b.dropped += 1;
+                        return;
+                    }
+                    let e = b.ts.len() as u32;
+                    b.person.push(person);
+                    b.ts.push(ts);
+                    b.name.push(n);
+                    for &(_, v) in &b.sink.line {
+                        if v != NULL_VALUE {
+                            b.props.push((e, v));
+                        }
+                    }
+                };
+                let parse_event =
+                    |text: &str, _k: usize, b: &mut EventBlock| -> Result<(), String> {
+                        let fast = super::scan::event(text, &mut b.sink, projection)
+                            .or_else(|| super::fast::event_into(text, &mut b.sink, projection));
+                        match &fast {
+                            Some(h) => attach(h.distinct_id.as_ref(), h.event.as_ref(), h.ts, b),
+                            None => {
+                                let (did, event, ts) = slow_event(text, &mut b.sink, projection)?;
+                                attach(&did, &event, ts, b);
                             }
                         }
-                        None
+                        Ok(())
                     };
-                    run_blocks(
+                // Block-local → global ids, reused across blocks.
+                let mut names: Vec<Sym> = Vec::new();
+                let mut keys: Vec<u32> = Vec::new();
+                let mut values: Vec<(u32, u32)> = Vec::new();
+                let merge = |b: &mut EventBlock, _before: usize| {
+                    skipped += b.skipped;
+                    dropped += b.dropped;
+                    let base = ev_ts.len();
+                    if base + b.ts.len() >= u32::MAX as usize {
+                        return Err(Error::input(name, "more than 2^32 - 1 events"));
+                    }
+                    names.clear();
+                    names.extend((0..b.names.len() as u32).map(|i| {
+                        if b.name_keep[i as usize] {
+                            symbols.events.intern(b.names.get_str(i))
+                        } else {
+                            Sym::ABSENT
+                        }
+                    }));
+                    keys.clear();
+                    keys.resize(b.sink.keys.len(), UNMAPPED);
+                    values.clear();
+                    values.resize(b.sink.values.len(), (UNMAPPED, 0));
+                    ev_person.extend_from_slice(&b.person);
+                    ev_ts.extend_from_slice(&b.ts);
+                    ev_name.extend(b.name.iter().map(|&n| names[n as usize]));
+                    for &(e, v) in &b.props {
+                        let mut slot = values[v as usize];
+                        if slot.0 == UNMAPPED {
+                            let bytes = b.sink.values.get(v);
+                            let (local_key, encoded) = bytes.split_at(4.min(bytes.len()));
+                            let lk =
+                                u32::from_le_bytes(local_key.try_into().unwrap_or([0; 4])) as usize;
+                            if keys[lk] == UNMAPPED {
+                                keys[lk] = symbols.keys.intern(b.sink.keys.get_str(lk as u32)).0;
+                            }
+                            let gk = keys[lk] as usize;
+                            if builders.len() <= gk {
+                                builders.resize_with(gk + 1, ColumnBuilder::default);
+                            }
+                            slot = (gk as u32, builders[gk].dict.intern(encoded));
+                            values[v as usize] = slot;
+                        }
+                        builders[slot.0 as usize].push((base + e as usize) as u32, slot.1);
+                    }
+                    Ok(())
+                };
+                match source.input {
+                    Input::Lines(open) => pipeline(
+                        open()?,
                         name,
                         threads,
                         started,
                         &mut opts.progress,
-                        produce,
-                        parse_rows,
+                        parse_event,
                         merge,
-                    )?
+                    )?,
+                    #[cfg(feature = "parquet")]
+                    Input::ParquetEvents(path) => {
+                        let file = super::parquet::open_events(&path)?;
+                        let parse_rows = |g: usize, b: &mut EventBlock| {
+                            file.rows(g, |_, row| parquet_event(row, b, projection, &attach))
+                        };
+                        let groups = file.row_groups();
+                        let produce = move |send: &mut dyn FnMut(usize) -> bool| {
+                            for g in 0..groups {
+                                if !send(g) {
+                                    break;
+                                }
+                            }
+                            None
+                        };
+                        run_blocks(
+                            name,
+                            threads,
+                            started,
+                            &mut opts.progress,
+                            produce,
+                            parse_rows,
+                            merge,
+                        )?
+                    }
                 }
             }
+            Ok(order.map(|o| o.join().expect("ordering ids does not panic")))
+        })?;
+        if let Some(order) = id_order {
+            ds.id_order = std::sync::OnceLock::from(order);
         }
         // Large vectors shrink in place (the allocator remaps them): no growth slack while the
         // grouping holds old and new columns at once.
