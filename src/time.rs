@@ -85,7 +85,7 @@ impl Unit {
     }
 
     /// Exact length in seconds for fixed-duration units; None for month/year (calendar units).
-    fn exact_seconds(self) -> Option<i64> {
+    pub(crate) fn exact_seconds(self) -> Option<i64> {
         match self {
             Unit::Minute | Unit::Hour | Unit::Day | Unit::Week => Some(self.approx_seconds()),
             Unit::Month | Unit::Year => None,

@@ -86,6 +86,15 @@ fn cal(memo: &mut Option<&mut CalMemo>, t: Micros, n: u64, unit: Unit, ahead: bo
     }
 }
 
+/// `n` units in µs for a unit of fixed length (`Ok(None)` when that overflows), or `Err(())`
+/// for a calendar unit (months, years), whose shifts depend on the date.
+fn fixed_micros(n: u64, unit: Unit) -> Result<Option<i64>, ()> {
+    let secs = unit.exact_seconds().ok_or(())?;
+    Ok(i64::try_from(n)
+        .ok()
+        .and_then(|n| n.checked_mul(secs)?.checked_mul(1_000_000)))
+}
+
 /// How many candidate instants are checked before settling for a conservative (early) answer.
 const MAX_CANDIDATES: usize = 4096;
 
@@ -132,39 +141,29 @@ fn next_crossing(b: Bound, run: &[Micros], now: Micros, memo: &mut CalMemo) -> O
     match b {
         Bound::Fixed => None,
         Bound::Now => linear(0),
-        Bound::Back(n, unit) => {
-            let secs = match unit {
-                Unit::Minute => 60i64,
-                Unit::Hour => 3_600,
-                Unit::Day => 86_400,
-                Unit::Week => 604_800,
-                Unit::Month | Unit::Year => {
-                    // Crossings of e lie within six days of forward(e), which grows with e.
-                    let start = run.partition_point(|&e| {
-                        memo.shift(e, n, unit, true).saturating_add(6 * DAY) <= now
-                    });
-                    let mut best: Option<Micros> = None;
-                    for &e in &run[start..] {
-                        if best.is_some_and(|b| {
-                            memo.shift(e, n, unit, true).saturating_sub(6 * DAY) > b
-                        }) {
-                            break;
-                        }
-                        if let Some(t) = first_crossing_after(b, e, now, memo) {
-                            if best.is_none_or(|x| t < x) {
-                                best = Some(t);
-                            }
+        Bound::Back(n, unit) => match fixed_micros(n, unit) {
+            Ok(delta) => linear(delta?),
+            Err(()) => {
+                // Crossings of e lie within six days of forward(e), which grows with e.
+                let start = run.partition_point(|&e| {
+                    memo.shift(e, n, unit, true).saturating_add(6 * DAY) <= now
+                });
+                let mut best: Option<Micros> = None;
+                for &e in &run[start..] {
+                    if best
+                        .is_some_and(|b| memo.shift(e, n, unit, true).saturating_sub(6 * DAY) > b)
+                    {
+                        break;
+                    }
+                    if let Some(t) = first_crossing_after(b, e, now, memo) {
+                        if best.is_none_or(|x| t < x) {
+                            best = Some(t);
                         }
                     }
-                    return best;
                 }
-            };
-            let delta = i64::try_from(n)
-                .ok()?
-                .checked_mul(secs)?
-                .checked_mul(1_000_000)?;
-            linear(delta)
-        }
+                best
+            }
+        },
     }
 }
 
@@ -176,47 +175,40 @@ fn first_crossing_after(b: Bound, x: Micros, now: Micros, memo: &mut CalMemo) ->
     match b {
         Bound::Fixed => None,
         Bound::Now => after(x).or_else(|| after(x.saturating_add(1))),
-        Bound::Back(n, unit) => {
-            let secs = match unit {
-                Unit::Minute => 60i64,
-                Unit::Hour => 3_600,
-                Unit::Day => 86_400,
-                Unit::Week => 604_800,
-                Unit::Month | Unit::Year => {
-                    let approx = memo.shift(x, n, unit, true);
-                    if approx == POS_INF || approx == NEG_INF {
-                        return None;
-                    }
-                    let first_day = approx.div_euclid(DAY) - 5;
-                    for d in first_day..=first_day + 10 {
-                        let Some(midnight) = d.checked_mul(DAY) else {
-                            continue;
-                        };
-                        if midnight > now {
-                            return Some(midnight);
-                        }
-                        let b0 = memo.shift(midnight, n, unit, false);
-                        if b0 == NEG_INF {
-                            continue;
-                        }
-                        for target in [x, x.saturating_add(1)] {
-                            let offset = target.saturating_sub(b0);
-                            if (0..DAY).contains(&offset) && midnight + offset > now {
-                                return Some(midnight + offset);
-                            }
-                        }
-                    }
+        Bound::Back(n, unit) => match fixed_micros(n, unit) {
+            Ok(delta) => {
+                let delta = delta?;
+                [x, x.saturating_add(1)]
+                    .into_iter()
+                    .find_map(|target| after(target.checked_add(delta)?))
+            }
+            Err(()) => {
+                let approx = memo.shift(x, n, unit, true);
+                if approx == POS_INF || approx == NEG_INF {
                     return None;
                 }
-            };
-            let delta = i64::try_from(n)
-                .ok()?
-                .checked_mul(secs)?
-                .checked_mul(1_000_000)?;
-            [x, x.saturating_add(1)]
-                .into_iter()
-                .find_map(|target| after(target.checked_add(delta)?))
-        }
+                let first_day = approx.div_euclid(DAY) - 5;
+                for d in first_day..=first_day + 10 {
+                    let Some(midnight) = d.checked_mul(DAY) else {
+                        continue;
+                    };
+                    if midnight > now {
+                        return Some(midnight);
+                    }
+                    let b0 = memo.shift(midnight, n, unit, false);
+                    if b0 == NEG_INF {
+                        continue;
+                    }
+                    for target in [x, x.saturating_add(1)] {
+                        let offset = target.saturating_sub(b0);
+                        if (0..DAY).contains(&offset) && midnight + offset > now {
+                            return Some(midnight + offset);
+                        }
+                    }
+                }
+                None
+            }
+        },
     }
 }
 
@@ -231,49 +223,38 @@ fn crossings(b: Bound, x: Micros, out: &mut Vec<Micros>, memo: &mut Option<&mut 
     match b {
         Bound::Fixed => {}
         Bound::Now => out.extend([x, x.saturating_add(1)]),
-        Bound::Back(n, unit) => {
-            let secs = match unit {
-                Unit::Minute => 60i64,
-                Unit::Hour => 3_600,
-                Unit::Day => 86_400,
-                Unit::Week => 604_800,
-                Unit::Month | Unit::Year => {
-                    let approx = cal(memo, x, n, unit, true);
-                    if approx == POS_INF || approx == NEG_INF {
-                        return;
+        Bound::Back(n, unit) => match fixed_micros(n, unit) {
+            Ok(delta) => {
+                for target in [x, x.saturating_add(1)] {
+                    if let Some(t) = delta.and_then(|delta| target.checked_add(delta)) {
+                        out.push(t);
                     }
-                    let first_day = approx.div_euclid(DAY) - 5;
-                    for d in first_day..=first_day + 10 {
-                        let Some(midnight) = d.checked_mul(DAY) else {
-                            continue;
-                        };
-                        let b0 = cal(memo, midnight, n, unit, false);
-                        out.push(midnight);
-                        if b0 == NEG_INF {
-                            continue;
-                        }
-                        for target in [x, x.saturating_add(1)] {
-                            let offset = target.saturating_sub(b0);
-                            if (0..DAY).contains(&offset) {
-                                out.push(midnight + offset);
-                            }
-                        }
-                    }
-                    return;
-                }
-            };
-            let Some(delta) = i64::try_from(n)
-                .ok()
-                .and_then(|n| n.checked_mul(secs)?.checked_mul(1_000_000))
-            else {
-                return;
-            };
-            for target in [x, x.saturating_add(1)] {
-                if let Some(t) = target.checked_add(delta) {
-                    out.push(t);
                 }
             }
-        }
+            Err(()) => {
+                let approx = cal(memo, x, n, unit, true);
+                if approx == POS_INF || approx == NEG_INF {
+                    return;
+                }
+                let first_day = approx.div_euclid(DAY) - 5;
+                for d in first_day..=first_day + 10 {
+                    let Some(midnight) = d.checked_mul(DAY) else {
+                        continue;
+                    };
+                    let b0 = cal(memo, midnight, n, unit, false);
+                    out.push(midnight);
+                    if b0 == NEG_INF {
+                        continue;
+                    }
+                    for target in [x, x.saturating_add(1)] {
+                        let offset = target.saturating_sub(b0);
+                        if (0..DAY).contains(&offset) {
+                            out.push(midnight + offset);
+                        }
+                    }
+                }
+            }
+        },
     }
 }
 
