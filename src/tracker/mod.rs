@@ -261,10 +261,16 @@ struct Index {
     static_related: Vec<usize>,
     /// Position of each cohort in evaluation order.
     rank: Vec<usize>,
+    /// By cohort position: the column of its gate bit in the membership rows (after the one
+    /// membership bit per cohort), if it has a gate ([`crate::Program`]'s `gates`).
+    gate: Vec<Option<u32>>,
+    /// Bits per membership row: a membership bit per cohort, then the gate bits.
+    width: usize,
 }
 
 impl Index {
-    fn new(set: &crate::CohortSet) -> Index {
+    fn new(engine: &Engine) -> Index {
+        let set = engine.cohort_set();
         let cohorts = set.cohorts();
         let order: Vec<usize> = set.evaluation_order().to_vec();
         // Direct reads per cohort.
@@ -340,6 +346,18 @@ impl Index {
         for (s, &c) in timed.iter().enumerate() {
             slot[c] = Some(s as u32);
         }
+        let mut width = cohorts.len();
+        let gate = engine
+            .program()
+            .gates
+            .iter()
+            .map(|g| {
+                (!g.is_empty()).then(|| {
+                    width += 1;
+                    (width - 1) as u32
+                })
+            })
+            .collect();
         Index {
             by_event: by_event
                 .into_iter()
@@ -351,6 +369,8 @@ impl Index {
             live,
             static_related,
             rank,
+            gate,
+            width,
         }
     }
 }
@@ -358,9 +378,9 @@ impl Index {
 impl Tracker {
     /// A tracker with no persons at `now`.
     pub fn new(engine: Engine, now: impl Into<Timestamp>) -> Tracker {
-        let ix = Index::new(engine.cohort_set());
+        let ix = Index::new(&engine);
         Tracker {
-            members: Bits::new(0, 2 * engine.cohort_set().len()),
+            members: Bits::new(0, ix.width),
             horizons: Horizons::new(0, ix.timed.len()),
             sets: PropSets::default(),
             values: Pool::default(),
@@ -390,7 +410,7 @@ impl Tracker {
         let mut t = Tracker::new(engine, now);
         let set = t.engine.cohort_set().clone();
         let n = set.len();
-        t.members = Bits::new(data.len(), 2 * n);
+        t.members = Bits::new(data.len(), t.ix.width);
         t.horizons = Horizons::new(data.len(), t.ix.timed.len());
         // Memberships in batch.
         let bits = data
@@ -479,18 +499,16 @@ impl Tracker {
             return t;
         }
         // Gates (see `recompute_with`).
-        let gated: Vec<usize> = (0..n)
-            .filter(|&c| !t.engine.program().gates[c].is_empty())
-            .collect();
+        let gated: Vec<(usize, u32)> = (0..n).filter_map(|c| Some((c, t.ix.gate[c]?))).collect();
         if !gated.is_empty() {
             let program = t.engine.program();
             for (idx, p) in t.persons.iter().enumerate() {
                 let Some(p) = p else { continue };
                 let subject = subject(p, &t.sets, &t.values);
                 program.prepare(&mut t.scratch, now);
-                for &c in &gated {
+                for &(c, column) in &gated {
                     let closed = program.gate_closed(c, &subject, &mut t.scratch, now);
-                    t.members.set(idx, n + c, closed);
+                    t.members.set(idx, column as usize, closed);
                 }
             }
         }
@@ -544,12 +562,12 @@ impl Tracker {
             .map(|c| c.id)
             .collect();
         self.engine = engine;
-        self.ix = Index::new(self.engine.cohort_set());
+        self.ix = Index::new(&self.engine);
         self.events.clear();
         self.heap.clear();
         let set = self.engine.cohort_set().clone();
         let rows = self.persons.len();
-        let old = std::mem::replace(&mut self.members, Bits::new(rows, 2 * set.len()));
+        let old = std::mem::replace(&mut self.members, Bits::new(rows, self.ix.width));
         self.horizons = Horizons::new(rows, self.ix.timed.len());
         let at = Timestamp::from_micros(self.now);
         let mut out = Vec::new();
@@ -687,16 +705,18 @@ impl Tracker {
         // Every change of properties comes here without `added`, for a list holding every
         // cohort reading them, and the gates are brought up to date; an event skips the cohorts
         // they close (their membership bit is already false, their horizon row stands).
-        let n = self.ix.rank.len();
+        let gate = &self.ix.gate;
         if added.is_none() {
             for &c in list {
-                if !program.gates[c].is_empty() {
+                if let Some(column) = gate[c] {
                     let closed = program.gate_closed(c, &subject, &mut self.scratch, now);
-                    self.members.set(idx, n + c, closed);
+                    self.members.set(idx, column as usize, closed);
                 }
             }
         }
-        let gated = |members: &Bits, c: usize| added.is_some() && members.get(idx, n + c);
+        let gated = |members: &Bits, c: usize| {
+            added.is_some() && gate[c].is_some_and(|column| members.get(idx, column as usize))
+        };
         for &c in list {
             if gated(&self.members, c) {
                 continue;
