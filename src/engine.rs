@@ -11,7 +11,7 @@ use crate::compile::Program;
 use crate::data::{props_shared, Events, History, Person, PersonProps};
 use crate::error::{Error, Errors};
 use crate::eval::explain::Explanation;
-use crate::eval::{HorizonBufs, Scratch, Subject, Who};
+use crate::eval::{Scratch, Subject, Who};
 use crate::intern::{shared, Symbols, Table};
 use crate::set::CohortSet;
 use crate::time::Micros;
@@ -187,32 +187,6 @@ impl Engine {
     ) -> bool {
         self.program.prepare(scratch, now);
         self.program.member_fresh(c, subject, scratch, now)
-    }
-
-    /// A conservative horizon (never later than [`Engine::horizon`]): the first instant at which
-    /// any time comparison of the cohort can flip. Cheap; the tracker re-checks persons then.
-    pub(crate) fn next_check(
-        &self,
-        cohort: usize,
-        subject: &Subject<'_>,
-        now: Micros,
-        bufs: &mut HorizonBufs,
-    ) -> Option<Micros> {
-        self.program.next_check(cohort, subject, now, bufs)
-    }
-
-    /// What one added event (event `k`, named `name`) contributes to [`Engine::next_check`].
-    pub(crate) fn next_check_event(
-        &self,
-        cohort: usize,
-        subject: &Subject<'_>,
-        name: crate::intern::Sym,
-        k: usize,
-        now: Micros,
-        bufs: &mut HorizonBufs,
-    ) -> Option<Micros> {
-        self.program
-            .next_check_event(cohort, subject, name, k, now, bufs)
     }
 
     /// Every non-deleted cohort the person is a member of at `now`, by ascending id.

@@ -198,13 +198,14 @@ impl BehaviorKind {
     }
 }
 
-/// What a cohort's validity horizon reads, found once at compile time so that a tracker does not
-/// walk the filter tree per event: its own time-dependent leaves (behavioral leaves, person date
-/// comparisons) and the cohorts it references directly.
+/// What a cohort's own filter tree reads, found once at compile time so that nothing walks the
+/// tree per evaluation: the cohorts it references directly (ascending, once each), and its
+/// time-dependent leaves (behavioral leaves, person date comparisons), which its validity
+/// horizon follows.
 #[derive(Clone, Debug, Default)]
-pub(crate) struct TimedLeaves {
-    pub leaves: Box<[NodeKind]>,
+pub(crate) struct Reads {
     pub refs: Box<[u32]>,
+    pub timed: Box<[NodeKind]>,
 }
 
 /// How a cohort's membership is decided.
@@ -238,8 +239,8 @@ pub struct Program {
     pub(crate) names: u64,
     /// The node of every leaf, by (cohort position, the leaf's JSON path), for explanations.
     pub(crate) leaf_nodes: HashMap<(u32, String), NodeId>,
-    /// Per cohort position: what its horizon reads.
-    pub(crate) timed: Vec<TimedLeaves>,
+    /// Per cohort position: the cohorts and time-dependent leaves its tree reads.
+    pub(crate) reads: Vec<Reads>,
     /// Per cohort position: its gate, the conjuncts of its root AND that read only person
     /// properties and not the time (see [`Program::gate_closed`]); empty when it has none.
     pub(crate) gates: Vec<Box<[NodeId]>>,
@@ -300,34 +301,39 @@ fn gate(root: NodeId, nodes: &[Node], children: &[NodeId], props: &[PropTest]) -
     }
 }
 
-/// The time-dependent leaves and direct references under `root`.
-fn timed_leaves(
+/// Calls `f` with every leaf under `root` (`nodes` and `children` as in [`Program`]).
+pub(crate) fn for_each_leaf_in(
     root: NodeId,
     nodes: &[Node],
     children: &[NodeId],
-    props: &[PropTest],
-) -> TimedLeaves {
-    let (mut leaves, mut refs) = (Vec::new(), Vec::new());
-    let mut stack = vec![root];
+    f: &mut dyn FnMut(NodeKind),
+) {
+    let mut stack: smallvec::SmallVec<[NodeId; 32]> = smallvec::SmallVec::new();
+    stack.push(root);
     while let Some(n) = stack.pop() {
         match nodes[n as usize].kind {
             NodeKind::And { start, len } | NodeKind::Or { start, len } => {
                 stack.extend_from_slice(&children[start as usize..(start + len) as usize])
             }
-            NodeKind::Cohort { target, .. } => refs.push(target),
-            kind @ NodeKind::Behavior(_) => leaves.push(kind),
-            kind @ NodeKind::Prop(i) => {
-                if matches!(props[i as usize].test, Test::Date(..)) {
-                    leaves.push(kind)
-                }
-            }
+            leaf => f(leaf),
         }
     }
+}
+
+/// The direct references and time-dependent leaves under `root`.
+fn reads(root: NodeId, nodes: &[Node], children: &[NodeId], props: &[PropTest]) -> Reads {
+    let (mut refs, mut timed) = (Vec::new(), Vec::new());
+    for_each_leaf_in(root, nodes, children, &mut |leaf| match leaf {
+        NodeKind::Cohort { target, .. } => refs.push(target),
+        NodeKind::Behavior(_) => timed.push(leaf),
+        NodeKind::Prop(i) if matches!(props[i as usize].test, Test::Date(..)) => timed.push(leaf),
+        _ => {}
+    });
     refs.sort_unstable();
     refs.dedup();
-    TimedLeaves {
-        leaves: leaves.into(),
+    Reads {
         refs: refs.into(),
+        timed: timed.into(),
     }
 }
 
@@ -382,11 +388,11 @@ impl Program {
         for (r, &i) in set.evaluation_order().iter().enumerate() {
             rank[i] = r as u32;
         }
-        let timed = cohorts
+        let reads = cohorts
             .iter()
             .map(|code| match *code {
-                CohortCode::Dynamic(root) => timed_leaves(root, &c.nodes, &c.children, &c.props),
-                _ => TimedLeaves::default(),
+                CohortCode::Dynamic(root) => reads(root, &c.nodes, &c.children, &c.props),
+                _ => Reads::default(),
             })
             .collect();
         let gates = cohorts
@@ -397,7 +403,7 @@ impl Program {
             })
             .collect();
         Ok(Program {
-            timed,
+            reads,
             gates,
             set: set.clone(),
             cohorts,

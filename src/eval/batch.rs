@@ -202,12 +202,10 @@ impl Dataset {
             if std::mem::replace(&mut needed[c], true) {
                 continue;
             }
-            if let CohortCode::Dynamic(root) = program.cohorts[c] {
-                program.for_each_reference(root, &mut |t| {
-                    if !needed[t] {
-                        stack.push(t)
-                    }
-                });
+            for &t in program.reads[c].refs.iter() {
+                if !needed[t as usize] {
+                    stack.push(t as usize)
+                }
             }
         }
         let n = self.len();

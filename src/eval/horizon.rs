@@ -8,6 +8,8 @@
 //! cohort reads (through references too), are the only candidates; the horizon is the first
 //! candidate at which the membership actually differs, found by evaluating there.
 
+use std::ops::ControlFlow;
+
 use smallvec::SmallVec;
 
 use crate::compile::{BehaviorKind, NodeKind, Program, Test, TimeExpr};
@@ -167,52 +169,22 @@ fn next_crossing(b: Bound, run: &[Micros], now: Micros, memo: &mut CalMemo) -> O
     }
 }
 
-/// The earliest of [`crossings`] after `now`, without listing them: the candidates come out of
-/// `crossings` in increasing order (day by day, and within a day from its midnight on), so the
-/// walk stops at the first one after `now` — for a recent event, at once.
+/// The earliest of [`crossings`] after `now`, without listing them: the walk stops at the first
+/// one after `now` — for a recent event, at once.
 fn first_crossing_after(b: Bound, x: Micros, now: Micros, memo: &mut CalMemo) -> Option<Micros> {
-    let after = |t: Micros| (t > now).then_some(t);
-    match b {
-        Bound::Fixed => None,
-        Bound::Now => after(x).or_else(|| after(x.saturating_add(1))),
-        Bound::Back(n, unit) => match fixed_micros(n, unit) {
-            Ok(delta) => {
-                let delta = delta?;
-                [x, x.saturating_add(1)]
-                    .into_iter()
-                    .find_map(|target| after(target.checked_add(delta)?))
-            }
-            Err(()) => {
-                let approx = memo.shift(x, n, unit, true);
-                if approx == POS_INF || approx == NEG_INF {
-                    return None;
-                }
-                let first_day = approx.div_euclid(DAY) - 5;
-                for d in first_day..=first_day + 10 {
-                    let Some(midnight) = d.checked_mul(DAY) else {
-                        continue;
-                    };
-                    if midnight > now {
-                        return Some(midnight);
-                    }
-                    let b0 = memo.shift(midnight, n, unit, false);
-                    if b0 == NEG_INF {
-                        continue;
-                    }
-                    for target in [x, x.saturating_add(1)] {
-                        let offset = target.saturating_sub(b0);
-                        if (0..DAY).contains(&offset) && midnight + offset > now {
-                            return Some(midnight + offset);
-                        }
-                    }
-                }
-                None
-            }
-        },
-    }
+    let shift = |t, n, unit, ahead| memo.shift(t, n, unit, ahead);
+    each_crossing(b, x, shift, |t| {
+        if t > now {
+            ControlFlow::Break(t)
+        } else {
+            ControlFlow::Continue(())
+        }
+    })
+    .break_value()
 }
 
-/// Instants at which a comparison of `x` (or `x + 1µs`) with `b(t)` can flip, pushed to `out`.
+/// Instants at which a comparison of `x` (or `x + 1µs`) with `b(t)` can flip, pushed to `out`
+/// in increasing order (see [`each_crossing`]).
 ///
 /// `t` and `t − n·(exact unit)` move in lockstep, so there the flip is one instant. Calendar
 /// months are not monotone: with end-of-month clamping, `t − 1 month` for Mar 29, 30 and 31 is
@@ -220,51 +192,71 @@ fn first_crossing_after(b: Bound, x: Micros, now: Micros, memo: &mut CalMemo) ->
 /// starts. So around the approximate preimage of `x`, every midnight is a candidate, and within
 /// each day (where `b(t)` is `t` minus a constant) the instant `b(t)` reaches `x` or `x + 1µs`.
 fn crossings(b: Bound, x: Micros, out: &mut Vec<Micros>, memo: &mut Option<&mut CalMemo>) {
+    let shift = |t, n, unit, ahead| cal(memo, t, n, unit, ahead);
+    let _: ControlFlow<()> = each_crossing(b, x, shift, |t| {
+        out.push(t);
+        ControlFlow::Continue(())
+    });
+}
+
+/// Calls `f` with each instant of [`crossings`], in increasing order (day by day, and within a
+/// day from its midnight on), until `f` breaks. `shift(t, n, unit, ahead)` is the calendar shift
+/// (`forward` when `ahead`, else `back`), memoised or not.
+fn each_crossing<R>(
+    b: Bound,
+    x: Micros,
+    mut shift: impl FnMut(Micros, u64, Unit, bool) -> Micros,
+    mut f: impl FnMut(Micros) -> ControlFlow<R>,
+) -> ControlFlow<R> {
     match b {
         Bound::Fixed => {}
-        Bound::Now => out.extend([x, x.saturating_add(1)]),
+        Bound::Now => {
+            f(x)?;
+            f(x.saturating_add(1))?;
+        }
         Bound::Back(n, unit) => match fixed_micros(n, unit) {
             Ok(delta) => {
                 for target in [x, x.saturating_add(1)] {
                     if let Some(t) = delta.and_then(|delta| target.checked_add(delta)) {
-                        out.push(t);
+                        f(t)?;
                     }
                 }
             }
             Err(()) => {
-                let approx = cal(memo, x, n, unit, true);
+                let approx = shift(x, n, unit, true);
                 if approx == POS_INF || approx == NEG_INF {
-                    return;
+                    return ControlFlow::Continue(());
                 }
                 let first_day = approx.div_euclid(DAY) - 5;
                 for d in first_day..=first_day + 10 {
                     let Some(midnight) = d.checked_mul(DAY) else {
                         continue;
                     };
-                    let b0 = cal(memo, midnight, n, unit, false);
-                    out.push(midnight);
+                    f(midnight)?;
+                    let b0 = shift(midnight, n, unit, false);
                     if b0 == NEG_INF {
                         continue;
                     }
                     for target in [x, x.saturating_add(1)] {
                         let offset = target.saturating_sub(b0);
                         if (0..DAY).contains(&offset) {
-                            out.push(midnight + offset);
+                            f(midnight + offset)?;
                         }
                     }
                 }
             }
         },
     }
+    ControlFlow::Continue(())
 }
 
 impl Program {
     /// Calls `f` with every time-dependent leaf of cohort `c` and of the cohorts it references,
     /// each cohort once (from the leaves found at compile time). Iterative.
     fn for_each_timed_leaf(&self, c: usize, f: &mut dyn FnMut(&NodeKind)) {
-        let own = &self.timed[c];
+        let own = &self.reads[c];
         if own.refs.is_empty() {
-            own.leaves.iter().for_each(f);
+            own.timed.iter().for_each(f);
             return;
         }
         let mut visited: SmallVec<[u32; 8]> = SmallVec::new();
@@ -274,8 +266,8 @@ impl Program {
                 continue;
             }
             visited.push(c);
-            let t = &self.timed[c as usize];
-            t.leaves.iter().for_each(&mut *f);
+            let t = &self.reads[c as usize];
+            t.timed.iter().for_each(&mut *f);
             stack.extend_from_slice(&t.refs);
         }
     }

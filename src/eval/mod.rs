@@ -15,8 +15,6 @@ pub(crate) use horizon::HorizonBufs;
 mod person;
 pub(crate) mod strings;
 
-use smallvec::SmallVec;
-
 use crate::compile::{CohortCode, NodeId, NodeKind, Program, TimeExpr, MAX_RECURSIVE_HEIGHT};
 use crate::data::{Events, PersonProps};
 use crate::time::{back, Micros};
@@ -219,14 +217,12 @@ impl Program {
         closure.clear();
         work.push(c as u32);
         while let Some(x) = work.pop() {
-            if let CohortCode::Dynamic(root) = self.cohorts[x as usize] {
-                self.for_each_reference(root, &mut |t| {
-                    if scratch.visit_stamp[t] != stamp {
-                        scratch.visit_stamp[t] = stamp;
-                        closure.push(t as u32);
-                        work.push(t as u32);
-                    }
-                });
+            for &t in self.reads[x as usize].refs.iter() {
+                if scratch.visit_stamp[t as usize] != stamp {
+                    scratch.visit_stamp[t as usize] = stamp;
+                    closure.push(t);
+                    work.push(t);
+                }
             }
         }
         closure.sort_unstable_by_key(|&x| self.rank[x as usize]);
@@ -239,25 +235,7 @@ impl Program {
 
     /// Calls `f` with every leaf under `root`.
     pub(crate) fn for_each_leaf(&self, root: NodeId, f: &mut dyn FnMut(NodeKind)) {
-        let mut stack: SmallVec<[NodeId; 32]> = SmallVec::new();
-        stack.push(root);
-        while let Some(n) = stack.pop() {
-            match self.nodes[n as usize].kind {
-                NodeKind::And { start, len } | NodeKind::Or { start, len } => {
-                    stack.extend_from_slice(&self.children[start as usize..(start + len) as usize])
-                }
-                leaf => f(leaf),
-            }
-        }
-    }
-
-    /// Calls `f` with the cohort position of every reference leaf under `root`.
-    pub(crate) fn for_each_reference(&self, root: NodeId, f: &mut dyn FnMut(usize)) {
-        self.for_each_leaf(root, &mut |leaf| {
-            if let NodeKind::Cohort { target, .. } = leaf {
-                f(target as usize)
-            }
-        });
+        crate::compile::for_each_leaf_in(root, &self.nodes, &self.children, f);
     }
 
     /// Evaluates a node (recursion depth is bounded by the nesting limit).

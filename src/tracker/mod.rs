@@ -499,17 +499,23 @@ impl Tracker {
             return t;
         }
         // Gates (see `recompute_with`).
-        let gated: Vec<(usize, u32)> = (0..n).filter_map(|c| Some((c, t.ix.gate[c]?))).collect();
+        let gated: Vec<usize> = (0..n).filter(|&c| t.ix.gate[c].is_some()).collect();
         if !gated.is_empty() {
             let program = t.engine.program();
             for (idx, p) in t.persons.iter().enumerate() {
                 let Some(p) = p else { continue };
                 let subject = subject(p, &t.sets, &t.values);
                 program.prepare(&mut t.scratch, now);
-                for &(c, column) in &gated {
-                    let closed = program.gate_closed(c, &subject, &mut t.scratch, now);
-                    t.members.set(idx, column as usize, closed);
-                }
+                let members = &mut t.members;
+                refresh_gates(
+                    program,
+                    &t.ix.gate,
+                    &gated,
+                    &subject,
+                    &mut t.scratch,
+                    now,
+                    |col, on| members.set(idx, col, on),
+                );
             }
         }
         // Horizons of the time-dependent cohorts, person by person on every core.
@@ -531,6 +537,7 @@ impl Tracker {
                             let subject = subject(p, sets, values);
                             for (cell, &c) in row.iter_mut().zip(timed) {
                                 *cell = engine
+                                    .program()
                                     .next_check(c, &subject, now, &mut bufs)
                                     .unwrap_or(NEVER);
                             }
@@ -707,12 +714,16 @@ impl Tracker {
         // they close (their membership bit is already false, their horizon row stands).
         let gate = &self.ix.gate;
         if added.is_none() {
-            for &c in list {
-                if let Some(column) = gate[c] {
-                    let closed = program.gate_closed(c, &subject, &mut self.scratch, now);
-                    self.members.set(idx, column as usize, closed);
-                }
-            }
+            let members = &mut self.members;
+            refresh_gates(
+                program,
+                gate,
+                list,
+                &subject,
+                &mut self.scratch,
+                now,
+                |col, on| members.set(idx, col, on),
+            );
         }
         let gated = |members: &Bits, c: usize| {
             added.is_some() && gate[c].is_some_and(|column| members.get(idx, column as usize))
@@ -747,12 +758,10 @@ impl Tracker {
             }
             if let Some(s) = self.ix.slot[c] {
                 let h = match added {
-                    None => self
-                        .engine
+                    None => program
                         .next_check(c, &subject, now, &mut self.bufs)
                         .unwrap_or(NEVER),
-                    Some((name, k)) => self
-                        .engine
+                    Some((name, k)) => program
                         .next_check_event(c, &subject, name, k, now, &mut self.bufs)
                         .unwrap_or(NEVER)
                         .min(row[s as usize]),
@@ -989,6 +998,28 @@ impl Tracker {
         list.dedup();
         self.recompute(idx, Some(&list), out);
         self.list = list;
+    }
+}
+
+/// Calls `set(column, closed)` for each gated cohort of `cohorts`: its gate bit's column (see
+/// `Index::gate`) and whether a conjunct on the person's properties alone keeps it false. After
+/// [`crate::Program::prepare`].
+fn refresh_gates(
+    program: &crate::Program,
+    gate: &[Option<u32>],
+    cohorts: &[usize],
+    subject: &Subject<'_>,
+    scratch: &mut Scratch,
+    now: Micros,
+    mut set: impl FnMut(usize, bool),
+) {
+    for &c in cohorts {
+        if let Some(column) = gate[c] {
+            set(
+                column as usize,
+                program.gate_closed(c, subject, scratch, now),
+            );
+        }
     }
 }
 
