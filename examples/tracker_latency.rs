@@ -8,7 +8,7 @@
 //! `cohort-engine watch --cohorts DIR/cohorts.json --persons DIR/persons.jsonl --events
 //! DIR/events.jsonl --now 2026-11-01T00:00:00Z < STREAM > /dev/null`.
 //!
-//!     cargo run --release --example tracker_latency -- DIR [EVENTS [STREAM]]
+//!     cargo run --release --example tracker_latency -- DIR [EVENTS [STREAM]] [--in-order]
 
 use std::time::Instant;
 
@@ -16,7 +16,11 @@ use cohort_engine::time::parse_absolute;
 use cohort_engine::{CohortSet, Dataset, Engine, LoadOptions, Projection, Timestamp, Tracker};
 
 fn main() {
-    let mut args = std::env::args().skip(1);
+    // `--in-order`: timestamps rise through the hour with the stream, as a live feed's do
+    // (by default they cycle backwards through it, so most events land before others of
+    // their name).
+    let in_order = std::env::args().any(|a| a == "--in-order");
+    let mut args = std::env::args().skip(1).filter(|a| a != "--in-order");
     let dir = std::path::PathBuf::from(args.next().expect("usage: tracker_latency DIR [EVENTS]"));
     let count: usize = args
         .next()
@@ -70,11 +74,17 @@ fn main() {
     let mut transitions = 0usize;
     // Event k: a deterministic spread over the distinct ids, within the hour before now (so every
     // event counts at once).
+    let hour = 3_600_000_000i64;
     let nth = |k: usize| {
+        let ts = if in_order {
+            now - hour + (k as i64 * hour) / count as i64
+        } else {
+            now - 1 - (k as i64 % 3_600) * 1_000_000
+        };
         (
             &ids[(k * 7919) % ids.len()],
             names[k % names.len()],
-            Timestamp::from_micros(now - 1 - (k as i64 % 3_600) * 1_000_000),
+            Timestamp::from_micros(ts),
         )
     };
     if let Some(w) = stream.as_mut() {
@@ -109,6 +119,11 @@ fn main() {
         count as f64 / secs,
         pct(0.5),
         pct(0.99)
+    );
+    eprintln!(
+        "tracker state after the stream: {:.0} MB ({:.2}x the dataset's)",
+        tracker.heap_bytes() as f64 / 1e6,
+        tracker.heap_bytes() as f64 / (data.event_bytes() + data.person_bytes()) as f64,
     );
 }
 

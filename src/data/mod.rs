@@ -133,9 +133,26 @@ pub(crate) struct Events<'a> {
 pub(crate) enum Names<'a> {
     /// One name per event (a binary search finds a run).
     Column(&'a [Sym]),
-    /// (name, first position) of each run, by ascending name: the owner keeps this index (a
-    /// [`History`], the tracker's logs) and no name per event.
-    Runs(&'a [(Sym, u32)]),
+    /// Each name's run, by ascending name: the owner keeps this index (a [`History`], the
+    /// tracker's logs) and no name per event. Runs lie in name order; an owner may keep spare
+    /// room after a run (positions no run covers).
+    Runs(&'a [Run]),
+}
+
+/// One name's run in a [`Names::Runs`] index: its events are at positions `start..end`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Run {
+    pub name: Sym,
+    pub start: u32,
+    pub end: u32,
+}
+
+impl Run {
+    /// The run's positions.
+    #[inline]
+    pub(crate) fn range(&self) -> std::ops::Range<usize> {
+        self.start as usize..self.end as usize
+    }
 }
 
 /// Where the events' properties live.
@@ -165,12 +182,11 @@ impl<'a> Events<'a> {
             // A person has few distinct event names: a short scan beats two binary searches
             // over all of its events.
             Names::Runs(runs) => {
-                for (i, &(n, start)) in runs.iter().enumerate() {
-                    if n == name {
-                        let end = runs.get(i + 1).map_or(self.ts.len(), |r| r.1 as usize);
-                        return start as usize..end;
+                for run in runs {
+                    if run.name == name {
+                        return run.range();
                     }
-                    if n > name {
+                    if run.name > name {
                         break;
                     }
                 }
@@ -182,7 +198,7 @@ impl<'a> Events<'a> {
 
     /// Each name's run: the name and its events' positions, by ascending name.
     pub(crate) fn runs(&self) -> impl Iterator<Item = (Sym, std::ops::Range<usize>)> + 'a {
-        let (len, names) = (self.ts.len(), self.names);
+        let names = self.names;
         let mut at = 0usize;
         std::iter::from_fn(move || match names {
             Names::Column(col) => {
@@ -193,12 +209,9 @@ impl<'a> Events<'a> {
                 Some(run)
             }
             Names::Runs(runs) => {
-                let &(n, start) = runs.get(at)?;
+                let run = runs.get(at)?;
                 at += 1;
-                Some((
-                    n,
-                    start as usize..runs.get(at).map_or(len, |r| r.1 as usize),
-                ))
+                Some((run.name, run.range()))
             }
         })
     }
@@ -245,40 +258,39 @@ impl<'a> Events<'a> {
 /// Where an event of `name` at `t` goes among events ordered by (name, time) whose runs are
 /// `runs` (see [`Names::Runs`]) and timestamps `ts`: after the events of the same name and
 /// timestamp. Returns the run's position in `runs`, the event's position, and whether the name
-/// already has a run.
-pub(crate) fn run_slot(
-    runs: &[(Sym, u32)],
-    ts: &[Micros],
-    name: Sym,
-    t: Micros,
-) -> (usize, usize, bool) {
-    let r = runs.partition_point(|&(n, _)| n < name);
-    let start = runs.get(r).map_or(ts.len(), |run| run.1 as usize);
-    let exists = runs.get(r).is_some_and(|run| run.0 == name);
-    let end = if exists {
-        runs.get(r + 1).map_or(ts.len(), |run| run.1 as usize)
-    } else {
-        start
-    };
-    (
-        r,
-        start + ts[start..end].partition_point(|&x| x <= t),
-        exists,
-    )
+/// already has a run (when not, the position is where its run would start).
+pub(crate) fn run_slot(runs: &[Run], ts: &[Micros], name: Sym, t: Micros) -> (usize, usize, bool) {
+    let r = runs.partition_point(|run| run.name < name);
+    match runs.get(r) {
+        Some(run) if run.name == name => {
+            let at = run.start as usize + ts[run.range()].partition_point(|&x| x <= t);
+            (r, at, true)
+        }
+        Some(run) => (r, run.start as usize, false),
+        None => (r, runs.last().map_or(0, |run| run.end as usize), false),
+    }
 }
 
-/// Updates `runs` after an event of `name` was inserted at position `at` (see [`run_slot`]).
-pub(crate) fn runs_inserted(
-    runs: &mut Vec<(Sym, u32)>,
-    (r, at, exists): (usize, usize, bool),
-    name: Sym,
-) {
+/// Updates contiguous `runs` (no room between them) after an event of `name` was inserted at
+/// position `at` (see [`run_slot`]).
+pub(crate) fn runs_inserted(runs: &mut Vec<Run>, (r, at, exists): (usize, usize, bool), name: Sym) {
     // Runs after this name start one later; a new name gets its own run.
-    if !exists {
-        runs.insert(r, (name, at as u32));
+    if exists {
+        runs[r].end += 1;
+    } else {
+        let at = at as u32;
+        runs.insert(
+            r,
+            Run {
+                name,
+                start: at,
+                end: at + 1,
+            },
+        );
     }
     for run in &mut runs[r + 1..] {
-        run.1 += 1;
+        run.start += 1;
+        run.end += 1;
     }
 }
 
@@ -738,8 +750,8 @@ pub struct History {
     pub(crate) ts: Vec<Micros>,
     pub(crate) name: Vec<Sym>,
     pub(crate) props: Vec<Box<[Prop]>>,
-    /// (name, first position) of each name's run, by ascending name.
-    runs: Vec<(Sym, u32)>,
+    /// Each name's run, by ascending name, contiguous.
+    runs: Vec<Run>,
 }
 
 impl History {
@@ -757,8 +769,14 @@ impl History {
     fn index_runs(&mut self) {
         self.runs.clear();
         for (i, &n) in self.name.iter().enumerate() {
-            if self.runs.last().is_none_or(|r| r.0 != n) {
-                self.runs.push((n, i as u32));
+            let i = i as u32;
+            match self.runs.last_mut() {
+                Some(run) if run.name == n => run.end = i + 1,
+                _ => self.runs.push(Run {
+                    name: n,
+                    start: i,
+                    end: i + 1,
+                }),
             }
         }
     }

@@ -48,7 +48,7 @@ mod state;
 use smallvec::SmallVec;
 
 use crate::data::lines::LineScanner;
-use crate::data::{props_shared_into, Dataset, Prop};
+use crate::data::{props_shared_into, Dataset, Prop, Run};
 use crate::engine::Engine;
 use crate::error::{Error, Errors};
 use crate::eval::{HorizonBufs, Scratch, Subject, Who};
@@ -471,8 +471,13 @@ impl Tracker {
             let mut ids = Vec::with_capacity(ev.ts.len());
             let mut starts = Vec::with_capacity(runs.len());
             for &(name, a, b) in &runs {
-                starts.push((name, ts.len() as u32));
+                let start = ts.len() as u32;
                 ts.extend_from_slice(&ev.ts[a..b]);
+                starts.push(Run {
+                    name,
+                    start,
+                    end: ts.len() as u32,
+                });
                 for e in a..b {
                     pairs.clear();
                     let values = &mut t.values;
