@@ -177,9 +177,12 @@ fn icontains_and_dates_over_large_dictionaries() {
 
 #[test]
 fn regexes_over_a_large_dictionary() {
-    // 5,000 distinct values (past the regex kernel's threshold of 4,096): ASCII and non-ASCII
-    // words; the cohorts with Unicode word boundaries (no lazy DFA for them) take the per-value
-    // path.
+    // 13,000 persons, nearly all with distinct values (past the regex kernel's threshold of
+    // 4,096): ASCII and non-ASCII words; the cohorts with Unicode word boundaries (no lazy DFA
+    // for them) take the per-value path. Each pattern is also ANDed with a cheaper leaf on
+    // `tier` (`a` or `b` for about half of the persons), so the regex runs only on the values
+    // of the persons that leaf leaves (still more than 4,096, on 2 threads), plainly and
+    // negated; every seventh person has no `name`.
     let words = [
         "alpha",
         "Ünïcode",
@@ -191,16 +194,23 @@ fn regexes_over_a_large_dictionary() {
         "42",
     ];
     let mut persons = String::new();
-    for i in 0..5000 {
+    for i in 0..13_000 {
         let w = words[i % words.len()];
         let name = match i % 3 {
             0 => format!("{w}{i}"),
             1 => format!("{i} {w}"),
             _ => format!("{w}-{}", i / 3),
         };
+        let mut props = serde_json::Map::new();
+        if i % 7 != 0 {
+            props.insert("name".into(), name.into());
+        }
+        if i % 11 < 8 {
+            props.insert("tier".into(), ["a", "b", "c"][(i / 5) % 3].into());
+        }
         persons.push_str(&format!(
-            "{{\"id\":\"p{i}\",\"distinct_ids\":[\"p{i}\"],\"properties\":{{\"name\":{}}}}}\n",
-            serde_json::Value::String(name)
+            "{{\"id\":\"p{i}\",\"distinct_ids\":[\"p{i}\"],\"properties\":{}}}\n",
+            serde_json::Value::Object(props)
         ));
     }
     let data = persons_only(&persons);
@@ -215,14 +225,26 @@ fn regexes_over_a_large_dictionary() {
         ("regex", r#"["^x", "é\\d"]"#),
         ("regex", r#""\\Bc""#),
     ];
+    let tier = r#"{"type":"person","key":"tier","operator":"exact","value":["a","b"]}"#;
     let cohorts: Vec<String> = patterns
         .iter()
         .enumerate()
-        .map(|(i, (op, value))| {
-            format!(
-                "{{\"id\":{},\"filters\":{{\"properties\":{{\"type\":\"AND\",\"values\":[{{\"type\":\"person\",\"key\":\"name\",\"operator\":\"{op}\",\"value\":{value}}}]}}}}}}",
-                i + 1
-            )
+        .flat_map(|(i, (op, value))| {
+            let leaf = |negation: bool| {
+                format!(
+                    "{{\"type\":\"person\",\"key\":\"name\",\"operator\":\"{op}\",\"value\":{value},\"negation\":{negation}}}"
+                )
+            };
+            let cohort = |id: usize, leaves: String| {
+                format!(
+                    "{{\"id\":{id},\"filters\":{{\"properties\":{{\"type\":\"AND\",\"values\":[{leaves}]}}}}}}"
+                )
+            };
+            [
+                cohort(i + 1, leaf(false)),
+                cohort(i + 11, format!("{},{tier}", leaf(false))),
+                cohort(i + 21, format!("{},{tier}", leaf(true))),
+            ]
         })
         .collect();
     let set = CohortSet::from_json(&format!("[{}]", cohorts.join(","))).unwrap();

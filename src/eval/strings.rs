@@ -103,23 +103,37 @@ impl<'a> DfaSet<'a> {
 
     /// Sets `out[i]` to whether any of the regexes matches `values[i]`'s string form.
     pub(crate) fn fill(&self, values: &[Val], out: &mut [u8]) {
-        let mut caches: Vec<_> = self.dfas.iter().map(|d| d.create_cache()).collect();
+        let mut caches = self.caches();
         for (v, o) in values.iter().zip(out) {
-            *o =
-                v.with_str(|s| {
-                    self.dfas.iter().zip(&mut caches).zip(self.originals).any(
-                        |((dfa, cache), re)| {
-                            let input = regex_automata::Input::new(s).earliest(true);
-                            match dfa.try_search_fwd(cache, &input) {
-                                Ok(m) => m.is_some(),
-                                // The lazy DFA gave up (a Unicode word boundary beside non-ASCII
-                                // text): the regex decides.
-                                Err(_) => re.is_match(s),
-                            }
-                        },
-                    )
-                }) as u8;
+            *o = self.is_match(&mut caches, v) as u8;
         }
+    }
+
+    /// Sets `out[i]` to whether any of the regexes matches `dict[codes[i]]`'s string form.
+    pub(crate) fn fill_codes(&self, dict: &[Val], codes: &[u32], out: &mut [u8]) {
+        let mut caches = self.caches();
+        for (&c, o) in codes.iter().zip(out) {
+            *o = self.is_match(&mut caches, &dict[c as usize]) as u8;
+        }
+    }
+
+    fn caches(&self) -> Vec<regex_automata::hybrid::dfa::Cache> {
+        self.dfas.iter().map(|d| d.create_cache()).collect()
+    }
+
+    #[inline]
+    fn is_match(&self, caches: &mut [regex_automata::hybrid::dfa::Cache], v: &Val) -> bool {
+        v.with_str(|s| {
+            (self.dfas.iter().zip(caches).zip(self.originals)).any(|((dfa, cache), re)| {
+                let input = regex_automata::Input::new(s).earliest(true);
+                match dfa.try_search_fwd(cache, &input) {
+                    Ok(m) => m.is_some(),
+                    // The lazy DFA gave up (a Unicode word boundary beside non-ASCII text):
+                    // the regex decides.
+                    Err(_) => re.is_match(s),
+                }
+            })
+        })
     }
 }
 
