@@ -142,6 +142,11 @@ impl StrSet {
         self.table.iter_mut().for_each(|s| *s = EMPTY);
     }
 
+    /// Total length of the members' bytes.
+    pub(crate) fn bytes_len(&self) -> usize {
+        self.bytes.len()
+    }
+
     /// Heap bytes held.
     pub(crate) fn heap_bytes(&self) -> usize {
         self.bytes.capacity()

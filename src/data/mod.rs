@@ -390,8 +390,28 @@ pub(crate) struct NameRun {
     pub len: u32,
 }
 
-/// Persons in id byte order, and each person's rank in it.
-pub(crate) type IdOrder = (Box<[u32]>, Box<[u32]>);
+/// Persons in id byte order, each person's rank in it, and the ids in that order end to end, so
+/// a member list reads them front to back (in person order, ids such as UUIDs lie in the arena
+/// in no relation to their byte order, and every id of a list was a cache miss).
+#[derive(Debug)]
+pub(crate) struct IdOrder {
+    /// Person of each rank.
+    pub order: Box<[u32]>,
+    /// Rank of each person.
+    pub rank: Box<[u32]>,
+    /// The ids by rank: rank `k`'s is `text[ends[k - 1]..ends[k]]`.
+    text: String,
+    ends: Box<[usize]>,
+}
+
+impl IdOrder {
+    /// The id of rank `k`.
+    #[inline]
+    pub(crate) fn id(&self, k: usize) -> &str {
+        let start = if k == 0 { 0 } else { self.ends[k - 1] };
+        &self.text[start..self.ends[k]]
+    }
+}
 
 /// A whole population: persons indexed `0..n`, their properties and events.
 #[derive(Debug, Default)]
@@ -469,10 +489,19 @@ pub(crate) fn id_order_of(ids: &arena::StrSet) -> IdOrder {
     }
     let order: Vec<u32> = keyed.into_iter().map(|(_, p)| p).collect();
     let mut rank = vec![0u32; n];
+    let mut text = String::with_capacity(ids.bytes_len());
+    let mut ends = Vec::with_capacity(n);
     for (k, &p) in order.iter().enumerate() {
         rank[p as usize] = k as u32;
+        text.push_str(ids.get_str(p));
+        ends.push(text.len());
     }
-    (order.into_boxed_slice(), rank.into_boxed_slice())
+    IdOrder {
+        order: order.into_boxed_slice(),
+        rank: rank.into_boxed_slice(),
+        text,
+        ends: ends.into_boxed_slice(),
+    }
 }
 
 /// Every public method of [`Dataset`] is here; the loader's constructors are in `load.rs`, and

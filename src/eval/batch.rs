@@ -146,23 +146,21 @@ impl Dataset {
     pub(crate) fn member_ids_in<'a>(&'a self, members: &Bitset) -> Vec<&'a str> {
         // In id byte order from the order computed once per dataset: a dense set walks that
         // order testing bits, a sparse one sorts its members' ranks; never a string sort.
-        let (order, rank) = self.id_order();
+        let ids = self.id_order();
         let count = members.count();
-        let id = |p: u32| self.person_id(p as usize);
+        let mut out = Vec::with_capacity(count);
         if count.saturating_mul(64) >= self.len() {
-            order
-                .iter()
-                .filter(|&&p| members.get(p as usize))
-                .filter_map(|&p| id(p))
-                .collect()
+            for (k, &p) in ids.order.iter().enumerate() {
+                if members.get(p as usize) {
+                    out.push(ids.id(k));
+                }
+            }
         } else {
-            let mut ranks: Vec<u32> = members.iter().map(|p| rank[p]).collect();
+            let mut ranks: Vec<u32> = members.iter().map(|p| ids.rank[p]).collect();
             ranks.sort_unstable();
-            ranks
-                .iter()
-                .filter_map(|&k| id(order[k as usize]))
-                .collect()
+            out.extend(ranks.iter().map(|&k| ids.id(k as usize)));
         }
+        out
     }
 
     /// See [`Dataset::evaluate_bitsets`].
