@@ -336,16 +336,16 @@ impl Column {
         self.dict.shrink_to_fit();
     }
 
-    /// The case-folded dictionary (built on first use).
-    pub(crate) fn folded(&self) -> &crate::eval::strings::Folded {
+    /// The case-folded dictionary (built on first use, on up to `threads` threads).
+    pub(crate) fn folded(&self, threads: usize) -> &crate::eval::strings::Folded {
         self.folded
-            .get_or_init(|| crate::eval::strings::Folded::new(&self.dict))
+            .get_or_init(|| crate::eval::strings::Folded::new_on(&self.dict, threads))
     }
 
-    /// The dictionary's values as dates (parsed on first use).
-    pub(crate) fn dates(&self) -> &[Option<crate::time::Micros>] {
+    /// The dictionary's values as dates (parsed on first use, on up to `threads` threads).
+    pub(crate) fn dates(&self, threads: usize) -> &[Option<crate::time::Micros>] {
         self.dates
-            .get_or_init(|| crate::eval::strings::dates(&self.dict))
+            .get_or_init(|| crate::eval::strings::dates(&self.dict, threads))
     }
 
     /// Person `p`'s value, if it has one.

@@ -523,7 +523,7 @@ impl Batch<'_> {
         let mut out = vec![0u8; n];
         match &t.test {
             Test::Contains(needles) if n > 64 => {
-                let folded = col.folded();
+                let folded = col.folded(self.threads);
                 for needle in needles {
                     folded.mark_contains(needle, &mut out);
                 }
@@ -531,7 +531,7 @@ impl Batch<'_> {
             }
             Test::Date(cmp, slot) if n > 64 => {
                 let f = self.times[*slot as usize];
-                for (o, d) in out.iter_mut().zip(col.dates()) {
+                for (o, d) in out.iter_mut().zip(col.dates(self.threads)) {
                     let hit = d.is_some_and(|d| match cmp {
                         DateCmp::Before => d < f,
                         DateCmp::After => d > f,
