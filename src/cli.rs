@@ -500,7 +500,6 @@ fn write_stdout(bytes: &[u8]) -> Result<(), Vec<Error>> {
 }
 
 fn watch(args: WatchArgs) -> Result<(), Vec<Error>> {
-    use std::io::BufRead;
     let Some(now_text) = &args.data.now else {
         return Err(usage("watch needs --now TIME"));
     };
@@ -512,7 +511,7 @@ fn watch(args: WatchArgs) -> Result<(), Vec<Error>> {
     let mut tracker = cohort_engine::Tracker::from_dataset(engine, &data, now);
     drop(data);
     // Plain event lines go through the loader's scanner; the rest through serde (below).
-    let mut lines = cohort_engine::internal::EventLines::new(&set);
+    let lines = cohort_engine::internal::EventLines::new(&set);
     let quiet = args.data.quiet;
     if !quiet {
         let live = set.cohorts().iter().filter(|c| !c.is_deleted()).count();
@@ -523,64 +522,68 @@ fn watch(args: WatchArgs) -> Result<(), Vec<Error>> {
         );
     }
     let started = Instant::now();
-    let stdin = std::io::stdin();
     let stdout = std::io::stdout();
     let mut w = std::io::BufWriter::with_capacity(1 << 16, stdout.lock());
     let (mut line_no, mut count) = (0usize, 0usize);
-    let mut buf = Vec::new();
     let mut out = Vec::new();
-    let mut input = std::io::BufReader::with_capacity(1 << 16, stdin.lock());
-    loop {
+    // Lines are read, checked and scanned on a thread of their own, a batch at a time, while
+    // this one applies them in order: the tracker's work and the parsing overlap.
+    let (batches, received) = std::sync::mpsc::sync_channel::<WatchBatch>(4);
+    let (returned, free) = std::sync::mpsc::channel::<WatchBatch>();
+    std::thread::spawn(move || read_watch_input(lines, batches, free));
+    'batches: loop {
         // Output is flushed whenever no more input is waiting: prompt for an interactive
         // stream, batched for a fast one.
-        if input.buffer().is_empty() && w.flush().is_err() {
-            break;
-        }
-        buf.clear();
-        match input.read_until(b'\n', &mut buf) {
-            Ok(0) => break,
-            Ok(_) => {}
-            Err(e) => {
-                eprintln!(
-                    "error: invalid_input: stdin:{}: cannot read: {e}",
-                    line_no + 1
-                );
-                break;
+        let batch = match received.try_recv() {
+            Ok(batch) => batch,
+            Err(std::sync::mpsc::TryRecvError::Empty) => {
+                if w.flush().is_err() {
+                    break;
+                }
+                match received.recv() {
+                    Ok(batch) => batch,
+                    Err(_) => break,
+                }
             }
-        }
-        line_no += 1;
-        let text = match std::str::from_utf8(&buf) {
-            Ok(t) => t.trim(),
-            Err(_) => {
-                eprintln!("error: invalid_input: stdin:{line_no}: not valid UTF-8");
-                continue;
-            }
+            Err(std::sync::mpsc::TryRecvError::Disconnected) => break,
         };
-        if text.is_empty() {
-            continue;
-        }
-        out.clear();
-        if !lines.apply(&mut tracker, text, &mut out) && !fast_event(&mut tracker, text, &mut out) {
-            let update = match cohort_engine::Update::from_json(text) {
-                Ok(u) => u,
-                Err(msg) => {
-                    eprintln!("error: invalid_input: stdin:{line_no}: {msg}");
+        for (no, line) in &batch.lines {
+            out.clear();
+            match line {
+                WatchLine::Scanned(i) => batch.scanned.apply(*i, &mut tracker, &mut out),
+                WatchLine::Bad(message) => {
+                    eprintln!("error: invalid_input: stdin:{no}: {message}");
                     continue;
                 }
-            };
-            if let Err(e) = tracker.apply_into(&update, &mut out) {
-                eprintln!("error: invalid_input: stdin:{line_no}: {}", e.message());
-                continue;
+                WatchLine::Other(range) => {
+                    let text = &batch.text[range.clone()];
+                    if !fast_event(&mut tracker, text, &mut out) {
+                        let update = match cohort_engine::Update::from_json(text) {
+                            Ok(u) => u,
+                            Err(msg) => {
+                                eprintln!("error: invalid_input: stdin:{no}: {msg}");
+                                continue;
+                            }
+                        };
+                        if let Err(e) = tracker.apply_into(&update, &mut out) {
+                            eprintln!("error: invalid_input: stdin:{no}: {}", e.message());
+                            continue;
+                        }
+                    }
+                }
+            }
+            count += out.len();
+            let mut failed = false;
+            for t in &out {
+                failed |= serde_json::to_writer(&mut w, t).is_err() || w.write_all(b"\n").is_err();
+            }
+            if failed {
+                break 'batches;
             }
         }
-        count += out.len();
-        let mut failed = false;
-        for t in &out {
-            failed |= serde_json::to_writer(&mut w, t).is_err() || w.write_all(b"\n").is_err();
-        }
-        if failed {
-            break;
-        }
+        line_no = batch.line_no;
+        // The reader takes the batch back for its next lines (gone once it has finished).
+        let _ = returned.send(batch);
     }
     let _ = w.flush();
     if !quiet {
@@ -591,6 +594,90 @@ fn watch(args: WatchArgs) -> Result<(), Vec<Error>> {
         );
     }
     Ok(())
+}
+
+/// A batch of `watch` input lines, in input order: each with its line number.
+#[derive(Default)]
+struct WatchBatch {
+    lines: Vec<(usize, WatchLine)>,
+    /// Plain event lines, scanned.
+    scanned: cohort_engine::internal::ScannedEvents,
+    /// The text of the other lines.
+    text: String,
+    /// Lines read so far, blank ones included.
+    line_no: usize,
+}
+
+/// One input line of a [`WatchBatch`].
+enum WatchLine {
+    /// A plain event line: its number in the batch's scanned events.
+    Scanned(usize),
+    /// Any other line: its text in the batch (applied through serde).
+    Other(std::ops::Range<usize>),
+    /// A line that cannot be read: the message.
+    Bad(String),
+}
+
+/// Reads `watch` input lines from stdin into batches sent to `batches` (taking emptied ones
+/// back from `free`): a batch ends after 1,024 lines or when no more input is waiting, so an
+/// interactive stream is answered line by line. Stops at the end of input, at a read error (its
+/// line reported) or when the receiver has gone.
+fn read_watch_input(
+    mut lines: cohort_engine::internal::EventLines,
+    batches: std::sync::mpsc::SyncSender<WatchBatch>,
+    free: std::sync::mpsc::Receiver<WatchBatch>,
+) {
+    use std::io::BufRead;
+    let mut input = std::io::BufReader::with_capacity(1 << 16, std::io::stdin().lock());
+    let mut buf = Vec::new();
+    let mut line_no = 0usize;
+    let mut done = false;
+    while !done {
+        let mut batch = free.try_recv().unwrap_or_default();
+        batch.lines.clear();
+        batch.scanned.clear();
+        batch.text.clear();
+        loop {
+            buf.clear();
+            match input.read_until(b'\n', &mut buf) {
+                Ok(0) => {
+                    done = true;
+                    break;
+                }
+                Ok(_) => line_no += 1,
+                Err(e) => {
+                    batch
+                        .lines
+                        .push((line_no + 1, WatchLine::Bad(format!("cannot read: {e}"))));
+                    done = true;
+                    break;
+                }
+            }
+            match std::str::from_utf8(&buf).map(str::trim) {
+                Err(_) => batch
+                    .lines
+                    .push((line_no, WatchLine::Bad("not valid UTF-8".into()))),
+                Ok("") => {}
+                Ok(text) => {
+                    let line = if lines.scan(text, &mut batch.scanned) {
+                        WatchLine::Scanned(batch.scanned.len() - 1)
+                    } else {
+                        let start = batch.text.len();
+                        batch.text.push_str(text);
+                        WatchLine::Other(start..batch.text.len())
+                    };
+                    batch.lines.push((line_no, line));
+                }
+            }
+            if batch.lines.len() >= 1024 || input.buffer().is_empty() {
+                break;
+            }
+        }
+        batch.line_no = line_no;
+        if batches.send(batch).is_err() {
+            return;
+        }
+    }
 }
 
 /// An event line the scanner did not take (escapes, containers in properties), applied without

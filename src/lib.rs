@@ -220,5 +220,5 @@ pub mod internal {
         pub use crate::intern::*;
     }
     pub use crate::eval::batch::fnv1a64;
-    pub use crate::tracker::EventLines;
+    pub use crate::tracker::{EventLines, ScannedEvents};
 }

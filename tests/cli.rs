@@ -729,6 +729,145 @@ fn watch_reports_on_stderr_and_creates_persons_from_events() {
     );
 }
 
+/// A `watch` of one cohort (a signup within a day) over persons p0..p{n}, distinct ids d{i}.
+fn watch_signups(persons: usize) -> (PathBuf, Vec<String>) {
+    let dir = tempdir();
+    let cohorts = write(
+        &dir,
+        "cohorts.json",
+        r#"[{"id": 1, "filters": {"properties": {"type": "AND", "values": [
+            {"type": "behavioral", "key": "signup", "event_type": "events",
+             "value": "performed_event", "time_value": 1, "time_interval": "day"}]}}}]"#,
+    );
+    let lines: String = (0..persons)
+        .map(|i| format!("{{\"id\": \"p{i}\", \"distinct_ids\": [\"d{i}\"]}}\n"))
+        .collect();
+    let persons = write(&dir, "persons.jsonl", &lines);
+    let args = [
+        "watch",
+        "--cohorts",
+        &cohorts,
+        "--persons",
+        &persons,
+        "--now",
+        NOW,
+    ];
+    (dir, args.map(String::from).to_vec())
+}
+
+#[test]
+fn watch_answers_each_line_before_the_next_arrives() {
+    // Lines are read on a thread of their own: an interactive client still gets each line's
+    // transitions before it sends the next.
+    let (_dir, args) = watch_signups(2);
+    let mut child = Command::new(BIN)
+        .args(&args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let out = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(out).lines() {
+            if tx.send(line.unwrap()).is_err() {
+                break;
+            }
+        }
+    });
+    let wait = std::time::Duration::from_secs(60);
+    for i in 0..2 {
+        writeln!(
+            stdin,
+            r#"{{"distinct_id": "d{i}", "event": "signup", "timestamp": "2024-06-15T11:00:00Z"}}"#
+        )
+        .unwrap();
+        stdin.flush().unwrap();
+        let line = rx
+            .recv_timeout(wait)
+            .expect("an answer while stdin stays open");
+        assert_eq!(
+            line,
+            format!(
+                r#"{{"cohort":1,"person":"p{i}","change":"entered","at":"2024-06-15T12:00:00.000000Z"}}"#
+            )
+        );
+    }
+    drop(stdin);
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+}
+
+#[test]
+fn watch_keeps_line_order_and_numbers_across_many_lines() {
+    // 5,000 lines (several batches of the reading thread, past its 64 KiB buffer), with bad
+    // lines, blank lines and changes among plain events: every error names its own line, and
+    // the transitions come in input order.
+    let (_dir, args) = watch_signups(3_000);
+    let mut input: Vec<u8> = Vec::new();
+    let mut want_out = Vec::new();
+    let mut want_err = Vec::new();
+    let mut entered = std::collections::HashSet::new();
+    for n in 1..=5_000usize {
+        let i = n % 3_000;
+        match n % 500 {
+            7 => {
+                input.extend_from_slice(b"\xff\xfe not text\n");
+                want_err.push(format!("error: invalid_input: stdin:{n}: not valid UTF-8"));
+            }
+            13 => {
+                input.extend_from_slice(b"garbage\n");
+                want_err.push(format!(
+                    "error: invalid_input: stdin:{n}: not valid JSON: expected value at line 1 column 1"
+                ));
+            }
+            21 => input.extend_from_slice(b"   \n"),
+            33 => {
+                // A change line (serde path) between scanned events.
+                let line = format!("{{\"distinct_id\": \"d{i}\", \"$set\": {{\"n\": {n}}}}}\n");
+                input.extend_from_slice(line.as_bytes());
+            }
+            _ => {
+                let line = format!(
+                    "{{\"distinct_id\": \"d{i}\", \"event\": \"signup\", \"timestamp\": \"2024-06-15T11:00:00Z\"}}\n"
+                );
+                input.extend_from_slice(line.as_bytes());
+                // A person's first signup enters them.
+                if entered.insert(i) {
+                    want_out.push(format!(
+                        r#"{{"cohort":1,"person":"p{i}","change":"entered","at":"2024-06-15T12:00:00.000000Z"}}"#
+                    ));
+                }
+            }
+        }
+    }
+    let mut child = Command::new(BIN)
+        .args(&args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let writer = std::thread::spawn(move || stdin.write_all(&input).unwrap());
+    let o = child.wait_with_output().unwrap();
+    writer.join().unwrap();
+    assert_eq!(o.status.code(), Some(0));
+    assert_eq!(stdout(&o).lines().collect::<Vec<_>>(), want_out);
+    assert!(want_out.len() > 2_900);
+    let err = stderr(&o);
+    let errors: Vec<&str> = err.lines().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(errors, want_err);
+    assert!(
+        err.lines()
+            .last()
+            .is_some_and(|l| l.starts_with("processed 5000 lines in ")),
+        "{err}"
+    );
+}
+
 #[test]
 fn generated_wide_shape_evaluates_the_same_on_any_threads_and_partitions() {
     let dir = tempdir();

@@ -1082,4 +1082,80 @@ impl EventLines {
         tracker.event_with(&head.distinct_id, &head.event, head.ts, props, out);
         true
     }
+
+    /// Scans `line` into `into` when it is a plain event line (it is then the last of `into`),
+    /// to be applied later, maybe on another thread, with [`ScannedEvents::apply`]; `false`
+    /// (nothing added) for any other line.
+    pub fn scan(&mut self, line: &str, into: &mut ScannedEvents) -> bool {
+        let Some(head) = self.scanner.event(line) else {
+            return false;
+        };
+        let mut text = |s: &str| {
+            let start = into.text.len() as u32;
+            into.text.push_str(s);
+            start..into.text.len() as u32
+        };
+        let (distinct_id, event) = (text(&head.distinct_id), text(&head.event));
+        let start = into.props.len() as u32;
+        into.props
+            .extend(self.scanner.props().map(|(k, v)| (k, v.clone())));
+        into.events.push(Scanned {
+            distinct_id,
+            event,
+            ts: head.ts,
+            props: start..into.props.len() as u32,
+        });
+        true
+    }
+}
+
+/// Plain event lines scanned by [`EventLines::scan`], kept in one buffer each for their text
+/// and properties (reused after [`ScannedEvents::clear`]). For the command line; not a stable
+/// API.
+#[doc(hidden)]
+#[derive(Default)]
+pub struct ScannedEvents {
+    text: String,
+    props: Vec<(Sym, Val)>,
+    events: Vec<Scanned>,
+}
+
+/// One scanned event: its ranges in the buffers of its [`ScannedEvents`].
+struct Scanned {
+    distinct_id: std::ops::Range<u32>,
+    event: std::ops::Range<u32>,
+    ts: Micros,
+    props: std::ops::Range<u32>,
+}
+
+impl ScannedEvents {
+    /// Number of events held.
+    pub fn len(&self) -> usize {
+        self.events.len()
+    }
+
+    /// True when no event is held.
+    pub fn is_empty(&self) -> bool {
+        self.events.is_empty()
+    }
+
+    /// Drops every event, keeping the buffers.
+    pub fn clear(&mut self) {
+        self.text.clear();
+        self.props.clear();
+        self.events.clear();
+    }
+
+    /// Applies event `i` to `tracker` as [`EventLines::apply`] would have applied its line,
+    /// appending the transitions to `out`.
+    ///
+    /// # Panics
+    /// When `i` is not below [`ScannedEvents::len`].
+    pub fn apply(&self, i: usize, tracker: &mut Tracker, out: &mut Vec<Transition>) {
+        let e = &self.events[i];
+        let text = |r: &std::ops::Range<u32>| &self.text[r.start as usize..r.end as usize];
+        let props = &self.props[e.props.start as usize..e.props.end as usize];
+        let props = tracker.intern_props(props.iter().map(|(k, v)| (*k, v)));
+        tracker.event_with(text(&e.distinct_id), text(&e.event), e.ts, props, out);
+    }
 }
