@@ -214,7 +214,7 @@ fn regexes_over_a_large_dictionary() {
         ));
     }
     let data = persons_only(&persons);
-    let patterns: [(&str, &str); 9] = [
+    let patterns: [(&str, &str); 14] = [
         ("regex", r#""^[a-m][^@]*@(gmail|yahoo)\\.com""#),
         ("regex", r#""\\bcafé\\b""#),
         ("regex", r#""\\b\\w+\\d{3}$""#),
@@ -224,6 +224,12 @@ fn regexes_over_a_large_dictionary() {
         ("not_regex", r#""a""#),
         ("regex", r#"["^x", "é\\d"]"#),
         ("regex", r#""\\Bc""#),
+        // Anchored at the end: values ending with none of the end literals skip the automaton.
+        ("regex", r#"" (alpha|naïve café)$""#),
+        ("regex", r#""(?i)Ünïcode$""#),
+        ("regex", r#""^\\d+ b@gmail\\.com$""#),
+        ("not_regex", r#""(ÀB|straße)\\z""#),
+        ("regex", r#"["x y$", "-1\\d\\d$"]"#),
     ];
     let tier = r#"{"type":"person","key":"tier","operator":"exact","value":["a","b"]}"#;
     let cohorts: Vec<String> = patterns
@@ -242,8 +248,8 @@ fn regexes_over_a_large_dictionary() {
             };
             [
                 cohort(i + 1, leaf(false)),
-                cohort(i + 11, format!("{},{tier}", leaf(false))),
-                cohort(i + 21, format!("{},{tier}", leaf(true))),
+                cohort(i + 101, format!("{},{tier}", leaf(false))),
+                cohort(i + 201, format!("{},{tier}", leaf(true))),
             ]
         })
         .collect();

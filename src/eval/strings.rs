@@ -114,6 +114,28 @@ impl Folded {
 pub(crate) struct DfaSet<'a> {
     originals: &'a [regex::Regex],
     dfas: Vec<regex_automata::hybrid::dfa::DFA>,
+    /// Per regex, when it is anchored at the end of the text: the literals every match ends
+    /// with. A value ending with none of them cannot match, and its automaton is not run.
+    suffixes: Vec<Option<Vec<Box<[u8]>>>>,
+}
+
+/// The literals every match of `pattern` ends with, when it only matches at the end of the
+/// text (`$` without multi-line, `\z`) and they are a finite set of non-empty strings: then a
+/// text matches only if it ends with one of them. `None` otherwise (no filter).
+pub(crate) fn end_literals(pattern: &str) -> Option<Vec<Box<[u8]>>> {
+    use regex_syntax::hir::literal::{ExtractKind, Extractor};
+    use regex_syntax::hir::Look;
+    // The syntax `regex::RegexBuilder` parses with by default, as the leaf's regex was built.
+    let hir = regex_syntax::Parser::new().parse(pattern).ok()?;
+    if !hir.properties().look_set_suffix().contains(Look::End) {
+        return None;
+    }
+    let seq = Extractor::new().kind(ExtractKind::Suffix).extract(&hir);
+    let literals = seq.literals()?;
+    if literals.is_empty() || literals.iter().any(|l| l.as_bytes().is_empty()) {
+        return None;
+    }
+    Some(literals.iter().map(|l| l.as_bytes().into()).collect())
 }
 
 impl<'a> DfaSet<'a> {
@@ -137,6 +159,7 @@ impl<'a> DfaSet<'a> {
         Some(DfaSet {
             originals: res,
             dfas,
+            suffixes: res.iter().map(|r| end_literals(r.as_str())).collect(),
         })
     }
 
@@ -163,15 +186,23 @@ impl<'a> DfaSet<'a> {
     #[inline]
     fn is_match(&self, caches: &mut [regex_automata::hybrid::dfa::Cache], v: &Val) -> bool {
         v.with_str(|s| {
-            (self.dfas.iter().zip(caches).zip(self.originals)).any(|((dfa, cache), re)| {
-                let input = regex_automata::Input::new(s).earliest(true);
-                match dfa.try_search_fwd(cache, &input) {
-                    Ok(m) => m.is_some(),
-                    // The lazy DFA gave up (a Unicode word boundary beside non-ASCII text):
-                    // the regex decides.
-                    Err(_) => re.is_match(s),
-                }
-            })
+            let regexes = self.dfas.iter().zip(caches).zip(self.originals);
+            regexes
+                .zip(&self.suffixes)
+                .any(|(((dfa, cache), re), suffixes)| {
+                    if let Some(suffixes) = suffixes {
+                        if !suffixes.iter().any(|l| s.as_bytes().ends_with(l)) {
+                            return false;
+                        }
+                    }
+                    let input = regex_automata::Input::new(s).earliest(true);
+                    match dfa.try_search_fwd(cache, &input) {
+                        Ok(m) => m.is_some(),
+                        // The lazy DFA gave up (a Unicode word boundary beside non-ASCII text):
+                        // the regex decides.
+                        Err(_) => re.is_match(s),
+                    }
+                })
         })
     }
 }
@@ -263,5 +294,41 @@ mod tests {
             assert_eq!(dates(&dict, threads), dates(&dict, 1));
         }
         assert!(dates(&dict, 1).iter().filter(|d| d.is_some()).count() > 3_000);
+    }
+
+    #[test]
+    fn end_literals_only_for_regexes_anchored_at_the_end() {
+        let lits = |p: &str| {
+            end_literals(p).map(|l| {
+                let mut v: Vec<String> = l
+                    .iter()
+                    .map(|b| String::from_utf8(b.to_vec()).unwrap())
+                    .collect();
+                v.sort();
+                v
+            })
+        };
+        assert_eq!(
+            lits(r"^[a-m][^@]*@(gmail|yahoo)\.com$"),
+            Some(vec!["@gmail.com".to_string(), "@yahoo.com".to_string()])
+        );
+        assert_eq!(lits(r"ab\z"), Some(vec!["ab".to_string()]));
+        // Not anchored at the end in every branch, multi-line, CRLF, no finite set, empty.
+        for p in [
+            r"ab",
+            r"a$|b",
+            r"(?m)ab$",
+            r"(?mR)ab$",
+            r"[a-z]+$",
+            r"\d$",
+            r"$",
+            r"(a|)$",
+        ] {
+            assert_eq!(lits(p), None, "{p}");
+        }
+        // Case-insensitive: every case form of the literal (or no filter at all).
+        if let Some(l) = lits(r"(?i)ab$") {
+            assert!(l.contains(&"AB".to_string()) && l.contains(&"ab".to_string()));
+        }
     }
 }
