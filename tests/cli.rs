@@ -35,15 +35,20 @@ fn run(args: &[&str]) -> Output {
     Command::new(BIN).args(args).output().expect("run binary")
 }
 
-/// Runs the binary with `input` on its standard input.
-fn run_with_stdin(args: &[impl AsRef<std::ffi::OsStr>], input: &str) -> Output {
-    let mut child = Command::new(BIN)
+/// Starts the binary with its standard streams piped.
+fn spawn_piped(args: &[impl AsRef<std::ffi::OsStr>]) -> std::process::Child {
+    Command::new(BIN)
         .args(args)
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
-        .unwrap();
+        .unwrap()
+}
+
+/// Runs the binary with `input` on its standard input.
+fn run_with_stdin(args: &[impl AsRef<std::ffi::OsStr>], input: &str) -> Output {
+    let mut child = spawn_piped(args);
     child
         .stdin
         .take()
@@ -583,15 +588,7 @@ fn watch_orders_each_lines_transitions_and_reads_every_event_form_alike() {
                                   "value": ["Chrome"]}]}]}}}]"#,
     );
     let persons = write(&dir, "persons.jsonl", "");
-    let args = [
-        "watch",
-        "--cohorts",
-        &cohorts,
-        "--persons",
-        &persons,
-        "--now",
-        "2024-06-15T12:00:00Z",
-    ];
+    let args = watch_args(&cohorts, &persons);
     let input = [
         r#"{"distinct_id": "a", "event": "login", "timestamp": "2024-06-15T11:00:00Z", "properties": {"$browser": "Chrome", "n": 1.5}}"#,
         r#"{"distinct_id": "b", "event": "login", "timestamp": "2024-06-15T11:00:00Z", "properties": {"$browser": "Chrome"}}"#,
@@ -743,16 +740,22 @@ fn watch_signups(persons: usize) -> (PathBuf, Vec<String>) {
         .map(|i| format!("{{\"id\": \"p{i}\", \"distinct_ids\": [\"d{i}\"]}}\n"))
         .collect();
     let persons = write(&dir, "persons.jsonl", &lines);
+    let args = watch_args(&cohorts, &persons);
+    (dir, args)
+}
+
+/// `watch` of `cohorts` over `persons` (no events) at [`NOW`].
+fn watch_args(cohorts: &str, persons: &str) -> Vec<String> {
     let args = [
         "watch",
         "--cohorts",
-        &cohorts,
+        cohorts,
         "--persons",
-        &persons,
+        persons,
         "--now",
         NOW,
     ];
-    (dir, args.map(String::from).to_vec())
+    args.map(String::from).to_vec()
 }
 
 #[test]
@@ -760,13 +763,7 @@ fn watch_answers_each_line_before_the_next_arrives() {
     // Lines are read on a thread of their own: an interactive client still gets each line's
     // transitions before it sends the next.
     let (_dir, args) = watch_signups(2);
-    let mut child = Command::new(BIN)
-        .args(&args)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_piped(&args);
     let mut stdin = child.stdin.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     let out = child.stdout.take().unwrap();
@@ -843,13 +840,7 @@ fn watch_keeps_line_order_and_numbers_across_many_lines() {
             }
         }
     }
-    let mut child = Command::new(BIN)
-        .args(&args)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_piped(&args);
     let mut stdin = child.stdin.take().unwrap();
     let writer = std::thread::spawn(move || stdin.write_all(&input).unwrap());
     let o = child.wait_with_output().unwrap();
