@@ -275,27 +275,29 @@ fn cost(n: &AstNode) -> u32 {
     }
 }
 
+/// True for a person leaf that compares with the time (a date operator).
+fn is_date(props: &[PropTest], i: u32) -> bool {
+    matches!(props[i as usize].test, Test::Date(..))
+}
+
 /// The conjuncts of `root` (an AND, not negated) whose subtrees hold only person leaves that do
 /// not compare with the time: while one of them is false, so is the cohort, whatever events
 /// arrive and whenever, until the person's properties change.
 fn gate(root: NodeId, nodes: &[Node], children: &[NodeId], props: &[PropTest]) -> Box<[NodeId]> {
-    fn timeless(n: NodeId, nodes: &[Node], children: &[NodeId], props: &[PropTest]) -> bool {
-        match nodes[n as usize].kind {
-            NodeKind::And { start, len } | NodeKind::Or { start, len } => children
-                [start as usize..(start + len) as usize]
-                .iter()
-                .all(|&c| timeless(c, nodes, children, props)),
-            NodeKind::Prop(i) => !matches!(props[i as usize].test, Test::Date(..)),
-            NodeKind::Behavior(_) | NodeKind::Cohort { .. } => false,
-        }
-    }
+    let timeless = |c: NodeId| {
+        let mut timeless = true;
+        for_each_leaf_in(c, nodes, children, &mut |leaf| {
+            timeless &= matches!(leaf, NodeKind::Prop(i) if !is_date(props, i));
+        });
+        timeless
+    };
     let node = &nodes[root as usize];
     match node.kind {
         NodeKind::And { start, len } if !node.negate => children
             [start as usize..(start + len) as usize]
             .iter()
             .copied()
-            .filter(|&c| timeless(c, nodes, children, props))
+            .filter(|&c| timeless(c))
             .collect(),
         _ => Box::default(),
     }
@@ -326,7 +328,7 @@ fn reads(root: NodeId, nodes: &[Node], children: &[NodeId], props: &[PropTest]) 
     for_each_leaf_in(root, nodes, children, &mut |leaf| match leaf {
         NodeKind::Cohort { target, .. } => refs.push(target),
         NodeKind::Behavior(_) => timed.push(leaf),
-        NodeKind::Prop(i) if matches!(props[i as usize].test, Test::Date(..)) => timed.push(leaf),
+        NodeKind::Prop(i) if is_date(props, i) => timed.push(leaf),
         _ => {}
     });
     refs.sort_unstable();
@@ -388,20 +390,16 @@ impl Program {
         for (r, &i) in set.evaluation_order().iter().enumerate() {
             rank[i] = r as u32;
         }
-        let reads = cohorts
+        let (reads, gates) = cohorts
             .iter()
             .map(|code| match *code {
-                CohortCode::Dynamic(root) => reads(root, &c.nodes, &c.children, &c.props),
-                _ => Reads::default(),
+                CohortCode::Dynamic(root) => (
+                    reads(root, &c.nodes, &c.children, &c.props),
+                    gate(root, &c.nodes, &c.children, &c.props),
+                ),
+                _ => Default::default(),
             })
-            .collect();
-        let gates = cohorts
-            .iter()
-            .map(|code| match *code {
-                CohortCode::Dynamic(root) => gate(root, &c.nodes, &c.children, &c.props),
-                _ => Box::default(),
-            })
-            .collect();
+            .unzip();
         Ok(Program {
             reads,
             gates,

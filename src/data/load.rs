@@ -849,15 +849,7 @@ impl Dataset {
                         let parse_rows = |g: usize, b: &mut EventBlock| {
                             file.rows(g, |_, row| parquet_event(row, b, projection, &attach))
                         };
-                        let groups = file.row_groups();
-                        let produce = move |send: &mut dyn FnMut(usize) -> bool| {
-                            for g in 0..groups {
-                                if !send(g) {
-                                    break;
-                                }
-                            }
-                            None
-                        };
+                        let produce = super::parquet::each_group(file.row_groups());
                         run_blocks(
                             name,
                             threads,

@@ -199,6 +199,21 @@ pub(crate) struct EventRow<'a> {
     pub properties: Option<&'a str>,
 }
 
+/// A producer of row groups `0..groups` in order for the block loader (it stops when the
+/// loader does).
+pub(crate) fn each_group(
+    groups: usize,
+) -> impl FnOnce(&mut dyn FnMut(usize) -> bool) -> Option<String> + Send {
+    move |send| {
+        for g in 0..groups {
+            if !send(g) {
+                break;
+            }
+        }
+        None
+    }
+}
+
 /// Opens a Parquet events file (its footer: the schema and the row groups).
 pub(crate) fn open_events(path: &Path) -> Result<EventFile, Error> {
     let opened = open(path, EVENT_FIELDS, EVENT_REQUIRED, "events")?;

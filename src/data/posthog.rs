@@ -298,15 +298,7 @@ pub(crate) fn person_sources(path: &Path, threads: usize) -> Result<Vec<Source<'
 fn parquet_person_rows(path: &Path, threads: usize, resolver: &mut Resolver) -> Result<(), Error> {
     let file = super::parquet::open_persons(path)?;
     let name = display(path);
-    let groups = file.row_groups();
-    let produce = move |send: &mut dyn FnMut(usize) -> bool| {
-        for g in 0..groups {
-            if !send(g) {
-                break;
-            }
-        }
-        None
-    };
+    let produce = super::parquet::each_group(file.row_groups());
     let parse = |g: usize, b: &mut RowBlock| {
         file.rows(g, |d, p, props, pv, dv, del| {
             b.push(d, p, props, pv, dv, del)
