@@ -466,14 +466,16 @@ impl Batch<'_> {
         let Some(col) = self.data.columns.get(t.key.0 as usize) else {
             return r;
         };
-        let dense = mask.count() >= col.dict.len();
+        let count = mask.count();
         let regex = match &t.test {
-            Test::Regex(res) if !dense && col.dict.len() >= PARALLEL_MIN_PERSONS => {
+            Test::Regex(res)
+                if count < col.dict.len() && col.dict.len() >= PARALLEL_MIN_PERSONS =>
+            {
                 self.regex_table_within(t, res, col, mask)
             }
             _ => None,
         };
-        if regex.is_some() || col.dict.len() <= 64 || mask.count() >= col.dict.len() / 4 {
+        if regex.is_some() || col.dict.len() <= 64 || count >= col.dict.len() / 4 {
             let table = regex.unwrap_or_else(|| self.table(t, col));
             let words = r.words_mut();
             let m = mask.words();

@@ -511,7 +511,7 @@ impl Tracker {
                 let Some(p) = p else { continue };
                 let subject = subject(p, &t.sets, &t.values);
                 program.prepare(&mut t.scratch, now);
-                let members = &mut t.members;
+                let row = (&mut t.members, idx);
                 refresh_gates(
                     program,
                     &t.ix.gate,
@@ -519,7 +519,7 @@ impl Tracker {
                     &subject,
                     &mut t.scratch,
                     now,
-                    |col, on| members.set(idx, col, on),
+                    row,
                 );
             }
         }
@@ -719,16 +719,8 @@ impl Tracker {
         // they close (their membership bit is already false, their horizon row stands).
         let gate = &self.ix.gate;
         if added.is_none() {
-            let members = &mut self.members;
-            refresh_gates(
-                program,
-                gate,
-                list,
-                &subject,
-                &mut self.scratch,
-                now,
-                |col, on| members.set(idx, col, on),
-            );
+            let row = (&mut self.members, idx);
+            refresh_gates(program, gate, list, &subject, &mut self.scratch, now, row);
         }
         let gated = |members: &Bits, c: usize| {
             added.is_some() && gate[c].is_some_and(|column| members.get(idx, column as usize))
@@ -1006,8 +998,8 @@ impl Tracker {
     }
 }
 
-/// Calls `set(column, closed)` for each gated cohort of `cohorts`: its gate bit's column (see
-/// `Index::gate`) and whether a conjunct on the person's properties alone keeps it false. After
+/// Sets, for each gated cohort of `cohorts`, its gate bit (column `Index::gate`) in `members`'
+/// row `row`: whether a conjunct on the person's properties alone keeps it false. After
 /// [`crate::Program::prepare`].
 fn refresh_gates(
     program: &crate::Program,
@@ -1016,14 +1008,12 @@ fn refresh_gates(
     subject: &Subject<'_>,
     scratch: &mut Scratch,
     now: Micros,
-    mut set: impl FnMut(usize, bool),
+    (members, row): (&mut Bits, usize),
 ) {
     for &c in cohorts {
         if let Some(column) = gate[c] {
-            set(
-                column as usize,
-                program.gate_closed(c, subject, scratch, now),
-            );
+            let closed = program.gate_closed(c, subject, scratch, now);
+            members.set(row, column as usize, closed);
         }
     }
 }
@@ -1069,18 +1059,6 @@ impl EventLines {
         EventLines {
             scanner: LineScanner::new(Some(crate::Projection::of(set))),
         }
-    }
-
-    /// Applies `line` to `tracker` when it is a plain event line, appending the transitions to
-    /// `out` (sorted as [`Tracker::apply_into`] sorts them); `false` (nothing done) for any other
-    /// line, which [`Update::from_json`] then reads.
-    pub fn apply(&mut self, tracker: &mut Tracker, line: &str, out: &mut Vec<Transition>) -> bool {
-        let Some(head) = self.scanner.event(line) else {
-            return false;
-        };
-        let props = tracker.intern_props(self.scanner.props());
-        tracker.event_with(&head.distinct_id, &head.event, head.ts, props, out);
-        true
     }
 
     /// Scans `line` into `into` when it is a plain event line (it is then the last of `into`),
@@ -1146,8 +1124,8 @@ impl ScannedEvents {
         self.events.clear();
     }
 
-    /// Applies event `i` to `tracker` as [`EventLines::apply`] would have applied its line,
-    /// appending the transitions to `out`.
+    /// Applies event `i` to `tracker` as [`Tracker::apply_into`] applies the event, appending
+    /// the transitions to `out` (sorted as it sorts them).
     ///
     /// # Panics
     /// When `i` is not below [`ScannedEvents::len`].
