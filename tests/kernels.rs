@@ -394,3 +394,62 @@ fn behavioral_leaves_sharing_an_event_share_one_pass() {
         assert_eq!(parts[k], all[id], "cohort {id} over partitions");
     }
 }
+
+#[test]
+fn persons_split_across_threads_give_the_one_thread_answer() {
+    // Past the size at which a batch splits its persons into one contiguous range per thread:
+    // ranges that do not fall on 64-person words, a static cohort and references crossing
+    // ranges, partitions, and thread counts that do not divide the persons.
+    for shape in [Shape::Simple, Shape::Wide] {
+        let opts = GenerateOptions {
+            persons: 9_001,
+            events_per_person: 25,
+            shape,
+            ..Default::default()
+        };
+        let (data, cohorts) = generated(&opts, &format!("split-{shape:?}"));
+        let mut set: Vec<serde_json::Value> = serde_json::from_str(&cohorts).unwrap();
+        let ids: Vec<String> = (0..data.len())
+            .step_by(7)
+            .map(|p| data.person_id(p).unwrap().to_string())
+            .collect();
+        set.push(serde_json::json!({"id": 90, "is_static": true, "static_person_ids": ids}));
+        set.push(
+            serde_json::json!({"id": 91, "filters": {"properties": {"type": "AND", "values": [
+            {"type": "cohort", "key": "id", "value": 90, "negation": true},
+            {"type": "OR", "values": [
+                {"type": "cohort", "key": "id", "value": 1},
+                {"type": "cohort", "key": "id", "value": 12}]}]}}}),
+        );
+        let set = CohortSet::from_json(&serde_json::Value::Array(set).to_string()).unwrap();
+        let program = data.compile(&set).unwrap();
+        let one = data
+            .evaluate_bitsets(&program, opts.now, &BatchOptions::default().threads(1))
+            .unwrap();
+        for (id, bits) in &one {
+            let n = bits.count();
+            assert!(
+                n > 0 && n < data.len(),
+                "cohort {id}: {n} members ({shape:?})"
+            );
+        }
+        for threads in [2, 3, 5] {
+            for partition in [None, Some((2, 3))] {
+                let mut o = BatchOptions::default().threads(threads);
+                o.partition = partition;
+                let got = data.evaluate_bitsets(&program, opts.now, &o).unwrap();
+                let mut p1 = BatchOptions::default().threads(1);
+                p1.partition = partition;
+                let want = match partition {
+                    None => one.clone(),
+                    Some(_) => data.evaluate_bitsets(&program, opts.now, &p1).unwrap(),
+                };
+                assert_eq!(
+                    got, want,
+                    "{threads} threads, partition {partition:?} ({shape:?})"
+                );
+            }
+        }
+        agree(&set, &data, opts.now);
+    }
+}

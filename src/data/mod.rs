@@ -362,22 +362,28 @@ impl Column {
         })
     }
 
-    /// Calls `f` with every (person, code) pair in person order (one loop per code width).
+    /// Calls `f` with every (person, code) pair of the persons in `range`, in person order (one
+    /// loop per code width).
     #[inline]
-    pub(crate) fn for_each_code(&self, mut f: impl FnMut(u32, u32)) {
+    pub(crate) fn for_each_code_in(
+        &self,
+        range: std::ops::Range<u32>,
+        mut f: impl FnMut(u32, u32),
+    ) {
         use columns::Codes;
+        let lo = self.persons.partition_point(|&p| p < range.start);
+        let hi = lo + self.persons[lo..].partition_point(|&p| p < range.end);
+        let persons = &self.persons[lo..hi];
         match &self.codes {
-            Codes::U8(c) => self
-                .persons
+            Codes::U8(c) => persons
                 .iter()
-                .zip(c)
+                .zip(&c[lo..hi])
                 .for_each(|(&p, &c)| f(p, c as u32)),
-            Codes::U16(c) => self
-                .persons
+            Codes::U16(c) => persons
                 .iter()
-                .zip(c)
+                .zip(&c[lo..hi])
                 .for_each(|(&p, &c)| f(p, c as u32)),
-            Codes::U32(c) => self.persons.iter().zip(c).for_each(|(&p, &c)| f(p, c)),
+            Codes::U32(c) => persons.iter().zip(&c[lo..hi]).for_each(|(&p, &c)| f(p, c)),
         }
     }
 }
@@ -628,6 +634,11 @@ impl Dataset {
     /// Number of persons.
     pub fn len(&self) -> usize {
         self.person_ids.len()
+    }
+
+    /// Where each person's events start in the event columns (`n + 1` entries once loaded).
+    pub(crate) fn event_offsets(&self) -> &[u32] {
+        &self.event_offsets
     }
 
     /// True when there are no persons.

@@ -4,8 +4,10 @@
 //! order, and read by every reference to it. A node is evaluated for a *mask* of candidate persons
 //! only: an AND narrows the mask child by child (cheap children first, as compiled), an OR removes
 //! the persons already known to match. Person-property leaves are one pass over the property's
-//! column; behavioral leaves scan the events of the persons still in the mask, split across
-//! threads. The result never depends on the thread count.
+//! column; behavioral leaves scan the events of the persons still in the mask. On several
+//! threads the persons are split into contiguous ranges of about equal work, each evaluated
+//! whole (every cohort, in order) on its own thread, and the cohorts' bitsets are the unions of
+//! the ranges'. The result never depends on the thread count.
 
 use std::collections::BTreeMap;
 
@@ -17,7 +19,6 @@ use crate::eval::bitset::Bitset;
 use crate::eval::{behavioral, person, strings, Scratch, Subject, Who};
 use crate::set::CohortSet;
 use crate::time::{back, Micros};
-use crate::value::Val;
 use crate::{CohortId, Timestamp};
 
 /// What to evaluate and how: [`BatchOptions::default`] (every cohort, every core, every person),
@@ -71,22 +72,30 @@ pub fn fnv1a64(bytes: &[u8]) -> u64 {
     h.finish()
 }
 
-/// Behavioral leaves with fewer candidate persons than this run on one thread.
-const PARALLEL_MIN_PERSONS: usize = 4096;
+/// Datasets with fewer persons than this are evaluated on one thread.
+const PARALLEL_MIN_PERSONS: usize = 8192;
 
+/// Regex leaves over dictionaries at least this large, whose mask an AND has narrowed, run their
+/// automata only on the values of the persons in the mask.
+const REGEX_WITHIN_MIN: usize = 4096;
+
+/// One thread's share of a batch evaluation: every needed cohort over the persons of `range`.
 struct Batch<'a> {
     data: &'a Dataset,
     program: &'a Program,
     now: Micros,
-    times: Vec<Micros>,
-    threads: usize,
+    times: &'a [Micros],
+    /// The persons this share covers (bitsets span every person; bits outside stay 0).
+    range: std::ops::Range<u32>,
     /// Membership per cohort position, filled in evaluation order.
     cohorts: Vec<Option<Bitset>>,
-    /// The persons evaluated (all, or one partition).
+    /// The persons evaluated: those of `range` (all, or one partition's).
     selected: Bitset,
+    /// How many persons `selected` holds.
+    population: usize,
     /// Per behavioral leaf: the leaves of the evaluated cohorts reading the same event (itself
     /// included) when there are two or more, which then share one pass over that event's runs.
-    groups: Vec<Vec<u32>>,
+    groups: &'a [Vec<u32>],
     /// Leaves computed by another leaf's shared pass, over every selected person, waiting for
     /// their turn (taken when used).
     shared: std::sync::Mutex<Vec<Option<Bitset>>>,
@@ -251,50 +260,177 @@ impl Dataset {
                 }
             }
         }
-        let mut batch = Batch {
-            data: self,
-            program,
-            now,
-            times: program
-                .times
-                .iter()
-                .map(|t| match t {
-                    TimeExpr::Back(span) => back(now, span.n, span.unit),
-                    TimeExpr::Date(d) => d.resolve(now),
-                })
-                .collect(),
-            threads,
-            cohorts: vec![None; set.len()],
-            selected: selected.clone(),
-            groups,
-            shared: std::sync::Mutex::new(vec![None; program.behaviors.len()]),
+        let times: Vec<Micros> = program
+            .times
+            .iter()
+            .map(|t| match t {
+                TimeExpr::Back(span) => back(now, span.n, span.unit),
+                TimeExpr::Date(d) => d.resolve(now),
+            })
+            .collect();
+        // Column caches are per distinct value, not per person: built once, on every thread,
+        // before the persons are split.
+        self.warm_columns(program, &needed, threads);
+        // Persons split into contiguous ranges of about equal work, one per thread, each
+        // evaluated on its own from the first cohort to the last: every step (column passes,
+        // behavioral runs, references, AND/OR) is parallel, with no join between them.
+        let parts: Vec<std::ops::Range<u32>> = if threads > 1 && n >= PARALLEL_MIN_PERSONS {
+            self.split_work(threads)
+        } else {
+            std::iter::once(0..n as u32).collect()
         };
-        for &c in set.evaluation_order() {
-            if !needed[c] {
-                continue;
-            }
-            let bits = match &program.cohorts[c] {
-                CohortCode::Deleted => Bitset::zeros(n),
-                CohortCode::Static(members) => {
-                    let mut b = Bitset::zeros(n);
-                    for m in members {
-                        if let Some(p) = self.resolve(m) {
-                            b.set(p, true);
-                        }
-                    }
-                    b.and_assign(&selected);
-                    b
+        let evaluate = |range: std::ops::Range<u32>| -> Vec<Option<Bitset>> {
+            let mut selected = selected.clone();
+            let words = selected.words_mut();
+            let (lo, hi) = (range.start as usize, range.end as usize);
+            for (w, word) in words.iter_mut().enumerate() {
+                let (first, last) = (w * 64, w * 64 + 64);
+                if last <= lo || first >= hi {
+                    *word = 0;
+                } else {
+                    let keep_from = lo.saturating_sub(first);
+                    let keep_to = (hi - first).min(64);
+                    let mask = (u64::MAX >> (64 - (keep_to - keep_from))) << keep_from;
+                    *word &= mask;
                 }
-                CohortCode::Dynamic(root) => batch.node(*root, &selected),
+            }
+            let population = selected.count();
+            let mut batch = Batch {
+                data: self,
+                program,
+                now,
+                times: &times,
+                range,
+                cohorts: vec![None; set.len()],
+                selected,
+                population,
+                groups: &groups,
+                shared: std::sync::Mutex::new(vec![None; program.behaviors.len()]),
             };
-            batch.cohorts[c] = Some(bits);
-        }
+            for &c in set.evaluation_order() {
+                if !needed[c] {
+                    continue;
+                }
+                let bits = match &program.cohorts[c] {
+                    CohortCode::Deleted => Bitset::zeros(n),
+                    CohortCode::Static(members) => {
+                        let mut b = Bitset::zeros(n);
+                        for m in members {
+                            if let Some(p) = self.resolve(m) {
+                                b.set(p, true);
+                            }
+                        }
+                        b.and_assign(&batch.selected);
+                        b
+                    }
+                    CohortCode::Dynamic(root) => batch.node(*root, &batch.selected),
+                };
+                batch.cohorts[c] = Some(bits);
+            }
+            batch.cohorts
+        };
+        let cohorts = if parts.len() == 1 {
+            evaluate(0..n as u32)
+        } else {
+            let evaluate = &evaluate;
+            let shares: Vec<Vec<Option<Bitset>>> = std::thread::scope(|s| {
+                let handles: Vec<_> = parts
+                    .iter()
+                    .map(|r| {
+                        let r = r.clone();
+                        s.spawn(move || evaluate(r))
+                    })
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+                    .collect()
+            });
+            // The shares cover disjoint persons: each cohort is the union of its shares.
+            let mut shares = shares.into_iter();
+            let mut first = shares.next().unwrap_or_default();
+            for share in shares {
+                for (acc, bits) in first.iter_mut().zip(share) {
+                    if let (Some(acc), Some(bits)) = (acc.as_mut(), bits) {
+                        acc.or_assign(&bits);
+                    }
+                }
+            }
+            first
+        };
         let mut out = BTreeMap::new();
         for c in requested {
-            let bits = batch.cohorts[c].clone().unwrap_or_else(|| Bitset::zeros(n));
+            let bits = cohorts[c].clone().unwrap_or_else(|| Bitset::zeros(n));
             out.insert(set.cohorts()[c].id, bits);
         }
         Ok(out)
+    }
+}
+
+impl Dataset {
+    /// Builds the column caches the property leaves of the `needed` cohorts read (case-folded
+    /// dictionaries for `icontains`, dates for date comparisons) on `threads` threads, so no
+    /// share of a batch builds one alone while the others wait for it.
+    fn warm_columns(&self, program: &Program, needed: &[bool], threads: usize) {
+        for (c, code) in program.cohorts.iter().enumerate() {
+            let CohortCode::Dynamic(root) = code else {
+                continue;
+            };
+            if !needed[c] {
+                continue;
+            }
+            program.for_each_leaf(*root, &mut |leaf| {
+                let NodeKind::Prop(i) = leaf else {
+                    return;
+                };
+                let t = &program.props[i as usize];
+                let Some(col) = self.columns.get(t.key.0 as usize) else {
+                    return;
+                };
+                match t.test {
+                    Test::Contains(_) if col.dict.len() > 64 => {
+                        col.folded(threads);
+                    }
+                    Test::Date(..) if col.dict.len() > 64 => {
+                        col.dates(threads);
+                    }
+                    _ => {}
+                }
+            });
+        }
+    }
+
+    /// Persons `0..n` in at most `parts` contiguous ranges of about equal work (a person's
+    /// events plus one for the person).
+    fn split_work(&self, parts: usize) -> Vec<std::ops::Range<u32>> {
+        let n = self.len();
+        let offsets = self.event_offsets();
+        let work = |p: usize| offsets.get(p).map_or(0, |&o| o as u64) + p as u64;
+        let total = work(n);
+        let mut out = Vec::with_capacity(parts);
+        let mut start = 0usize;
+        for k in 1..=parts as u64 {
+            let target = total * k / parts as u64;
+            // The first person whose cumulative work reaches the target.
+            let (mut lo, mut hi) = (start, n);
+            while lo < hi {
+                let mid = lo + (hi - lo) / 2;
+                if work(mid) < target {
+                    lo = mid + 1;
+                } else {
+                    hi = mid;
+                }
+            }
+            let end = if k == parts as u64 { n } else { lo };
+            if end > start {
+                out.push(start as u32..end as u32);
+            }
+            start = end;
+        }
+        if out.is_empty() {
+            out.push(0..n as u32);
+        }
+        out
     }
 }
 
@@ -467,10 +603,9 @@ impl Batch<'_> {
             return r;
         };
         let count = mask.count();
+        let range = self.range.clone();
         let regex = match &t.test {
-            Test::Regex(res)
-                if count < col.dict.len() && col.dict.len() >= PARALLEL_MIN_PERSONS =>
-            {
+            Test::Regex(res) if count < col.dict.len() && col.dict.len() >= REGEX_WITHIN_MIN => {
                 self.regex_table_within(t, res, col, mask)
             }
             _ => None,
@@ -481,13 +616,13 @@ impl Batch<'_> {
             let m = mask.words();
             if missing {
                 // r starts as the mask: clear the persons whose value fails.
-                col.for_each_code(|p, code| {
+                col.for_each_code_in(range, |p, code| {
                     let p = p as usize;
                     let fail = (table[code as usize] ^ 1) as u64;
                     words[p / 64] &= !(fail << (p % 64));
                 });
             } else {
-                col.for_each_code(|p, code| {
+                col.for_each_code_in(range, |p, code| {
                     let p = p as usize;
                     let hit = table[code as usize] as u64 & (m[p / 64] >> (p % 64));
                     words[p / 64] |= (hit & 1) << (p % 64);
@@ -498,7 +633,7 @@ impl Batch<'_> {
         const UNKNOWN: u8 = 2;
         let mut results = vec![UNKNOWN; col.dict.len()];
         let mut buf = String::new();
-        col.for_each_code(|p, code| {
+        col.for_each_code_in(range, |p, code| {
             let p = p as usize;
             if !mask.get(p) {
                 return;
@@ -507,7 +642,7 @@ impl Batch<'_> {
             if *slot == UNKNOWN {
                 let v = &col.dict[code as usize];
                 *slot =
-                    (person::test(&t.test, v, &self.times, &mut buf) ^ t.invert ^ t.negate) as u8;
+                    (person::test(&t.test, v, self.times, &mut buf) ^ t.invert ^ t.negate) as u8;
             }
             let hit = *slot == 1;
             if hit != missing {
@@ -525,7 +660,7 @@ impl Batch<'_> {
         let mut out = vec![0u8; n];
         match &t.test {
             Test::Contains(needles) if n > 64 => {
-                let folded = col.folded(self.threads);
+                let folded = col.folded(1);
                 for needle in needles {
                     folded.mark_contains(needle, &mut out);
                 }
@@ -533,7 +668,7 @@ impl Batch<'_> {
             }
             Test::Date(cmp, slot) if n > 64 => {
                 let f = self.times[*slot as usize];
-                for (o, d) in out.iter_mut().zip(col.dates(self.threads)) {
+                for (o, d) in out.iter_mut().zip(col.dates(1)) {
                     let hit = d.is_some_and(|d| match cmp {
                         DateCmp::Before => d < f,
                         DateCmp::After => d > f,
@@ -542,15 +677,9 @@ impl Batch<'_> {
                     *o = hit as u8 ^ flip;
                 }
             }
-            Test::Regex(res) if n >= PARALLEL_MIN_PERSONS => {
+            Test::Regex(res) if n >= REGEX_WITHIN_MIN => {
                 if let Some(dfas) = strings::DfaSet::new(res) {
-                    let chunk = n.div_ceil(self.threads.max(1));
-                    std::thread::scope(|s| {
-                        for (values, out) in col.dict.chunks(chunk).zip(out.chunks_mut(chunk)) {
-                            let dfas = &dfas;
-                            s.spawn(move || dfas.fill(values, out));
-                        }
-                    });
+                    dfas.fill(&col.dict, &mut out);
                     out.iter_mut().for_each(|h| *h ^= flip);
                 } else {
                     self.fill_per_value(&t.test, col, flip, &mut out);
@@ -575,24 +704,14 @@ impl Batch<'_> {
         let dfas = strings::DfaSet::new(res)?;
         let mut table = vec![0u8; col.dict.len()];
         let mut codes = Vec::new();
-        col.for_each_code(|p, code| {
+        col.for_each_code_in(self.range.clone(), |p, code| {
             if mask.get(p as usize) && table[code as usize] == 0 {
                 table[code as usize] = 1;
                 codes.push(code);
             }
         });
         let mut hits = vec![0u8; codes.len()];
-        let chunk = codes.len().div_ceil(self.threads.max(1)).max(1);
-        if self.threads > 1 && codes.len() >= PARALLEL_MIN_PERSONS {
-            std::thread::scope(|s| {
-                for (codes, out) in codes.chunks(chunk).zip(hits.chunks_mut(chunk)) {
-                    let dfas = &dfas;
-                    s.spawn(move || dfas.fill_codes(&col.dict, codes, out));
-                }
-            });
-        } else {
-            dfas.fill_codes(&col.dict, &codes, &mut hits);
-        }
+        dfas.fill_codes(&col.dict, &codes, &mut hits);
         let flip = (t.invert ^ t.negate) as u8;
         for (&c, h) in codes.iter().zip(hits) {
             table[c as usize] = h ^ flip;
@@ -600,24 +719,11 @@ impl Batch<'_> {
         Some(table)
     }
 
-    /// `test` on each distinct value of `col` (after `flip`), large dictionaries on every thread.
+    /// `test` on each distinct value of `col` (after `flip`).
     fn fill_per_value(&self, test: &Test, col: &crate::data::Column, flip: u8, out: &mut [u8]) {
-        let fill = |values: &[Val], out: &mut [u8]| {
-            let mut buf = String::new();
-            for (v, o) in values.iter().zip(out) {
-                *o = person::test(test, v, &self.times, &mut buf) as u8 ^ flip;
-            }
-        };
-        let n = col.dict.len();
-        if self.threads > 1 && n >= PARALLEL_MIN_PERSONS {
-            let chunk = n.div_ceil(self.threads);
-            std::thread::scope(|s| {
-                for (values, out) in col.dict.chunks(chunk).zip(out.chunks_mut(chunk)) {
-                    s.spawn(move || fill(values, out));
-                }
-            });
-        } else {
-            fill(&col.dict, out);
+        let mut buf = String::new();
+        for (v, o) in col.dict.iter().zip(out) {
+            *o = person::test(test, v, self.times, &mut buf) as u8 ^ flip;
         }
     }
 
@@ -633,7 +739,7 @@ impl Batch<'_> {
         let group = &self.groups[i];
         // A dense mask: this leaf scans (nearly) every run of its event anyway, so the other
         // leaves reading that event are computed in the same pass, each event range read once.
-        if group.len() >= 2 && mask.count() * 2 >= mask.len() {
+        if group.len() >= 2 && mask.count() * 2 >= self.population {
             let mut results = self.behaviors_shared(group, &self.selected);
             let mut mine = Bitset::zeros(mask.len());
             if let Ok(mut shared) = self.shared.lock() {
@@ -665,57 +771,33 @@ impl Batch<'_> {
         let Some(runs) = self.data.name_runs.get(tests[0].event.0 as usize) else {
             return results;
         };
-        let run = |runs: &[crate::data::NameRun]| -> Vec<Vec<u32>> {
-            let mut buf = String::new();
-            let mut hits = vec![Vec::new(); tests.len()];
-            // Event filters on dictionary codes: each distinct value tested once per thread.
-            let mut codes: Vec<Vec<CodeFilter<'_>>> = tests
-                .iter()
-                .map(|t| CodeFilter::for_leaf(t, &self.data.ev_columns, &self.times, &mut buf))
-                .collect();
-            for r in runs {
-                let p = r.person as usize;
-                if !mask.get(p) {
-                    continue;
-                }
-                let events = self.data.person_events(p);
-                let range = r.start as usize..(r.start + r.len) as usize;
-                for ((test, codes), hits) in tests.iter().zip(&mut codes).zip(&mut hits) {
-                    if behavioral::eval_range(
-                        test,
-                        &events,
-                        range.clone(),
-                        &self.times,
-                        self.now,
-                        &mut buf,
-                        Some(codes),
-                    ) {
-                        hits.push(r.person);
-                    }
-                }
+        // The runs of this share's persons (runs are in person order).
+        let runs = &runs[runs.partition_point(|r| r.person < self.range.start)..];
+        let runs = &runs[..runs.partition_point(|r| r.person < self.range.end)];
+        let mut buf = String::new();
+        // Event filters on dictionary codes: each distinct value tested once per share.
+        let mut codes: Vec<Vec<CodeFilter<'_>>> = tests
+            .iter()
+            .map(|t| CodeFilter::for_leaf(t, &self.data.ev_columns, self.times, &mut buf))
+            .collect();
+        for r in runs {
+            let p = r.person as usize;
+            if !mask.get(p) {
+                continue;
             }
-            hits
-        };
-        let threads = self.threads.max(1);
-        let parts: Vec<Vec<Vec<u32>>> = if threads == 1 || runs.len() < PARALLEL_MIN_PERSONS {
-            vec![run(runs)]
-        } else {
-            let chunk = runs.len().div_ceil(threads);
-            std::thread::scope(|s| {
-                let handles: Vec<_> = runs
-                    .chunks(chunk)
-                    .map(|c| s.spawn(move || run(c)))
-                    .collect();
-                handles
-                    .into_iter()
-                    .map(|h| h.join().unwrap_or_default())
-                    .collect()
-            })
-        };
-        for part in parts {
-            for (hits, result) in part.into_iter().zip(results.iter_mut()) {
-                for p in hits {
-                    result.set(p as usize, true);
+            let events = self.data.person_events(p);
+            let range = r.start as usize..(r.start + r.len) as usize;
+            for ((test, codes), result) in tests.iter().zip(&mut codes).zip(&mut results) {
+                if behavioral::eval_range(
+                    test,
+                    &events,
+                    range.clone(),
+                    self.times,
+                    self.now,
+                    &mut buf,
+                    Some(codes),
+                ) {
+                    result.set(p, true);
                 }
             }
         }
