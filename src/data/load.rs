@@ -738,10 +738,41 @@ impl Dataset {
         let mut builders: Vec<ColumnBuilder> = Vec::new();
         let (mut skipped, mut dropped) = (0u64, 0u64);
         // The ids' byte order (for member lists) on a thread of its own while events are read:
-        // it needs only the persons, and reading is most of a load. With one thread asked for,
-        // it waits for the first member list instead.
+        // it needs only the persons, and reading is most of a load. Then, on the same thread,
+        // the caches the projection's leaves read from person columns (case-folded dictionaries,
+        // dates), which a batch would otherwise build on its first run. With one thread asked
+        // for, both wait for their first use instead.
+        let warm: Vec<(usize, bool)> = projection.map_or_else(Vec::new, |p| {
+            let column = |set: &super::arena::StrSet, i: u32| {
+                let k = symbols.keys.get(set.get_str(i));
+                (k != Sym::ABSENT).then_some(k.0 as usize)
+            };
+            let folded = (0..p.folded_keys.len() as u32)
+                .filter_map(|i| column(&p.folded_keys, i))
+                .map(|c| (c, true));
+            let dates = (0..p.date_keys.len() as u32)
+                .filter_map(|i| column(&p.date_keys, i))
+                .map(|c| (c, false));
+            folded.chain(dates).collect()
+        });
         let id_order = std::thread::scope(|scope| -> Result<Option<super::IdOrder>, Error> {
-            let order = (threads > 1).then(|| scope.spawn(|| super::id_order_of(&ds.person_ids)));
+            let order = (threads > 1).then(|| {
+                scope.spawn(|| {
+                    let order = super::id_order_of(&ds.person_ids);
+                    for &(c, folded) in &warm {
+                        match ds.columns.get(c) {
+                            Some(col) if col.dict.len() > super::CACHE_MIN_VALUES && folded => {
+                                col.folded(1);
+                            }
+                            Some(col) if col.dict.len() > super::CACHE_MIN_VALUES => {
+                                col.dates(1);
+                            }
+                            _ => {}
+                        }
+                    }
+                    order
+                })
+            });
             for source in events.into_iter().flatten() {
                 let name = source.name.as_str();
                 let (distinct_ids, owners) = (&ds.distinct_ids, &ds.distinct_owner);
@@ -1069,4 +1100,49 @@ fn finish_columns(
         out[k] = Some(col);
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_projected_load_builds_the_column_caches_its_leaves_read() {
+        // 100 distinct names and dates (past CACHE_MIN_VALUES); `city` is read by `exact` only.
+        let persons: String = (0..100)
+            .map(|i| {
+                format!(
+                    r#"{{"id": "p{i}", "properties": {{"name": "N{i}", "seen": "2026-{:02}-{:02}", "city": "c{i}"}}}}"#,
+                    i / 28 + 1,
+                    i % 28 + 1
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        let set = crate::CohortSet::from_json(
+            r#"[{"id": 1, "filters": {"properties": {"type": "AND", "values": [
+                {"type": "person", "key": "name", "operator": "icontains", "value": "n1"},
+                {"type": "person", "key": "seen", "operator": "is_date_after", "value": "2026-01-10"},
+                {"type": "person", "key": "city", "operator": "exact", "value": "c1"}]}}}]"#,
+        )
+        .unwrap();
+        for threads in [1, 2] {
+            let mut opts = LoadOptions::default()
+                .threads(threads)
+                .projection(Projection::of(&set));
+            let data = Dataset::from_sources(
+                vec![Source::reader("persons.jsonl", persons.as_bytes())],
+                Some(vec![Source::reader("events.jsonl", &b""[..])]),
+                &mut opts,
+            )
+            .unwrap();
+            let col = |k: &str| &data.columns[data.symbols.keys.get(k).0 as usize];
+            // With one thread the caches wait for their first use.
+            let built = threads > 1;
+            assert_eq!(col("name").folded.get().is_some(), built, "{threads}");
+            assert_eq!(col("seen").dates.get().is_some(), built, "{threads}");
+            assert!(col("name").dates.get().is_none() && col("seen").folded.get().is_none());
+            assert!(col("city").folded.get().is_none() && col("city").dates.get().is_none());
+        }
+    }
 }

@@ -294,6 +294,10 @@ pub(crate) fn runs_inserted(runs: &mut Vec<Run>, (r, at, exists): (usize, usize,
     }
 }
 
+/// Dictionaries with more distinct values than this get the column caches (a case-folded arena
+/// for `icontains`, parsed dates); smaller ones are tested value by value.
+pub(crate) const CACHE_MIN_VALUES: usize = 64;
+
 /// One person property in columnar form, dictionary-encoded: the persons that have it
 /// (ascending), each one's value as a code into `dict` (the column's distinct values). Operators
 /// run once per distinct value, and the per-person pass is a table lookup.

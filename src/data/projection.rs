@@ -1,7 +1,7 @@
 //! Projection: what a load keeps when the cohorts are known before the data is read.
 
 use super::arena::StrSet;
-use crate::ast::{Behavior, Definition, Leaf};
+use crate::ast::{Behavior, Definition, Leaf, Operator};
 use crate::set::CohortSet;
 
 /// The person properties, event properties and event names some leaf of a cohort set reads.
@@ -10,11 +10,20 @@ use crate::set::CohortSet;
 /// event properties and events of other names are validated and counted, never stored. Evaluating
 /// the same set (or any set reading nothing more) over the projected dataset gives exactly the
 /// result over the full one; a set reading other names would see them as missing.
+///
+/// On more than one thread, a load with a projection also builds, while it reads events, the
+/// caches the set's leaves read from person columns: the case-folded dictionary of a key read
+/// by `icontains`, the parsed dates of a key read by a date comparison.
 #[derive(Clone, Debug, Default)]
 pub struct Projection {
     pub(crate) person_keys: StrSet,
     pub(crate) event_keys: StrSet,
     pub(crate) event_names: StrSet,
+    /// Person keys read by `icontains`-family leaves (their columns' case-folded dictionaries
+    /// are built at load).
+    pub(crate) folded_keys: StrSet,
+    /// Person keys read by date comparisons (their columns' values are parsed as dates at load).
+    pub(crate) date_keys: StrSet,
 }
 
 impl Projection {
@@ -28,6 +37,18 @@ impl Projection {
             root.visit_leaves(&mut |leaf| match leaf {
                 Leaf::Person(f) => {
                     p.person_keys.intern(f.key.as_bytes());
+                    match f.operator {
+                        Operator::IContains
+                        | Operator::NotIContains
+                        | Operator::IContainsMulti
+                        | Operator::NotIContainsMulti => {
+                            p.folded_keys.intern(f.key.as_bytes());
+                        }
+                        Operator::IsDateBefore | Operator::IsDateAfter | Operator::IsDateExact => {
+                            p.date_keys.intern(f.key.as_bytes());
+                        }
+                        _ => {}
+                    }
                 }
                 Leaf::Behavioral(b) => {
                     p.event_names.intern(b.event.as_bytes());

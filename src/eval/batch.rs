@@ -12,7 +12,7 @@
 use std::collections::BTreeMap;
 
 use crate::compile::{CohortCode, DateCmp, NodeId, NodeKind, Program, PropTest, Test, TimeExpr};
-use crate::data::{Dataset, PersonProps};
+use crate::data::{Dataset, PersonProps, CACHE_MIN_VALUES};
 use crate::error::{Error, ErrorKind};
 use crate::eval::behavioral::CodeFilter;
 use crate::eval::bitset::Bitset;
@@ -388,10 +388,10 @@ impl Dataset {
                     return;
                 };
                 match t.test {
-                    Test::Contains(_) if col.dict.len() > 64 => {
+                    Test::Contains(_) if col.dict.len() > CACHE_MIN_VALUES => {
                         col.folded(threads);
                     }
-                    Test::Date(..) if col.dict.len() > 64 => {
+                    Test::Date(..) if col.dict.len() > CACHE_MIN_VALUES => {
                         col.dates(threads);
                     }
                     _ => {}
@@ -659,14 +659,14 @@ impl Batch<'_> {
         let n = col.dict.len();
         let mut out = vec![0u8; n];
         match &t.test {
-            Test::Contains(needles) if n > 64 => {
+            Test::Contains(needles) if n > CACHE_MIN_VALUES => {
                 let folded = col.folded(1);
                 for needle in needles {
                     folded.mark_contains(needle, &mut out);
                 }
                 out.iter_mut().for_each(|h| *h ^= flip);
             }
-            Test::Date(cmp, slot) if n > 64 => {
+            Test::Date(cmp, slot) if n > CACHE_MIN_VALUES => {
                 let f = self.times[*slot as usize];
                 for (o, d) in out.iter_mut().zip(col.dates(1)) {
                     let hit = d.is_some_and(|d| match cmp {
