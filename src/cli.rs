@@ -12,7 +12,8 @@ use clap::{Args, Parser, Subcommand};
 use cohort_engine::time::{parse_absolute, Micros};
 use cohort_engine::Projection;
 use cohort_engine::{
-    BatchOptions, CohortId, CohortSet, Dataset, Error, ErrorKind, Limits, LoadOptions, Transition,
+    BatchOptions, Bitset, CohortId, CohortSet, Dataset, Error, ErrorKind, Limits, LoadOptions,
+    Transition,
 };
 
 /// Decide who is in a cohort: evaluate PostHog cohort definitions over persons and events.
@@ -325,24 +326,7 @@ fn eval(args: EvalArgs) -> Result<(), Vec<Error>> {
     let members = data
         .evaluate_bitsets(&program, now, &options)
         .map_err(|e| vec![e])?;
-    let mut out = String::with_capacity(64);
-    out.push('{');
-    for (k, (id, bits)) in members.iter().enumerate() {
-        if k > 0 {
-            out.push(',');
-        }
-        out.push('"');
-        out.push_str(&id.to_string());
-        out.push_str("\":[");
-        for (j, p) in data.member_ids(bits).into_iter().enumerate() {
-            if j > 0 {
-                out.push(',');
-            }
-            push_json_str(&mut out, p);
-        }
-        out.push(']');
-    }
-    out.push_str("}\n");
+    let out = members_json(&data, &members, threads);
     if !args.data.quiet {
         eprintln!(
             "evaluated {} cohorts in {:.3} s",
@@ -351,6 +335,74 @@ fn eval(args: EvalArgs) -> Result<(), Vec<Error>> {
         );
     }
     write_stdout(out.as_bytes())
+}
+
+/// The `eval` output line: `{"id":[member ids in byte order],...}` and a newline. Cohorts are
+/// written on up to `threads` threads (0 = all cores), in runs of about equal member counts,
+/// and joined in id order.
+fn members_json(
+    data: &Dataset,
+    members: &std::collections::BTreeMap<CohortId, Bitset>,
+    threads: usize,
+) -> String {
+    let write = |cohorts: &[(&CohortId, &Bitset)]| {
+        let mut out = String::new();
+        for (id, bits) in cohorts {
+            out.push_str(",\"");
+            out.push_str(&id.to_string());
+            out.push_str("\":[");
+            for (j, p) in data.member_ids(bits).into_iter().enumerate() {
+                if j > 0 {
+                    out.push(',');
+                }
+                push_json_str(&mut out, p);
+            }
+            out.push(']');
+        }
+        out
+    };
+    let cohorts: Vec<(&CohortId, &Bitset)> = members.iter().collect();
+    let threads = match threads {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        t => t,
+    };
+    let total: usize = cohorts.iter().map(|(_, b)| b.count()).sum();
+    let parts: Vec<String> = if threads <= 1 || total < 4_096 {
+        vec![write(&cohorts)]
+    } else {
+        // Contiguous runs of cohorts, each cut once its members pass the next share.
+        let mut runs: Vec<&[(&CohortId, &Bitset)]> = Vec::new();
+        let (mut start, mut acc) = (0, 0);
+        for (i, (_, b)) in cohorts.iter().enumerate() {
+            acc += b.count();
+            if acc * threads >= total * (runs.len() + 1) || i + 1 == cohorts.len() {
+                runs.push(&cohorts[start..=i]);
+                start = i + 1;
+            }
+        }
+        std::thread::scope(|s| {
+            let handles: Vec<_> = runs
+                .into_iter()
+                .map(|run| s.spawn(move || write(run)))
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+                .collect()
+        })
+    };
+    let mut out = String::with_capacity(parts.iter().map(String::len).sum::<usize>() + 3);
+    out.push('{');
+    for part in &parts {
+        // Every cohort is written with a leading comma: the first one's is dropped.
+        out.push_str(if out.len() == 1 {
+            part.strip_prefix(',').unwrap_or(part)
+        } else {
+            part
+        });
+    }
+    out.push_str("}\n");
+    out
 }
 
 /// Appends `s` as a JSON string (serde_json's escaping; plain strings copied as they are).

@@ -863,12 +863,14 @@ fn watch_keeps_line_order_and_numbers_across_many_lines() {
 fn generated_wide_shape_evaluates_the_same_on_any_threads_and_partitions() {
     let dir = tempdir();
     let out = dir.display().to_string();
+    // Past the sizes at which eval splits persons across threads and writes cohorts' member
+    // lists on several threads.
     let o = run(&[
         "generate",
         "--persons",
-        "800",
+        "9000",
         "--events-per-person",
-        "20",
+        "10",
         "--shape",
         "wide",
         "--out",
@@ -896,7 +898,19 @@ fn generated_wide_shape_evaluates_the_same_on_any_threads_and_partitions() {
         serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(&stdout(&o)).unwrap()
     };
     let whole = eval(&["--threads", "1"]);
-    assert_eq!(whole, eval(&["--threads", "2"]));
+    let bytes = |threads: &str| {
+        let args: Vec<&str> = base
+            .iter()
+            .chain(&["--threads", threads])
+            .copied()
+            .collect();
+        stdout(&run(&args))
+    };
+    let one = bytes("1");
+    assert_eq!(one, bytes("2"));
+    assert_eq!(one, bytes("3"));
+    let members: usize = whole.values().map(|v| v.as_array().unwrap().len()).sum();
+    assert!(members > 4_096, "{members} members");
     let mut union: std::collections::BTreeMap<String, Vec<String>> = Default::default();
     for i in 0..3 {
         for (k, v) in eval(&["--partition", &format!("{i}/3")]) {
