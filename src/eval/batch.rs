@@ -93,6 +93,8 @@ struct Batch<'a> {
     selected: Bitset,
     /// How many persons `selected` holds.
     population: usize,
+    /// How many shares the persons are split into.
+    shares: usize,
     /// Per behavioral leaf: the leaves of the evaluated cohorts reading the same event (itself
     /// included) when there are two or more, which then share one pass over that event's runs.
     groups: &'a [Vec<u32>],
@@ -304,6 +306,7 @@ impl Dataset {
                 cohorts: vec![None; set.len()],
                 selected,
                 population,
+                shares: parts.len(),
                 groups: &groups,
                 shared: std::sync::Mutex::new(vec![None; program.behaviors.len()]),
             };
@@ -333,18 +336,22 @@ impl Dataset {
             evaluate(0..n as u32)
         } else {
             let evaluate = &evaluate;
+            // The first share on this thread, the others on threads of their own.
             let shares: Vec<Vec<Option<Bitset>>> = std::thread::scope(|s| {
-                let handles: Vec<_> = parts
+                let handles: Vec<_> = parts[1..]
                     .iter()
                     .map(|r| {
                         let r = r.clone();
                         s.spawn(move || evaluate(r))
                     })
                     .collect();
-                handles
-                    .into_iter()
-                    .map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
-                    .collect()
+                let mut shares = vec![evaluate(parts[0].clone())];
+                shares.extend(
+                    handles
+                        .into_iter()
+                        .map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e))),
+                );
+                shares
             });
             // The shares cover disjoint persons: each cohort is the union of its shares.
             let mut shares = shares.into_iter();
@@ -521,7 +528,7 @@ impl Batch<'_> {
                 }
                 acc
             }
-            NodeKind::Prop(i) => self.column(&program.props[i as usize], mask),
+            NodeKind::Prop(i) => self.column(i as usize, mask),
             NodeKind::Behavior(i) => self.behavior(i as usize, mask),
             NodeKind::Cohort { target, invert } => {
                 let mut r = mask.clone();
@@ -587,12 +594,14 @@ impl Batch<'_> {
         }
     }
 
-    /// A property condition, one pass over its column. When the mask holds many persons for
-    /// the column's distinct values, every value is tested up front — string and date kernels
-    /// over the whole dictionary, large dictionaries on every thread — and the pass over persons
-    /// is a branch-free table lookup. When the mask is sparse (an AND narrowed it), values are
-    /// tested lazily, only those some person in the mask has.
-    fn column(&self, t: &PropTest, mask: &Bitset) -> Bitset {
+    /// Property leaf `i`, one pass over its column. When the mask holds many persons for the
+    /// column's distinct values, every value is tested up front — string and date kernels over
+    /// the whole dictionary, in every share (a table shared between shares made one wait for
+    /// another, and a woken thread on a virtual machine starts late) — and the pass over persons
+    /// is a branch-free table lookup. When the mask is sparse (an AND narrowed it), values are tested lazily, only
+    /// those some person in the mask has.
+    fn column(&self, i: usize, mask: &Bitset) -> Bitset {
+        let t = &self.program.props[i];
         let missing = t.missing ^ t.negate;
         let mut r = if missing {
             mask.clone()
@@ -602,7 +611,8 @@ impl Batch<'_> {
         let Some(col) = self.data.columns.get(t.key.0 as usize) else {
             return r;
         };
-        let count = mask.count();
+        // The mask's persons scaled to all shares, so the choice does not depend on the split.
+        let count = mask.count().saturating_mul(self.shares);
         let range = self.range.clone();
         let regex = match &t.test {
             Test::Regex(res) if count < col.dict.len() && col.dict.len() >= REGEX_WITHIN_MIN => {
@@ -611,7 +621,14 @@ impl Batch<'_> {
             _ => None,
         };
         if regex.is_some() || col.dict.len() <= 64 || count >= col.dict.len() / 4 {
-            let table = regex.unwrap_or_else(|| self.table(t, col));
+            let owned;
+            let table: &[u8] = match &regex {
+                Some(table) => table,
+                None => {
+                    owned = self.table(t, col);
+                    &owned
+                }
+            };
             let words = r.words_mut();
             let m = mask.words();
             if missing {
