@@ -8,8 +8,10 @@
 //! `file:line` and the first bad line in file order is the one reported. Buffers and block
 //! states circulate through pools and at most 2 × threads + 1 blocks are in flight, so the steady
 //! state allocates nothing per line and memory stays flat. Events are then grouped by person (a
-//! counting sort), ordered by event name and time within each person (ties keep file order),
-//! the columns permuted in place, so a behavioral leaf reads one contiguous, time-ordered run.
+//! counting sort), ordered by event name and time within each person (ties keep file order), and
+//! each person's run of a name moved into that name's block: the columns end up ordered by
+//! (name, person, time), so a batch leaf reads its name's runs front to back and each run is
+//! one contiguous, time-ordered slice.
 
 use std::collections::BTreeMap;
 use std::io::BufRead;
@@ -24,7 +26,7 @@ use super::arena::StrSet;
 use super::columns::{ColumnBuilder, EventColumn, RawVal};
 use super::fast::{EventSink, IdList, NULL_VALUE};
 use super::posthog::{Input, Source};
-use super::{Column, Dataset, NameRun, Projection};
+use super::{Column, Dataset, NameRun, Projection, Run};
 use crate::error::Error;
 use crate::intern::{Sym, Symbols};
 use crate::time::{parse_timestamp, Micros};
@@ -911,9 +913,11 @@ impl Dataset {
         Ok(ds)
     }
 
-    /// Orders events by (person, event name, timestamp) — file order among equals — and stores
-    /// them column-wise: a counting sort by person, then each person's few events sorted on
-    /// their own, persons split across threads.
+    /// Orders events by (event name, person, timestamp) — file order among equals — and stores
+    /// them column-wise, so one name's runs lie end to end in person order (what a batch leaf
+    /// reads front to back) and each person's runs are listed by name (what a single person's
+    /// view reads). A counting sort by person, each person's few events sorted on their own
+    /// (persons split across threads), then each run moved to its name's block.
     fn group_events(
         &mut self,
         person: Vec<u32>,
@@ -960,39 +964,65 @@ impl Dataset {
                 s.spawn(move || sort_persons(range, mine));
             }
         });
-        // In place, cycle by cycle: no second copy of the columns.
-        let (mut ts, mut name) = (ts, name);
-        let mut visited = Vec::new();
-        permute(&mut ts, &order, &mut visited);
-        permute(&mut name, &order, &mut visited);
-        drop(visited);
-        self.ev_ts = ts;
-        self.ev_name = name;
-        self.ev_columns = finish_columns(builders, &order, threads);
-        drop(order);
-        // Runs of one name within one person, by name: what a behavioral leaf scans in batch.
-        let names = self
-            .ev_name
-            .iter()
-            .map(|s| s.0 as usize + 1)
-            .max()
-            .unwrap_or(0);
-        let mut runs: Vec<Vec<NameRun>> = vec![Vec::new(); names];
+        // Each person's runs, by (person, name), at their person-major positions for now.
+        let names = name.iter().map(|s| s.0 as usize + 1).max().unwrap_or(0);
+        let mut person_runs: Vec<Run> = Vec::new();
+        let mut run_offsets = Vec::with_capacity(n + 1);
+        let mut per_name = vec![0u32; names + 1];
+        run_offsets.push(0u32);
         for p in 0..n {
             let (a, b) = (offsets[p] as usize, offsets[p + 1] as usize);
             let mut i = a;
             while i < b {
-                let name = self.ev_name[i];
-                let len = self.ev_name[i..b].partition_point(|&x| x == name);
-                runs[name.0 as usize].push(NameRun {
-                    person: p as u32,
-                    start: (i - a) as u32,
-                    len: len as u32,
+                let run_name = name[order[i] as usize];
+                let len = order[i..b].partition_point(|&e| name[e as usize] == run_name);
+                person_runs.push(Run {
+                    name: run_name,
+                    start: i as u32,
+                    end: (i + len) as u32,
                 });
+                per_name[run_name.0 as usize + 1] += len as u32;
                 i += len;
             }
+            run_offsets.push(person_runs.len() as u32);
         }
-        self.name_runs = runs;
+        drop(name);
+        // Name blocks: name k's events start where name k - 1's end; within a block, runs come
+        // in person order (the runs above are visited person by person).
+        for k in 0..names {
+            per_name[k + 1] += per_name[k];
+        }
+        let mut name_runs: Vec<Vec<NameRun>> = vec![Vec::new(); names];
+        let mut by_name = vec![0u32; m];
+        for (p, runs) in run_offsets.windows(2).enumerate() {
+            for run in &mut person_runs[runs[0] as usize..runs[1] as usize] {
+                let k = run.name.0 as usize;
+                let (from, len) = (run.start as usize, (run.end - run.start) as usize);
+                let to = per_name[k] as usize;
+                by_name[to..to + len].copy_from_slice(&order[from..from + len]);
+                per_name[k] += len as u32;
+                name_runs[k].push(NameRun {
+                    person: p as u32,
+                    start: to as u32,
+                    len: len as u32,
+                });
+                run.start = to as u32;
+                run.end = (to + len) as u32;
+            }
+        }
+        drop(order);
+        // Gathered, not permuted in place: following a permutation's cycles is a chain of
+        // dependent loads (250 ms for 1.7 million timestamps in name order), a gather's loads
+        // are independent (a second copy of the timestamps while it runs).
+        let ts: Vec<Micros> = by_name.iter().map(|&i| ts[i as usize]).collect();
+        self.ev_ts = ts;
+        self.ev_columns = finish_columns(builders, &by_name, threads);
+        drop(by_name);
+        person_runs.shrink_to_fit();
+        name_runs.iter_mut().for_each(|r| r.shrink_to_fit());
+        self.name_runs = name_runs;
+        self.person_runs = person_runs;
+        self.person_run_offsets = run_offsets;
         self.event_offsets = offsets;
     }
 
@@ -1043,30 +1073,6 @@ fn split_persons(offsets: &[u32], parts: usize) -> Vec<std::ops::Range<usize>> {
         start = end;
     }
     out
-}
-
-/// Reorders `data` in place so that `data[j]` becomes the old `data[order[j]]`, following each
-/// cycle of the permutation once (`visited` is scratch space).
-fn permute<T: Copy>(data: &mut [T], order: &[u32], visited: &mut Vec<u64>) {
-    visited.clear();
-    visited.resize(data.len().div_ceil(64), 0);
-    for start in 0..data.len() {
-        if visited[start / 64] & (1 << (start % 64)) != 0 {
-            continue;
-        }
-        let first = data[start];
-        let mut k = start;
-        loop {
-            visited[k / 64] |= 1 << (k % 64);
-            let src = order[k] as usize;
-            if src == start {
-                data[k] = first;
-                break;
-            }
-            data[k] = data[src];
-            k = src;
-        }
-    }
 }
 
 /// Finishes every key's column (event `j` of the store is event `order[j]` of the file), keys

@@ -111,16 +111,8 @@ pub(crate) fn props_shared_into(map: &Map<String, Value>, out: &mut Vec<Prop>) {
     out.dedup_by_key(|(k, _)| *k);
 }
 
-/// The positions of `name` in a name column sorted by name.
-#[inline]
-pub(crate) fn name_range(names: &[Sym], name: Sym) -> std::ops::Range<usize> {
-    let lo = names.partition_point(|&n| n < name);
-    let hi = lo + names[lo..].partition_point(|&n| n == name);
-    lo..hi
-}
-
-/// A read-only view of one person's events, ordered by (event name, timestamp): the events of
-/// one name are contiguous and in time order (ties keep their input order).
+/// A read-only view of one person's events, found by name through [`Names`]: the events of one
+/// name are contiguous and in time order (ties keep their input order).
 #[derive(Clone, Copy)]
 pub(crate) struct Events<'a> {
     pub ts: &'a [Micros],
@@ -131,11 +123,10 @@ pub(crate) struct Events<'a> {
 /// How a view of events finds one name's run.
 #[derive(Clone, Copy)]
 pub(crate) enum Names<'a> {
-    /// One name per event (a binary search finds a run).
-    Column(&'a [Sym]),
     /// Each name's run, by ascending name: the owner keeps this index (a [`History`], the
-    /// tracker's logs) and no name per event. Runs lie in name order; an owner may keep spare
-    /// room after a run (positions no run covers).
+    /// tracker's logs, a dataset's runs per person) and no name per event. Positions no run
+    /// covers belong to no event of the view: an owner may keep spare room after a run, and a
+    /// dataset's view spans every person's events.
     Runs(&'a [Run]),
 }
 
@@ -192,7 +183,6 @@ impl<'a> Events<'a> {
                 }
                 0..0
             }
-            Names::Column(names) => name_range(names, name),
         }
     }
 
@@ -201,13 +191,6 @@ impl<'a> Events<'a> {
         let names = self.names;
         let mut at = 0usize;
         std::iter::from_fn(move || match names {
-            Names::Column(col) => {
-                let &n = col.get(at)?;
-                let end = at + col[at..].partition_point(|&m| m == n);
-                let run = (n, at..end);
-                at = end;
-                Some(run)
-            }
             Names::Runs(runs) => {
                 let run = runs.get(at)?;
                 at += 1;
@@ -434,13 +417,20 @@ pub struct Dataset {
     distinct_owner: Vec<u32>,
     /// Person properties by key (indexed by the key's [`Sym`]), each a sparse column.
     pub(crate) columns: Vec<Column>,
-    /// `event_offsets[p]..event_offsets[p + 1]` are person p's events, in time order.
+    /// Events before person p's, counted in person order: person p has
+    /// `event_offsets[p + 1] - event_offsets[p]` events (a batch splits its work by them).
     event_offsets: Vec<u32>,
+    /// Timestamps of all events, ordered by (name, person, time): each name's events form one
+    /// block, its persons' runs end to end in person order.
     ev_ts: Vec<Micros>,
-    ev_name: Vec<Sym>,
+    /// Each person's runs by name (positions in `ev_ts`): person p's are
+    /// `person_runs[person_run_offsets[p]..person_run_offsets[p + 1]]`.
+    person_runs: Vec<Run>,
+    person_run_offsets: Vec<u32>,
     /// Event properties by key (indexed by the key's [`Sym`]), each a column over all events.
     pub(crate) ev_columns: Vec<Option<EventColumn>>,
-    /// For each event name, the persons having events of it and where they lie.
+    /// For each event name, the persons having events of it and where they lie (in person order,
+    /// each run starting where the one before ends).
     pub(crate) name_runs: Vec<Vec<NameRun>>,
     skipped_events: u64,
     /// Events of known persons the projection did not store.
@@ -640,7 +630,7 @@ impl Dataset {
         self.person_ids.len()
     }
 
-    /// Where each person's events start in the event columns (`n + 1` entries once loaded).
+    /// Events counted in person order (`n + 1` entries once loaded; see the field).
     pub(crate) fn event_offsets(&self) -> &[u32] {
         &self.event_offsets
     }
@@ -705,11 +695,12 @@ impl Dataset {
             .map(|(p, _)| p as usize)
     }
 
-    /// Approximate heap bytes used by events (timestamps, names, runs and property columns).
+    /// Approximate heap bytes used by events (timestamps, runs and property columns).
     pub fn event_bytes(&self) -> usize {
         self.name_runs.iter().map(|r| r.len() * 12).sum::<usize>()
             + self.ev_ts.len() * 8
-            + self.ev_name.len() * 4
+            + self.person_runs.len() * std::mem::size_of::<Run>()
+            + self.person_run_offsets.len() * 4
             + self
                 .ev_columns
                 .iter()
@@ -745,17 +736,23 @@ impl Dataset {
         out.into_boxed_slice()
     }
 
+    /// Person `p`'s events: its runs (by name) over the dataset's name-major columns.
     pub(crate) fn person_events(&self, p: usize) -> Events<'_> {
-        let (a, b) = (
-            self.event_offsets[p] as usize,
-            self.event_offsets[p + 1] as usize,
-        );
+        let at = |i: usize| self.person_run_offsets.get(i).map_or(0, |&o| o as usize);
+        let (a, b) = (at(p), at(p + 1).max(at(p)));
+        self.events_view(&self.person_runs[a..b])
+    }
+
+    /// A view over all of the dataset's events whose names are found through `runs` (positions
+    /// in the dataset's columns): a person's runs, or the few a batch leaf reads.
+    #[inline]
+    pub(crate) fn events_view<'a>(&'a self, runs: &'a [Run]) -> Events<'a> {
         Events {
-            ts: &self.ev_ts[a..b],
-            names: Names::Column(&self.ev_name[a..b]),
+            ts: &self.ev_ts,
+            names: Names::Runs(runs),
             props: EventProps::Columns {
                 columns: &self.ev_columns,
-                base: a,
+                base: 0,
             },
         }
     }

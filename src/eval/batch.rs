@@ -11,12 +11,15 @@
 
 use std::collections::BTreeMap;
 
-use crate::compile::{CohortCode, DateCmp, NodeId, NodeKind, Program, PropTest, Test, TimeExpr};
-use crate::data::{Dataset, PersonProps, CACHE_MIN_VALUES};
+use crate::compile::{
+    BehaviorKind, CohortCode, DateCmp, NodeId, NodeKind, Program, PropTest, Test, TimeExpr,
+};
+use crate::data::{Dataset, NameRun, PersonProps, Run, CACHE_MIN_VALUES};
 use crate::error::{Error, ErrorKind};
 use crate::eval::behavioral::CodeFilter;
 use crate::eval::bitset::Bitset;
 use crate::eval::{behavioral, person, strings, Scratch, Subject, Who};
+use crate::intern::Sym;
 use crate::set::CohortSet;
 use crate::time::{back, Micros};
 use crate::{CohortId, Timestamp};
@@ -797,17 +800,55 @@ impl Batch<'_> {
             .iter()
             .map(|t| CodeFilter::for_leaf(t, &self.data.ev_columns, self.times, &mut buf))
             .collect();
+        // A sequence also reads the person's run of its second step: a cursor walks that name's
+        // runs alongside (both in person order), so no per-person index is read.
+        let mut seconds: Vec<Option<(Sym, &[NameRun])>> = tests
+            .iter()
+            .map(|t| match t.kind {
+                BehaviorKind::Sequence { seq_event, .. } => {
+                    let runs = self.data.name_runs.get(seq_event.0 as usize);
+                    let runs = runs.map_or(&[][..], |r| {
+                        &r[r.partition_point(|x| x.person < self.range.start)..]
+                    });
+                    Some((seq_event, runs))
+                }
+                _ => None,
+            })
+            .collect();
         for r in runs {
             let p = r.person as usize;
             if !mask.get(p) {
                 continue;
             }
-            let events = self.data.person_events(p);
             let range = r.start as usize..(r.start + r.len) as usize;
-            for ((test, codes), result) in tests.iter().zip(&mut codes).zip(&mut results) {
+            for (((test, codes), result), second) in tests
+                .iter()
+                .zip(&mut codes)
+                .zip(&mut results)
+                .zip(&mut seconds)
+            {
+                let mut found = [Run {
+                    name: Sym::ABSENT,
+                    start: 0,
+                    end: 0,
+                }];
+                let mut names: &[Run] = &[];
+                if let Some((seq, runs)) = second {
+                    while runs.first().is_some_and(|x| x.person < r.person) {
+                        *runs = &runs[1..];
+                    }
+                    if let Some(s) = runs.first().filter(|s| s.person == r.person) {
+                        found[0] = Run {
+                            name: *seq,
+                            start: s.start,
+                            end: s.start + s.len,
+                        };
+                        names = &found;
+                    }
+                }
                 if behavioral::eval_range(
                     test,
-                    &events,
+                    &self.data.events_view(names),
                     range.clone(),
                     self.times,
                     self.now,

@@ -467,8 +467,9 @@ impl Tracker {
                     .map(|(name, r)| (names[name.0 as usize], r.start, r.end)),
             );
             runs.sort_unstable_by_key(|r| r.0);
-            let mut ts = Vec::with_capacity(ev.ts.len());
-            let mut ids = Vec::with_capacity(ev.ts.len());
+            let len: usize = runs.iter().map(|&(_, a, b)| b - a).sum();
+            let mut ts = Vec::with_capacity(len);
+            let mut ids = Vec::with_capacity(len);
             let mut starts = Vec::with_capacity(runs.len());
             for &(name, a, b) in &runs {
                 let start = ts.len() as u32;
