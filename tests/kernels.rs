@@ -83,9 +83,10 @@ fn generated_cohorts_batch_equals_per_person() {
 }
 
 #[test]
-fn icontains_and_dates_over_large_dictionaries() {
-    // 300 distinct names and dates (past the kernels' threshold of 64), with non-ASCII case
-    // folds, numbers and booleans among the values, and persons without the key.
+fn icontains_dates_and_numbers_over_large_dictionaries() {
+    // 300 distinct names, dates and numbers (past the kernels' threshold of 64), with non-ASCII
+    // case folds, numbers and booleans among the names, numeric and non-numeric strings among
+    // the numbers, and persons without the key.
     let mut persons = String::new();
     let words = [
         "Straße",
@@ -118,8 +119,19 @@ fn icontains_and_dates_over_large_dictionaries() {
             3 => format!("\"2024-06-{:02}\"", 1 + i % 28),
             _ => format!("\"{}\"", 1_718_000_000 + i * 60),
         };
+        let num = match i % 9 {
+            0 => format!("{}", i as i64 - 300),
+            1 => format!("{}.5", i / 3),
+            2 => format!("\"{}\"", i / 2),
+            3 => format!("\"{}e1\"", i % 40),
+            4 => "\"NaN\"".to_string(),
+            5 => format!("\"n{i}\""),
+            6 => "false".to_string(),
+            7 => "null".to_string(),
+            _ => format!("{}", (i % 50) as f64 / 4.0),
+        };
         persons.push_str(&format!(
-            "{{\"id\":\"p{i}\",\"distinct_ids\":[\"p{i}\"],\"properties\":{{\"name\":{name},\"d\":{date}}}}}\n"
+            "{{\"id\":\"p{i}\",\"distinct_ids\":[\"p{i}\"],\"properties\":{{\"name\":{name},\"d\":{date},\"n\":{num}}}}}\n"
         ));
     }
     let data = persons_only(&persons);
@@ -147,6 +159,14 @@ fn icontains_and_dates_over_large_dictionaries() {
         leaf("d", "is_date_before", "\"-30d\"", false),
         leaf("d", "is_date_exact", "\"2024-06-15\"", false),
         leaf("d", "is_date_before", "\"2024-03-01\"", true),
+        leaf("n", "gt", "10", false),
+        leaf("n", "gte", "150", false),
+        leaf("n", "lt", "0", false),
+        leaf("n", "lte", "12.5", false),
+        leaf("n", "between", "[0, 100]", false),
+        leaf("n", "not_between", "[-50, 100]", false),
+        leaf("n", "gt", "5", true),
+        leaf("n", "between", "[2, 7.25]", true),
     ];
     for (i, l) in leaves.iter().enumerate() {
         // A negated leaf needs a positive sibling: presence of the other key, so persons
@@ -154,8 +174,10 @@ fn icontains_and_dates_over_large_dictionaries() {
         let values = if l.contains("\"negation\":true") {
             let other = if l.contains("\"key\":\"name\"") {
                 "d"
-            } else {
+            } else if l.contains("\"key\":\"d\"") {
                 "name"
+            } else {
+                "d"
             };
             format!("{l},{}", leaf(other, "is_set", "\"is_set\"", false))
         } else {

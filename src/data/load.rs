@@ -744,32 +744,49 @@ impl Dataset {
         // the caches the projection's leaves read from person columns (case-folded dictionaries,
         // dates), which a batch would otherwise build on its first run. With one thread asked
         // for, both wait for their first use instead.
-        let warm: Vec<(usize, bool)> = projection.map_or_else(Vec::new, |p| {
-            let column = |set: &super::arena::StrSet, i: u32| {
-                let k = symbols.keys.get(set.get_str(i));
-                (k != Sym::ABSENT).then_some(k.0 as usize)
-            };
-            let folded = (0..p.folded_keys.len() as u32)
-                .filter_map(|i| column(&p.folded_keys, i))
-                .map(|c| (c, true));
-            let dates = (0..p.date_keys.len() as u32)
-                .filter_map(|i| column(&p.date_keys, i))
-                .map(|c| (c, false));
-            folded.chain(dates).collect()
+        #[derive(Clone, Copy)]
+        enum Cache {
+            Folded,
+            Dates,
+            Nums,
+        }
+        let warm: Vec<(usize, Cache)> = projection.map_or_else(Vec::new, |p| {
+            let mut out = Vec::new();
+            for (keys, cache) in [
+                (&p.folded_keys, Cache::Folded),
+                (&p.date_keys, Cache::Dates),
+                (&p.num_keys, Cache::Nums),
+            ] {
+                for i in 0..keys.len() as u32 {
+                    let k = symbols.keys.get(keys.get_str(i));
+                    if k != Sym::ABSENT {
+                        out.push((k.0 as usize, cache));
+                    }
+                }
+            }
+            out
         });
         let id_order = std::thread::scope(|scope| -> Result<Option<super::IdOrder>, Error> {
             let order = (threads > 1).then(|| {
                 scope.spawn(|| {
                     let order = super::id_order_of(&ds.person_ids);
-                    for &(c, folded) in &warm {
-                        match ds.columns.get(c) {
-                            Some(col) if col.dict.len() > super::CACHE_MIN_VALUES && folded => {
+                    for &(c, cache) in &warm {
+                        let Some(col) = ds.columns.get(c) else {
+                            continue;
+                        };
+                        if col.dict.len() <= super::CACHE_MIN_VALUES {
+                            continue;
+                        }
+                        match cache {
+                            Cache::Folded => {
                                 col.folded(1);
                             }
-                            Some(col) if col.dict.len() > super::CACHE_MIN_VALUES => {
+                            Cache::Dates => {
                                 col.dates(1);
                             }
-                            _ => {}
+                            Cache::Nums => {
+                                col.nums();
+                            }
                         }
                     }
                     order
@@ -1114,11 +1131,12 @@ mod tests {
 
     #[test]
     fn a_projected_load_builds_the_column_caches_its_leaves_read() {
-        // 100 distinct names and dates (past CACHE_MIN_VALUES); `city` is read by `exact` only.
+        // 100 distinct names, dates and scores (past CACHE_MIN_VALUES); `city` is read by
+        // `exact` only.
         let persons: String = (0..100)
             .map(|i| {
                 format!(
-                    r#"{{"id": "p{i}", "properties": {{"name": "N{i}", "seen": "2026-{:02}-{:02}", "city": "c{i}"}}}}"#,
+                    r#"{{"id": "p{i}", "properties": {{"name": "N{i}", "seen": "2026-{:02}-{:02}", "city": "c{i}", "score": {i}}}}}"#,
                     i / 28 + 1,
                     i % 28 + 1
                 )
@@ -1129,7 +1147,8 @@ mod tests {
             r#"[{"id": 1, "filters": {"properties": {"type": "AND", "values": [
                 {"type": "person", "key": "name", "operator": "icontains", "value": "n1"},
                 {"type": "person", "key": "seen", "operator": "is_date_after", "value": "2026-01-10"},
-                {"type": "person", "key": "city", "operator": "exact", "value": "c1"}]}}}]"#,
+                {"type": "person", "key": "city", "operator": "exact", "value": "c1"},
+                {"type": "person", "key": "score", "operator": "between", "value": [5, 50]}]}}}]"#,
         )
         .unwrap();
         for threads in [1, 2] {
@@ -1147,8 +1166,10 @@ mod tests {
             let built = threads > 1;
             assert_eq!(col("name").folded.get().is_some(), built, "{threads}");
             assert_eq!(col("seen").dates.get().is_some(), built, "{threads}");
+            assert_eq!(col("score").nums.get().is_some(), built, "{threads}");
             assert!(col("name").dates.get().is_none() && col("seen").folded.get().is_none());
             assert!(col("city").folded.get().is_none() && col("city").dates.get().is_none());
+            assert!(col("city").nums.get().is_none() && col("name").nums.get().is_none());
         }
     }
 }

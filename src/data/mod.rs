@@ -297,6 +297,8 @@ pub(crate) struct Column {
     folded: std::sync::OnceLock<crate::eval::strings::Folded>,
     /// Each distinct value as a date, parsed by the first date leaf and kept for the next.
     dates: std::sync::OnceLock<Vec<Option<crate::time::Micros>>>,
+    /// Each distinct value as a number (NaN for a value that is none), for numeric comparisons.
+    nums: std::sync::OnceLock<Vec<f64>>,
 }
 
 impl Column {
@@ -333,6 +335,17 @@ impl Column {
     pub(crate) fn dates(&self, threads: usize) -> &[Option<crate::time::Micros>] {
         self.dates
             .get_or_init(|| crate::eval::strings::dates(&self.dict, threads))
+    }
+
+    /// The dictionary's values as numbers (§B.1's coercion; NaN where a value is not numeric),
+    /// converted on first use.
+    pub(crate) fn nums(&self) -> &[f64] {
+        self.nums.get_or_init(|| {
+            self.dict
+                .iter()
+                .map(|v| v.num().unwrap_or(f64::NAN))
+                .collect()
+        })
     }
 
     /// Person `p`'s value, if it has one.

@@ -13,7 +13,8 @@ use crate::set::CohortSet;
 ///
 /// On more than one thread, a load with a projection also builds, while it reads events, the
 /// caches the set's leaves read from person columns: the case-folded dictionary of a key read
-/// by `icontains`, the parsed dates of a key read by a date comparison.
+/// by `icontains`, the parsed dates of a key read by a date comparison, the numbers of a key
+/// read by a numeric comparison.
 #[derive(Clone, Debug, Default)]
 pub struct Projection {
     pub(crate) person_keys: StrSet,
@@ -24,6 +25,9 @@ pub struct Projection {
     pub(crate) folded_keys: StrSet,
     /// Person keys read by date comparisons (their columns' values are parsed as dates at load).
     pub(crate) date_keys: StrSet,
+    /// Person keys read by numeric comparisons (their columns' values are converted to numbers
+    /// at load).
+    pub(crate) num_keys: StrSet,
 }
 
 impl Projection {
@@ -46,6 +50,16 @@ impl Projection {
                         }
                         Operator::IsDateBefore | Operator::IsDateAfter | Operator::IsDateExact => {
                             p.date_keys.intern(f.key.as_bytes());
+                        }
+                        Operator::Gt
+                        | Operator::Gte
+                        | Operator::Lt
+                        | Operator::Lte
+                        | Operator::Min
+                        | Operator::Max
+                        | Operator::Between
+                        | Operator::NotBetween => {
+                            p.num_keys.intern(f.key.as_bytes());
                         }
                         _ => {}
                     }

@@ -404,6 +404,11 @@ impl Dataset {
                     Test::Date(..) if col.dict.len() > CACHE_MIN_VALUES => {
                         col.dates(threads);
                     }
+                    Test::Cmp(..) | Test::Between(..) | Test::NotBetween(..)
+                        if col.dict.len() > CACHE_MIN_VALUES =>
+                    {
+                        col.nums();
+                    }
                     _ => {}
                 }
             });
@@ -695,6 +700,26 @@ impl Batch<'_> {
                         DateCmp::Exact => d == f,
                     });
                     *o = hit as u8 ^ flip;
+                }
+            }
+            // Numbers converted once per column: a comparison per value, no parse, no dispatch.
+            // A value that is not numeric is NaN, for which every comparison below is false.
+            Test::Cmp(op, x) if n > CACHE_MIN_VALUES => {
+                let x = *x;
+                for (o, &a) in out.iter_mut().zip(col.nums()) {
+                    *o = op.test(a, x) as u8 & !a.is_nan() as u8 ^ flip;
+                }
+            }
+            Test::Between(lo, hi) if n > CACHE_MIN_VALUES => {
+                let (lo, hi) = (*lo, *hi);
+                for (o, &a) in out.iter_mut().zip(col.nums()) {
+                    *o = (lo <= a && a <= hi) as u8 ^ flip;
+                }
+            }
+            Test::NotBetween(lo, hi) if n > CACHE_MIN_VALUES => {
+                let (lo, hi) = (*lo, *hi);
+                for (o, &a) in out.iter_mut().zip(col.nums()) {
+                    *o = (a < lo || a > hi) as u8 ^ flip;
                 }
             }
             Test::Regex(res) if n >= REGEX_WITHIN_MIN => {
