@@ -1031,10 +1031,10 @@ impl Dataset {
         // Gathered, not permuted in place: following a permutation's cycles is a chain of
         // dependent loads (250 ms for 1.7 million timestamps in name order), a gather's loads
         // are independent (a second copy of the timestamps while it runs).
-        let ts: Vec<Micros> = by_name.iter().map(|&i| ts[i as usize]).collect();
-        self.ev_ts = ts;
         self.ev_columns = finish_columns(builders, &by_name, threads);
+        let ts: Vec<Micros> = by_name.iter().map(|&i| ts[i as usize]).collect();
         drop(by_name);
+        self.ev_ts = ts;
         person_runs.shrink_to_fit();
         name_runs.iter_mut().for_each(|r| r.shrink_to_fit());
         self.name_runs = name_runs;
