@@ -67,16 +67,28 @@ fn persons_only(persons: &str) -> Dataset {
     .unwrap()
 }
 
+/// A generated dataset of `persons` persons of `shape` (loaded whole), its cohorts file's text
+/// and the options it was generated with.
+fn generated_shape(
+    shape: Shape,
+    persons: u64,
+    events_per_person: u64,
+    tag: &str,
+) -> (GenerateOptions, Dataset, String) {
+    let opts = GenerateOptions {
+        persons,
+        events_per_person,
+        shape,
+        ..Default::default()
+    };
+    let (data, cohorts) = generated(&opts, &format!("{tag}-{shape:?}"));
+    (opts, data, cohorts)
+}
+
 #[test]
 fn generated_cohorts_batch_equals_per_person() {
     for shape in [Shape::Simple, Shape::Wide] {
-        let opts = GenerateOptions {
-            persons: 2000,
-            events_per_person: 5,
-            shape,
-            ..Default::default()
-        };
-        let (data, cohorts) = generated(&opts, &format!("kernels-{shape:?}"));
+        let (opts, data, cohorts) = generated_shape(shape, 2000, 5, "kernels");
         let set = CohortSet::from_json(&cohorts).unwrap();
         agree(&set, &data, opts.now);
     }
@@ -423,13 +435,7 @@ fn persons_split_across_threads_give_the_one_thread_answer() {
     // ranges that do not fall on 64-person words, a static cohort and references crossing
     // ranges, partitions, and thread counts that do not divide the persons.
     for shape in [Shape::Simple, Shape::Wide] {
-        let opts = GenerateOptions {
-            persons: 9_001,
-            events_per_person: 25,
-            shape,
-            ..Default::default()
-        };
-        let (data, cohorts) = generated(&opts, &format!("split-{shape:?}"));
+        let (opts, data, cohorts) = generated_shape(shape, 9_001, 25, "split");
         let mut set: Vec<serde_json::Value> = serde_json::from_str(&cohorts).unwrap();
         let ids: Vec<String> = (0..data.len())
             .step_by(7)
