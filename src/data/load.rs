@@ -981,11 +981,9 @@ impl Dataset {
                 s.spawn(move || sort_persons(range, mine));
             }
         });
-        // Each person's runs, by (person, name), at their person-major positions for now.
-        let names = name.iter().map(|s| s.0 as usize + 1).max().unwrap_or(0);
-        let mut person_runs: Vec<Run> = Vec::new();
+        // Each person's runs as (name, length), by (person, name).
+        let mut runs: Vec<(Sym, u32)> = Vec::new();
         let mut run_offsets = Vec::with_capacity(n + 1);
-        let mut per_name = vec![0u32; names + 1];
         run_offsets.push(0u32);
         for p in 0..n {
             let (a, b) = (offsets[p] as usize, offsets[p + 1] as usize);
@@ -993,50 +991,70 @@ impl Dataset {
             while i < b {
                 let run_name = name[order[i] as usize];
                 let len = order[i..b].partition_point(|&e| name[e as usize] == run_name);
-                person_runs.push(Run {
-                    name: run_name,
-                    start: i as u32,
-                    end: (i + len) as u32,
-                });
-                per_name[run_name.0 as usize + 1] += len as u32;
+                runs.push((run_name, len as u32));
                 i += len;
             }
-            run_offsets.push(person_runs.len() as u32);
+            run_offsets.push(runs.len() as u32);
         }
         drop(name);
         // Name blocks: name k's events start where name k - 1's end; within a block, runs come
-        // in person order (the runs above are visited person by person).
-        for k in 0..names {
-            per_name[k + 1] += per_name[k];
+        // in person order. Each run moves to its name's block; the run lists are built from
+        // `runs` once the timestamps are gathered, so the load's peak never holds them, the
+        // names and both orders at once.
+        let names = runs.iter().map(|r| r.0 .0 as usize + 1).max().unwrap_or(0);
+        let mut base = vec![0u32; names + 1];
+        let mut runs_of_name = vec![0u32; names];
+        for &(k, len) in &runs {
+            base[k.0 as usize + 1] += len;
+            runs_of_name[k.0 as usize] += 1;
         }
-        let mut name_runs: Vec<Vec<NameRun>> = vec![Vec::new(); names];
+        for k in 0..names {
+            base[k + 1] += base[k];
+        }
         let mut by_name = vec![0u32; m];
-        for (p, runs) in run_offsets.windows(2).enumerate() {
-            for run in &mut person_runs[runs[0] as usize..runs[1] as usize] {
-                let k = run.name.0 as usize;
-                let (from, len) = (run.start as usize, (run.end - run.start) as usize);
-                let to = per_name[k] as usize;
+        {
+            let mut cursor = base.clone();
+            let mut from = 0usize;
+            for &(k, len) in &runs {
+                let (to, len) = (cursor[k.0 as usize] as usize, len as usize);
                 by_name[to..to + len].copy_from_slice(&order[from..from + len]);
-                per_name[k] += len as u32;
-                name_runs[k].push(NameRun {
-                    person: p as u32,
-                    start: to as u32,
-                    len: len as u32,
-                });
-                run.start = to as u32;
-                run.end = (to + len) as u32;
+                cursor[k.0 as usize] += len as u32;
+                from += len;
             }
         }
         drop(order);
+        self.ev_columns = finish_columns(builders, &by_name, threads);
         // Gathered, not permuted in place: following a permutation's cycles is a chain of
         // dependent loads (250 ms for 1.7 million timestamps in name order), a gather's loads
-        // are independent (a second copy of the timestamps while it runs).
-        self.ev_columns = finish_columns(builders, &by_name, threads);
-        let ts: Vec<Micros> = by_name.iter().map(|&i| ts[i as usize]).collect();
+        // are independent. In quarters, the old copy shrinking as the new one grows.
+        let ts = gather_releasing(ts, &by_name, 4);
         drop(by_name);
         self.ev_ts = ts;
-        person_runs.shrink_to_fit();
-        name_runs.iter_mut().for_each(|r| r.shrink_to_fit());
+        // The run lists, by name and by person, at the runs' positions in the name blocks.
+        let mut name_runs: Vec<Vec<NameRun>> = runs_of_name
+            .iter()
+            .map(|&c| Vec::with_capacity(c as usize))
+            .collect();
+        let mut person_runs: Vec<Run> = Vec::with_capacity(runs.len());
+        let mut cursor = base;
+        for (p, at) in run_offsets.windows(2).enumerate() {
+            for &(run_name, len) in &runs[at[0] as usize..at[1] as usize] {
+                let k = run_name.0 as usize;
+                let start = cursor[k];
+                cursor[k] += len;
+                name_runs[k].push(NameRun {
+                    person: p as u32,
+                    start,
+                    len,
+                });
+                person_runs.push(Run {
+                    name: run_name,
+                    start,
+                    end: start + len,
+                });
+            }
+        }
+        drop(runs);
         self.name_runs = name_runs;
         self.person_runs = person_runs;
         self.person_run_offsets = run_offsets;
@@ -1092,6 +1110,59 @@ fn split_persons(offsets: &[u32], parts: usize) -> Vec<std::ops::Range<usize>> {
     out
 }
 
+/// `out[j] = data[src[j]]` for a permutation `src` of `data`'s positions, with `data` released
+/// as `out` grows: `src` is taken in `chunks` slices, and after each one the elements it took
+/// leave `data` (the rest move up, in order, and the freed tail is returned), so the two vectors
+/// together never hold more than `(1 + 1/chunks)` times the elements. Each element's place in
+/// the shrinking `data` is its rank among those not yet taken: a bitmap and per-word counts.
+fn gather_releasing<T: Copy>(mut data: Vec<T>, src: &[u32], chunks: usize) -> Vec<T> {
+    let m = data.len();
+    let mut out: Vec<T> = Vec::with_capacity(src.len());
+    let words = m.div_ceil(64);
+    // Taken elements (by original position); the bits past the end count as taken.
+    let mut taken = vec![0u64; words];
+    if m % 64 != 0 {
+        taken[words - 1] = !0u64 << (m % 64);
+    }
+    // Elements still in `data` before each word's first position.
+    let mut before: Vec<u32> = (0..words as u32).map(|w| w * 64).collect();
+    let step = src.len().div_ceil(chunks.max(1)).max(1);
+    for lo in (0..src.len()).step_by(step) {
+        let part = &src[lo..(lo + step).min(src.len())];
+        for &s in part {
+            let (w, b) = (s as usize / 64, s as usize % 64);
+            let below = !taken[w] & ((1u64 << b) - 1);
+            out.push(data[before[w] as usize + below.count_ones() as usize]);
+        }
+        if lo + step >= src.len() {
+            break;
+        }
+        let was = taken.clone();
+        for &s in part {
+            taken[s as usize / 64] |= 1u64 << (s % 64);
+        }
+        // Keep the elements not taken yet, in order.
+        let mut keep = 0usize;
+        for w in 0..words {
+            let mut at = before[w] as usize;
+            before[w] = keep as u32;
+            let mut present = !was[w];
+            while present != 0 {
+                let bit = present & present.wrapping_neg();
+                if taken[w] & bit == 0 {
+                    data[keep] = data[at];
+                    keep += 1;
+                }
+                at += 1;
+                present ^= bit;
+            }
+        }
+        data.truncate(keep);
+        data.shrink_to_fit();
+    }
+    out
+}
+
 /// Finishes every key's column (event `j` of the store is event `order[j]` of the file), keys
 /// shared among threads.
 fn finish_columns(
@@ -1128,6 +1199,30 @@ fn finish_columns(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn gathering_while_releasing_equals_a_plain_gather() {
+        for m in [0usize, 1, 63, 64, 65, 1000, 4099] {
+            // A pseudo-random permutation (Fisher–Yates over a small LCG).
+            let mut src: Vec<u32> = (0..m as u32).collect();
+            let mut x = 12345u64;
+            for i in (1..m).rev() {
+                x = x
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                src.swap(i, (x >> 33) as usize % (i + 1));
+            }
+            let data: Vec<i64> = (0..m as i64).map(|i| i * 7 - 3).collect();
+            let want: Vec<i64> = src.iter().map(|&s| data[s as usize]).collect();
+            for chunks in [1, 2, 3, 4, 7, 64] {
+                assert_eq!(
+                    gather_releasing(data.clone(), &src, chunks),
+                    want,
+                    "{m} elements, {chunks} chunks"
+                );
+            }
+        }
+    }
 
     #[test]
     fn a_projected_load_builds_the_column_caches_its_leaves_read() {
