@@ -1033,7 +1033,7 @@ impl Dataset {
         // The run lists, by name and by person, at the runs' positions in the name blocks.
         let mut name_runs: Vec<Vec<NameRun>> = runs_of_name
             .iter()
-            .map(|&c| Vec::with_capacity(c as usize))
+            .map(|&c| Vec::with_capacity(c as usize + 1))
             .collect();
         let mut person_runs: Vec<Run> = Vec::with_capacity(runs.len());
         let mut cursor = base;
@@ -1045,7 +1045,6 @@ impl Dataset {
                 name_runs[k].push(NameRun {
                     person: p as u32,
                     start,
-                    len,
                 });
                 person_runs.push(Run {
                     name: run_name,
@@ -1055,6 +1054,12 @@ impl Dataset {
             }
         }
         drop(runs);
+        for (list, &end) in name_runs.iter_mut().zip(&cursor) {
+            list.push(NameRun {
+                person: u32::MAX,
+                start: end,
+            });
+        }
         self.name_runs = name_runs;
         self.person_runs = person_runs;
         self.person_run_offsets = run_offsets;

@@ -388,12 +388,13 @@ impl Column {
     }
 }
 
-/// The events of one name for one person: positions `start..start + len` of the person's events.
+/// Where one person's run of one name starts in the store. A name's list ends with a sentinel
+/// (person `u32::MAX`, start = the end of the name's block), so entry `i`'s run is
+/// `list[i].start..list[i + 1].start` (runs of a name lie end to end).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct NameRun {
     pub person: u32,
     pub start: u32,
-    pub len: u32,
 }
 
 /// Persons in id byte order, each person's rank in it, and the ids in that order end to end, so
@@ -442,8 +443,9 @@ pub struct Dataset {
     person_run_offsets: Vec<u32>,
     /// Event properties by key (indexed by the key's [`Sym`]), each a column over all events.
     pub(crate) ev_columns: Vec<Option<EventColumn>>,
-    /// For each event name, the persons having events of it and where they lie (in person order,
-    /// each run starting where the one before ends).
+    /// For each event name, the persons having events of it and where their runs start (in
+    /// person order, each run starting where the one before ends; a sentinel last: see
+    /// [`NameRun`]).
     pub(crate) name_runs: Vec<Vec<NameRun>>,
     skipped_events: u64,
     /// Events of known persons the projection did not store.
@@ -710,7 +712,7 @@ impl Dataset {
 
     /// Approximate heap bytes used by events (timestamps, runs and property columns).
     pub fn event_bytes(&self) -> usize {
-        self.name_runs.iter().map(|r| r.len() * 12).sum::<usize>()
+        self.name_runs.iter().map(|r| r.len() * 8).sum::<usize>()
             + self.ev_ts.len() * 8
             + self.person_runs.len() * std::mem::size_of::<Run>()
             + self.person_run_offsets.len() * 4

@@ -595,7 +595,7 @@ impl Batch<'_> {
                     .data
                     .name_runs
                     .get(t.event.0 as usize)
-                    .map_or(0, Vec::len) as u64;
+                    .map_or(0, |r| r.len().saturating_sub(1)) as u64;
                 runs * (2 + t.filters.len() as u64)
             }
             NodeKind::Cohort { .. } => 1,
@@ -813,12 +813,15 @@ impl Batch<'_> {
             .map(|&i| &program.behaviors[i as usize])
             .collect();
         let mut results = vec![Bitset::zeros(mask.len()); leaves.len()];
-        let Some(runs) = self.data.name_runs.get(tests[0].event.0 as usize) else {
+        let Some(all) = self.data.name_runs.get(tests[0].event.0 as usize) else {
             return results;
         };
-        // The runs of this share's persons (runs are in person order).
-        let runs = &runs[runs.partition_point(|r| r.person < self.range.start)..];
-        let runs = &runs[..runs.partition_point(|r| r.person < self.range.end)];
+        // The runs of this share's persons (runs are in person order; the sentinel last, so
+        // entry i + 1 always exists).
+        let (lo, hi) = (
+            all.partition_point(|r| r.person < self.range.start),
+            all.partition_point(|r| r.person < self.range.end),
+        );
         let mut buf = String::new();
         // Event filters on dictionary codes: each distinct value tested once per share.
         let mut codes: Vec<Vec<CodeFilter<'_>>> = tests
@@ -840,12 +843,13 @@ impl Batch<'_> {
                 _ => None,
             })
             .collect();
-        for r in runs {
+        for i in lo..hi {
+            let (r, next) = (all[i], all[i + 1]);
             let p = r.person as usize;
             if !mask.get(p) {
                 continue;
             }
-            let range = r.start as usize..(r.start + r.len) as usize;
+            let range = r.start as usize..next.start as usize;
             for (((test, codes), result), second) in tests
                 .iter()
                 .zip(&mut codes)
@@ -862,13 +866,15 @@ impl Batch<'_> {
                     while runs.first().is_some_and(|x| x.person < r.person) {
                         *runs = &runs[1..];
                     }
-                    if let Some(s) = runs.first().filter(|s| s.person == r.person) {
-                        found[0] = Run {
-                            name: *seq,
-                            start: s.start,
-                            end: s.start + s.len,
-                        };
-                        names = &found;
+                    if let [s, next, ..] = runs {
+                        if s.person == r.person {
+                            found[0] = Run {
+                                name: *seq,
+                                start: s.start,
+                                end: next.start,
+                            };
+                            names = &found;
+                        }
                     }
                 }
                 if behavioral::eval_range(
