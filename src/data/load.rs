@@ -969,7 +969,7 @@ impl Dataset {
                 slice[a..b].sort_unstable_by_key(|&i| (name[i as usize], ts[i as usize], i));
             }
         };
-        let parts = split_persons(&offsets, threads);
+        let parts = super::split_persons(&offsets, threads);
         std::thread::scope(|s| {
             let mut rest: &mut [u32] = &mut order;
             for range in &parts {
@@ -1088,31 +1088,6 @@ impl Dataset {
             &mut LoadOptions::default(),
         )
     }
-}
-
-/// Splits persons `0..n` into at most `parts` ranges of about equal event counts.
-fn split_persons(offsets: &[u32], parts: usize) -> Vec<std::ops::Range<usize>> {
-    let n = offsets.len() - 1;
-    let total = offsets[n] as u64;
-    let parts = parts.max(1) as u64;
-    let mut out = Vec::new();
-    let mut start = 0usize;
-    for k in 1..=parts {
-        let target = (total * k / parts) as u32;
-        let end = if k == parts {
-            n
-        } else {
-            offsets
-                .partition_point(|&o| o <= target)
-                .saturating_sub(1)
-                .clamp(start, n)
-        };
-        if end > start || k == parts {
-            out.push(start..end);
-        }
-        start = end;
-    }
-    out
 }
 
 /// `out[j] = data[src[j]]` for a permutation `src` of `data`'s positions, with `data` released

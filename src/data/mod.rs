@@ -277,6 +277,43 @@ pub(crate) fn runs_inserted(runs: &mut Vec<Run>, (r, at, exists): (usize, usize,
     }
 }
 
+/// Persons `0..n`, whose events `offsets` counts in person order (`n + 1` entries), in at most
+/// `parts` contiguous non-empty ranges that cover them all, of about equal work: a person's
+/// events plus one for the person (so persons without events are spread too). The loader sorts
+/// each range's events on a thread; a batch evaluates each range on a thread.
+pub(crate) fn split_persons(offsets: &[u32], parts: usize) -> Vec<std::ops::Range<usize>> {
+    let Some(n) = offsets.len().checked_sub(1) else {
+        return Vec::new();
+    };
+    let work = |p: usize| offsets[p] as u64 + p as u64;
+    let parts = parts.max(1) as u64;
+    let mut out = Vec::new();
+    let mut start = 0usize;
+    for k in 1..=parts {
+        let target = work(n) * k / parts;
+        // The first person whose cumulative work reaches the target (the last range ends at n).
+        let end = if k == parts {
+            n
+        } else {
+            let (mut lo, mut hi) = (start, n);
+            while lo < hi {
+                let mid = lo + (hi - lo) / 2;
+                if work(mid) < target {
+                    lo = mid + 1;
+                } else {
+                    hi = mid;
+                }
+            }
+            lo
+        };
+        if end > start {
+            out.push(start..end);
+        }
+        start = end;
+    }
+    out
+}
+
 /// Dictionaries with more distinct values than this get the column caches (a case-folded arena
 /// for `icontains`, parsed dates); smaller ones are tested value by value.
 pub(crate) const CACHE_MIN_VALUES: usize = 64;

@@ -279,26 +279,19 @@ impl Dataset {
         // Persons split into contiguous ranges of about equal work, one per thread, each
         // evaluated on its own from the first cohort to the last: every step (column passes,
         // behavioral runs, references, AND/OR) is parallel, with no join between them.
-        let parts: Vec<std::ops::Range<u32>> = if threads > 1 && n >= PARALLEL_MIN_PERSONS {
-            self.split_work(threads)
-        } else {
-            std::iter::once(0..n as u32).collect()
-        };
+        let offsets = self.event_offsets();
+        let parts: Vec<std::ops::Range<u32>> =
+            if threads > 1 && n >= PARALLEL_MIN_PERSONS && offsets.len() == n + 1 {
+                crate::data::split_persons(offsets, threads)
+                    .into_iter()
+                    .map(|r| r.start as u32..r.end as u32)
+                    .collect()
+            } else {
+                std::iter::once(0..n as u32).collect()
+            };
         let evaluate = |range: std::ops::Range<u32>| -> Vec<Option<Bitset>> {
             let mut selected = selected.clone();
-            let words = selected.words_mut();
-            let (lo, hi) = (range.start as usize, range.end as usize);
-            for (w, word) in words.iter_mut().enumerate() {
-                let (first, last) = (w * 64, w * 64 + 64);
-                if last <= lo || first >= hi {
-                    *word = 0;
-                } else {
-                    let keep_from = lo.saturating_sub(first);
-                    let keep_to = (hi - first).min(64);
-                    let mask = (u64::MAX >> (64 - (keep_to - keep_from))) << keep_from;
-                    *word &= mask;
-                }
-            }
+            selected.retain_range(range.start as usize..range.end as usize);
             let population = selected.count();
             let mut batch = Batch {
                 data: self,
@@ -379,7 +372,7 @@ impl Dataset {
 
 impl Dataset {
     /// Builds the column caches the property leaves of the `needed` cohorts read (case-folded
-    /// dictionaries for `icontains`, dates for date comparisons) on `threads` threads, so no
+    /// dictionaries for `icontains`, dates and numbers for comparisons) on `threads` threads, so no
     /// share of a batch builds one alone while the others wait for it.
     fn warm_columns(&self, program: &Program, needed: &[bool], threads: usize) {
         for (c, code) in program.cohorts.iter().enumerate() {
@@ -413,39 +406,6 @@ impl Dataset {
                 }
             });
         }
-    }
-
-    /// Persons `0..n` in at most `parts` contiguous ranges of about equal work (a person's
-    /// events plus one for the person).
-    fn split_work(&self, parts: usize) -> Vec<std::ops::Range<u32>> {
-        let n = self.len();
-        let offsets = self.event_offsets();
-        let work = |p: usize| offsets.get(p).map_or(0, |&o| o as u64) + p as u64;
-        let total = work(n);
-        let mut out = Vec::with_capacity(parts);
-        let mut start = 0usize;
-        for k in 1..=parts as u64 {
-            let target = total * k / parts as u64;
-            // The first person whose cumulative work reaches the target.
-            let (mut lo, mut hi) = (start, n);
-            while lo < hi {
-                let mid = lo + (hi - lo) / 2;
-                if work(mid) < target {
-                    lo = mid + 1;
-                } else {
-                    hi = mid;
-                }
-            }
-            let end = if k == parts as u64 { n } else { lo };
-            if end > start {
-                out.push(start as u32..end as u32);
-            }
-            start = end;
-        }
-        if out.is_empty() {
-            out.push(0..n as u32);
-        }
-        out
     }
 }
 
@@ -536,7 +496,7 @@ impl Batch<'_> {
                 }
                 acc
             }
-            NodeKind::Prop(i) => self.column(i as usize, mask),
+            NodeKind::Prop(i) => self.column(&program.props[i as usize], mask),
             NodeKind::Behavior(i) => self.behavior(i as usize, mask),
             NodeKind::Cohort { target, invert } => {
                 let mut r = mask.clone();
@@ -602,14 +562,13 @@ impl Batch<'_> {
         }
     }
 
-    /// Property leaf `i`, one pass over its column. When the mask holds many persons for the
-    /// column's distinct values, every value is tested up front — string and date kernels over
-    /// the whole dictionary, in every share (a table shared between shares made one wait for
-    /// another, and a woken thread on a virtual machine starts late) — and the pass over persons
-    /// is a branch-free table lookup. When the mask is sparse (an AND narrowed it), values are tested lazily, only
-    /// those some person in the mask has.
-    fn column(&self, i: usize, mask: &Bitset) -> Bitset {
-        let t = &self.program.props[i];
+    /// A property condition, one pass over its column. When the mask holds many persons for
+    /// the column's distinct values, every value is tested up front — string, date and number
+    /// kernels over the whole dictionary, in every share (a table shared between shares made one
+    /// wait for another, and a woken thread on a virtual machine starts late) — and the pass over
+    /// persons is a branch-free table lookup. When the mask is sparse (an AND narrowed it), values
+    /// are tested lazily, only those some person in the mask has.
+    fn column(&self, t: &PropTest, mask: &Bitset) -> Bitset {
         let missing = t.missing ^ t.negate;
         let mut r = if missing {
             mask.clone()
@@ -629,14 +588,7 @@ impl Batch<'_> {
             _ => None,
         };
         if regex.is_some() || col.dict.len() <= 64 || count >= col.dict.len() / 4 {
-            let owned;
-            let table: &[u8] = match &regex {
-                Some(table) => table,
-                None => {
-                    owned = self.table(t, col);
-                    &owned
-                }
-            };
+            let table = regex.unwrap_or_else(|| self.table(t, col));
             let words = r.words_mut();
             let m = mask.words();
             if missing {

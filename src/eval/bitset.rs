@@ -101,6 +101,21 @@ impl Bitset {
             .for_each(|(a, b)| *a &= !b);
     }
 
+    /// Clears every bit outside `range`.
+    pub(crate) fn retain_range(&mut self, range: std::ops::Range<usize>) {
+        let (lo, hi) = (range.start, range.end);
+        for (w, word) in self.words.iter_mut().enumerate() {
+            let first = w * 64;
+            if first + 64 <= lo || first >= hi {
+                *word = 0;
+            } else {
+                let from = lo.saturating_sub(first);
+                let to = (hi - first).min(64);
+                *word &= (u64::MAX >> (64 - (to - from))) << from;
+            }
+        }
+    }
+
     /// The raw words (bit i of word w is person 64·w + i).
     pub fn words(&self) -> &[u64] {
         &self.words
