@@ -186,7 +186,7 @@ pub use data::{
 };
 pub use engine::{Engine, LiveEngine};
 pub use error::{Error, ErrorKind, Errors};
-pub use eval::batch::{BatchOptions, Members};
+pub use eval::batch::{BatchOptions, MemberIds, Members};
 pub use eval::bitset::Bitset;
 pub use eval::explain::{ExplainNode, Explanation};
 pub use eval::Scratch;

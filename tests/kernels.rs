@@ -315,8 +315,8 @@ fn member_lists_are_in_id_byte_order() {
     }
     ids.sort();
     ids.dedup();
-    // Every 100th id (in reverse order) also has `y`: a cohort sparse enough (under 1/64 of the
-    // persons) for the rank-sorting path; `x` cohorts walk the whole order.
+    // Every 100th id (in reverse order) also has `y`: a sparse cohort (under 1/64 of the
+    // persons); every person has `x`; no one has `z`.
     let mut persons = String::new();
     let mut sparse = Vec::new();
     for (k, id) in ids.iter().rev().enumerate() {
@@ -333,7 +333,8 @@ fn member_lists_are_in_id_byte_order() {
     assert!(sparse.len() > 1 && sparse.len() * 64 < ids.len());
     let set = CohortSet::from_json(
         r#"[{"id":1,"filters":{"properties":{"type":"AND","values":[{"type":"person","key":"x","operator":"is_set"}]}}},
-            {"id":2,"filters":{"properties":{"type":"AND","values":[{"type":"person","key":"y","operator":"is_set"}]}}}]"#,
+            {"id":2,"filters":{"properties":{"type":"AND","values":[{"type":"person","key":"y","operator":"is_set"}]}}},
+            {"id":3,"filters":{"properties":{"type":"AND","values":[{"type":"person","key":"z","operator":"is_set"}]}}}]"#,
     )
     .unwrap();
     // Loaded on several threads the order is computed while events are read; on one, on the
@@ -356,6 +357,19 @@ fn member_lists_are_in_id_byte_order() {
             .unwrap();
         assert_eq!(data.member_ids(&bits[&1]), ids);
         assert_eq!(data.member_ids(&bits[&2]), sparse);
+        assert!(data.member_ids(&bits[&3]).is_empty());
+        // So are the iterators, which know how many ids are left at every step.
+        for (cohort, expected) in [(1, &ids), (2, &sparse), (3, &Vec::new())] {
+            let mut it = data.member_id_iter(&bits[&cohort]);
+            for (k, id) in expected.iter().enumerate() {
+                assert_eq!(it.len(), expected.len() - k);
+                assert_eq!(it.next(), Some(id.as_str()));
+            }
+            assert_eq!(it.len(), 0);
+            assert_eq!(it.next(), None);
+        }
+        let longest = ids.iter().map(String::len).max().unwrap();
+        assert_eq!(data.longest_person_id(), longest);
     }
 }
 

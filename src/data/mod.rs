@@ -39,7 +39,9 @@ use crate::error::Error;
 use crate::intern::{shared, Sym, Symbols, Table};
 use crate::time::Micros;
 use crate::value::Val;
-use crate::{BatchOptions, Bitset, CohortId, CohortSet, Members, Program, Scratch, Timestamp};
+use crate::{
+    BatchOptions, Bitset, CohortId, CohortSet, MemberIds, Members, Program, Scratch, Timestamp,
+};
 
 /// One property: interned key and value. Slices of these are sorted by key.
 pub(crate) type Prop = (Sym, Val);
@@ -439,13 +441,13 @@ pub(crate) struct NameRun {
 /// in no relation to their byte order, and every id of a list was a cache miss).
 #[derive(Debug)]
 pub(crate) struct IdOrder {
-    /// Person of each rank.
-    pub order: Box<[u32]>,
     /// Rank of each person.
     pub rank: Box<[u32]>,
     /// The ids by rank: rank `k`'s is `text[ends[k - 1]..ends[k]]`.
     text: String,
     ends: Box<[usize]>,
+    /// The longest id's length in bytes.
+    pub longest: usize,
 }
 
 impl IdOrder {
@@ -543,16 +545,19 @@ pub(crate) fn id_order_of(ids: &arena::StrSet) -> IdOrder {
     let mut rank = vec![0u32; n];
     let mut text = String::with_capacity(ids.bytes_len());
     let mut ends = Vec::with_capacity(n);
+    let mut longest = 0;
     for (k, &p) in order.iter().enumerate() {
         rank[p as usize] = k as u32;
-        text.push_str(ids.get_str(p));
+        let id = ids.get_str(p);
+        longest = longest.max(id.len());
+        text.push_str(id);
         ends.push(text.len());
     }
     IdOrder {
-        order: order.into_boxed_slice(),
         rank: rank.into_boxed_slice(),
         text,
         ends: ends.into_boxed_slice(),
+        longest,
     }
 }
 
@@ -612,6 +617,12 @@ impl Dataset {
     /// byte order, borrowed from the dataset: [`Dataset::evaluate`]'s member lists without a
     /// `String` per member, for callers that write them out at once.
     pub fn member_ids<'a>(&'a self, members: &Bitset) -> Vec<&'a str> {
+        self.member_ids_in(members).collect()
+    }
+
+    /// [`Dataset::member_ids`] as an exact-size iterator, for callers that write each id out
+    /// as it comes: no list is built (it takes one bit per person).
+    pub fn member_id_iter(&self, members: &Bitset) -> MemberIds<'_> {
         self.member_ids_in(members)
     }
 
@@ -705,6 +716,12 @@ impl Dataset {
     /// The id of person `index` (its string form).
     pub fn person_id(&self, index: usize) -> Option<&str> {
         (index < self.person_ids.len()).then(|| self.person_ids.get_str(index as u32))
+    }
+
+    /// The length in bytes of the longest person id (0 with no persons): with
+    /// [`Bitset::count`], a bound for sizing a buffer of member ids.
+    pub fn longest_person_id(&self) -> usize {
+        self.id_order().longest
     }
 
     /// Every distinct id with the index of the person owning it (in no particular order).

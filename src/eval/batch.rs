@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use crate::compile::{
     BehaviorKind, CohortCode, DateCmp, NodeId, NodeKind, Program, PropTest, Test, TimeExpr,
 };
-use crate::data::{Dataset, NameRun, PersonProps, Run, CACHE_MIN_VALUES};
+use crate::data::{Dataset, IdOrder, NameRun, PersonProps, Run, CACHE_MIN_VALUES};
 use crate::error::{Error, ErrorKind};
 use crate::eval::behavioral::CodeFilter;
 use crate::eval::bitset::Bitset;
@@ -150,31 +150,33 @@ impl Dataset {
         Ok(bits
             .into_iter()
             .map(|(id, b)| {
-                let ids = self.member_ids_in(&b).into_iter().map(str::to_string);
+                let ids = self.member_ids_in(&b).map(str::to_string);
                 (id, ids.collect())
             })
             .collect())
     }
 
     /// See [`Dataset::member_ids`].
-    pub(crate) fn member_ids_in<'a>(&'a self, members: &Bitset) -> Vec<&'a str> {
-        // In id byte order from the order computed once per dataset: a dense set walks that
-        // order testing bits, a sparse one sorts its members' ranks; never a string sort.
+    pub(crate) fn member_ids_in(&self, members: &Bitset) -> MemberIds<'_> {
+        // In id byte order from the order computed once per dataset, never a string sort: the
+        // members are laid out as a bitset over ranks (one step per member, into a bitset small
+        // enough to stay in cache), which is then read in rank order.
         let ids = self.id_order();
-        let count = members.count();
-        let mut out = Vec::with_capacity(count);
-        if count.saturating_mul(64) >= self.len() {
-            for (k, &p) in ids.order.iter().enumerate() {
-                if members.get(p as usize) {
-                    out.push(ids.id(k));
-                }
-            }
-        } else {
-            let mut ranks: Vec<u32> = members.iter().map(|p| ids.rank[p]).collect();
-            ranks.sort_unstable();
-            out.extend(ranks.iter().map(|&k| ids.id(k as usize)));
+        let mut words = vec![0u64; self.len().div_ceil(64)];
+        let mut count = 0;
+        for p in members.iter() {
+            let k = ids.rank[p] as usize;
+            words[k / 64] |= 1 << (k % 64);
+            count += 1;
         }
-        out
+        let word = words.first().copied().unwrap_or(0);
+        MemberIds {
+            ids,
+            words,
+            at: 0,
+            word,
+            left: count,
+        }
     }
 
     /// See [`Dataset::evaluate_bitsets`].
@@ -845,3 +847,38 @@ impl Batch<'_> {
         results
     }
 }
+
+/// The ids of a bitset's members in byte order, borrowed from the dataset (see
+/// [`Dataset::member_id_iter`]). Exact-size: `len()` is the number of members left.
+#[derive(Debug, Clone)]
+pub struct MemberIds<'a> {
+    ids: &'a IdOrder,
+    /// The members as a bitset over ranks: word `at` holds ranks `64 * at ..`, and `word` is
+    /// what is left of it.
+    words: Vec<u64>,
+    at: usize,
+    word: u64,
+    left: usize,
+}
+
+impl<'a> Iterator for MemberIds<'a> {
+    type Item = &'a str;
+
+    #[inline]
+    fn next(&mut self) -> Option<&'a str> {
+        while self.word == 0 {
+            self.at += 1;
+            self.word = *self.words.get(self.at)?;
+        }
+        let k = self.at * 64 + self.word.trailing_zeros() as usize;
+        self.word &= self.word - 1;
+        self.left -= 1;
+        Some(self.ids.id(k))
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (self.left, Some(self.left))
+    }
+}
+
+impl ExactSizeIterator for MemberIds<'_> {}
