@@ -397,19 +397,15 @@ fn members_json(
                 start = i + 1;
             }
         }
-        // Buffers are allocated here, not on the threads: a new thread's allocator arena has
-        // no pages yet, while this thread's kept those the load freed. The first run is
-        // written on this thread.
-        let mut outs: Vec<Vec<u8>> = runs
-            .iter()
-            .map(|run| Vec::with_capacity(size(run)))
-            .collect();
-        let first_out = std::mem::take(&mut outs[0]);
+        // Buffers are allocated here, not on the threads (the spawning loop pulls them): a new
+        // thread's allocator arena has no pages yet, while this thread's kept those the load
+        // freed. The first run is written on this thread.
+        let mut outs = runs.iter().map(|run| Vec::with_capacity(size(run)));
+        let first_out = outs.next().unwrap_or_default();
         std::thread::scope(|s| {
-            let handles: Vec<_> = runs
+            let handles: Vec<_> = runs[1..]
                 .iter()
                 .zip(outs)
-                .skip(1)
                 .map(|(&run, out)| s.spawn(move || write(run, false, out)))
                 .collect();
             let first = write(runs[0], true, first_out);

@@ -17,7 +17,7 @@ use crate::compile::{
 use crate::data::{Dataset, IdOrder, NameRun, PersonProps, Run, CACHE_MIN_VALUES};
 use crate::error::{Error, ErrorKind};
 use crate::eval::behavioral::CodeFilter;
-use crate::eval::bitset::Bitset;
+use crate::eval::bitset::{Bitset, Ones};
 use crate::eval::{behavioral, person, strings, Scratch, Subject, Who};
 use crate::intern::Sym;
 use crate::set::CohortSet;
@@ -162,20 +162,14 @@ impl Dataset {
         // members are laid out as a bitset over ranks (one step per member, into a bitset small
         // enough to stay in cache), which is then read in rank order.
         let ids = self.id_order();
-        let mut words = vec![0u64; self.len().div_ceil(64)];
-        let mut count = 0;
+        let mut ranks = Bitset::zeros(self.len());
         for p in members.iter() {
-            let k = ids.rank[p] as usize;
-            words[k / 64] |= 1 << (k % 64);
-            count += 1;
+            ranks.set(ids.rank[p] as usize, true);
         }
-        let word = words.first().copied().unwrap_or(0);
         MemberIds {
             ids,
-            words,
-            at: 0,
-            word,
-            left: count,
+            left: members.count(),
+            ranks: ranks.into_ones(),
         }
     }
 
@@ -853,11 +847,8 @@ impl Batch<'_> {
 #[derive(Debug, Clone)]
 pub struct MemberIds<'a> {
     ids: &'a IdOrder,
-    /// The members as a bitset over ranks: word `at` holds ranks `64 * at ..`, and `word` is
-    /// what is left of it.
-    words: Vec<u64>,
-    at: usize,
-    word: u64,
+    /// The members' ranks.
+    ranks: Ones<Vec<u64>>,
     left: usize,
 }
 
@@ -866,12 +857,7 @@ impl<'a> Iterator for MemberIds<'a> {
 
     #[inline]
     fn next(&mut self) -> Option<&'a str> {
-        while self.word == 0 {
-            self.at += 1;
-            self.word = *self.words.get(self.at)?;
-        }
-        let k = self.at * 64 + self.word.trailing_zeros() as usize;
-        self.word &= self.word - 1;
+        let k = self.ranks.next()?;
         self.left -= 1;
         Some(self.ids.id(k))
     }

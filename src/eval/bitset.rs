@@ -128,17 +128,44 @@ impl Bitset {
 
     /// Members in ascending order.
     pub fn iter(&self) -> impl Iterator<Item = usize> + '_ {
-        self.words.iter().enumerate().flat_map(|(wi, &w)| {
-            let mut w = w;
-            std::iter::from_fn(move || {
-                if w == 0 {
-                    return None;
-                }
-                let t = w.trailing_zeros() as usize;
-                w &= w - 1;
-                Some(wi * 64 + t)
-            })
-        })
+        Ones::new(&self.words[..])
+    }
+
+    /// Members in ascending order, the iterator owning the set.
+    pub(crate) fn into_ones(self) -> Ones<Vec<u64>> {
+        Ones::new(self.words)
+    }
+}
+
+/// The set bits of a run of words in ascending order (bit i of word w is 64·w + i), borrowed
+/// or owned.
+#[derive(Clone, Debug)]
+pub(crate) struct Ones<W> {
+    words: W,
+    /// The word being read, and what is left of it.
+    at: usize,
+    word: u64,
+}
+
+impl<W: AsRef<[u64]>> Ones<W> {
+    fn new(words: W) -> Ones<W> {
+        let word = words.as_ref().first().copied().unwrap_or(0);
+        Ones { words, at: 0, word }
+    }
+}
+
+impl<W: AsRef<[u64]>> Iterator for Ones<W> {
+    type Item = usize;
+
+    #[inline]
+    fn next(&mut self) -> Option<usize> {
+        while self.word == 0 {
+            self.at += 1;
+            self.word = *self.words.as_ref().get(self.at)?;
+        }
+        let bit = self.word.trailing_zeros() as usize;
+        self.word &= self.word - 1;
+        Some(self.at * 64 + bit)
     }
 }
 
