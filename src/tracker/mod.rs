@@ -825,7 +825,7 @@ impl Tracker {
                 }
             }
             Update::Unset { distinct_id, keys } => {
-                if let Some(idx) = self.by_distinct.get(&self.persons, distinct_id) {
+                if let Some(idx) = self.by_distinct.get(distinct_id) {
                     if let Some(p) = self.persons[idx].as_mut() {
                         p.person.unset(keys);
                     }
@@ -833,7 +833,7 @@ impl Tracker {
                 }
             }
             Update::Delete { distinct_id } => {
-                if let Some(idx) = self.by_distinct.get(&self.persons, distinct_id) {
+                if let Some(idx) = self.by_distinct.get(distinct_id) {
                     self.by_distinct.remove_person(&self.persons, idx);
                     if let Some(p) = self.persons[idx].take() {
                         let set = self.engine.cohort_set();
@@ -898,6 +898,9 @@ impl Tracker {
     ) {
         let start = out.len();
         let (idx, created) = self.person_index(distinct_id);
+        if let Some(p) = self.persons[idx].as_ref() {
+            p.touch();
+        }
         let (name, affected) = match self.events.get(event) {
             Some((sym, list)) => (*sym, Arc::clone(list)),
             None => {
@@ -930,7 +933,14 @@ impl Tracker {
 
     /// The person owning `distinct_id`, created (id = the distinct id, no properties) when new.
     fn person_index(&mut self, distinct_id: &str) -> (usize, bool) {
-        match self.by_distinct.get(&self.persons, distinct_id) {
+        let (persons, members, horizons) = (&self.persons, &self.members, &self.horizons);
+        let touch = |p: usize| {
+            // What the event reads next, loading while the id's bytes are compared.
+            std::hint::black_box(persons[p].is_some());
+            members.touch_row(p);
+            horizons.touch_row(p);
+        };
+        match self.by_distinct.get_hinted(distinct_id, touch) {
             Some(i) => (i, false),
             None => (self.insert_person(distinct_id), true),
         }
