@@ -182,6 +182,46 @@ impl Program {
             .any(|&n| !self.node(n, s, scratch, now))
     }
 
+    /// [`Program::member`] for a cohort whose gate is known to be open (every conjunct in
+    /// `gates[c]` true, as the tracker keeps it between property changes): those conjuncts are
+    /// not evaluated again, only the rest of the top-level AND.
+    pub(crate) fn member_past_gate(
+        &self,
+        c: usize,
+        s: &Subject<'_>,
+        scratch: &mut Scratch,
+        now: Micros,
+    ) -> bool {
+        let gate = &self.gates[c];
+        let CohortCode::Dynamic(root) = self.cohorts[c] else {
+            return self.member(c, s, scratch, now);
+        };
+        let NodeKind::And { start, len } = self.nodes[root as usize].kind else {
+            return self.member(c, s, scratch, now);
+        };
+        if gate.is_empty() || scratch.memo_stamp[c] == scratch.stamp {
+            return self.member(c, s, scratch, now);
+        }
+        if self.height[c] > MAX_RECURSIVE_HEIGHT {
+            self.evaluate_dependencies(c, s, scratch, now);
+        }
+        scratch.evaluated += 1;
+        // The gate is the root's timeless children in their order: a merge skips them.
+        let mut rest = gate.iter().peekable();
+        let r = self.children[start as usize..(start + len) as usize]
+            .iter()
+            .all(|&n| {
+                if rest.peek() == Some(&&n) {
+                    rest.next();
+                    return true;
+                }
+                self.child(n, s, scratch, now)
+            });
+        scratch.memo_stamp[c] = scratch.stamp;
+        scratch.memo_val[c] = r;
+        r
+    }
+
     /// Evaluates without pre-evaluating dependencies (they are memoised already, or shallow).
     fn member_direct(&self, c: usize, s: &Subject<'_>, scratch: &mut Scratch, now: Micros) -> bool {
         if scratch.memo_stamp[c] == scratch.stamp {

@@ -730,7 +730,12 @@ impl Tracker {
             if gated(&self.members, c) {
                 continue;
             }
-            let m = program.member(c, &subject, &mut self.scratch, now);
+            // On an event, an open gate is still open: its conjuncts are not evaluated again.
+            let m = if added.is_some() && gate[c].is_some() {
+                program.member_past_gate(c, &subject, &mut self.scratch, now)
+            } else {
+                program.member(c, &subject, &mut self.scratch, now)
+            };
             if m != self.members.get(idx, c) {
                 self.members.set(idx, c, m);
                 let change = if m { Change::Entered } else { Change::Exited };
