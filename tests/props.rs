@@ -610,7 +610,10 @@ proptest! {
             prop_assert_eq!(tracker.members(*id), want, "initial, cohort {}", id);
         }
         let mut new_persons = 0;
-        for step in steps {
+        // Time then runs on past a week and past a year: every horizon the changes set (an
+        // event's window ending, a date passing) comes due at least once.
+        let run_out = [Step::Advance(169 * HOUR), Step::Advance(9000 * HOUR)];
+        for step in steps.into_iter().chain(run_out) {
             let update = match step {
                 Step::Event(i, (name, off, props)) => {
                     let Some(p) = persons.get_mut(i) else { continue };

@@ -26,6 +26,16 @@ pub(crate) struct HorizonBufs {
 
 const DAY: i64 = 86_400_000_000;
 
+/// The bounds each event name of a cohort is compared with ([`Program::event_checks`]).
+#[derive(Default)]
+pub(crate) struct EventChecks {
+    /// By name: the distinct bounds, or `None` where an event filter compares a date property.
+    by_name: Box<[NameBounds]>,
+}
+
+/// An event name and the bounds its events are compared with (see [`EventChecks`]).
+type NameBounds = (Sym, Option<Box<[Bound]>>);
+
 /// Memoised calendar shifts by day. A calendar shift keeps the time of day, so `back(t)` and
 /// `forward(t)` are the shift of `t`'s midnight plus its time of day; a tracker asks for the same
 /// few days (around now, around its persons' recent events) over and over, so a small
@@ -101,7 +111,7 @@ fn fixed_micros(n: u64, unit: Unit) -> Result<Option<i64>, ()> {
 const MAX_CANDIDATES: usize = 4096;
 
 /// A bound as a function of the evaluation instant.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, PartialEq)]
 enum Bound {
     Now,
     Back(u64, Unit),
@@ -417,6 +427,83 @@ impl Program {
             }
         });
         best
+    }
+
+    /// What [`Program::next_check_event`] reads for cohort `c`, resolved once: by event name,
+    /// the distinct bounds its events are compared with (over the cohort and the cohorts it
+    /// references), so that a tracker's event costs a crossing per bound, not a walk of the
+    /// cohort's leaves.
+    pub(crate) fn event_checks(&self, c: usize) -> EventChecks {
+        let mut by_name: Vec<(Sym, Option<Vec<Bound>>)> = Vec::new();
+        self.for_each_timed_leaf(c, &mut |kind| {
+            let NodeKind::Behavior(i) = *kind else { return };
+            let test = &self.behaviors[i as usize];
+            let mut names: SmallVec<[Sym; 2]> = smallvec::smallvec![test.event];
+            if let BehaviorKind::Sequence { seq_event, .. } = test.kind {
+                names.push(seq_event);
+            }
+            // An event filter comparing an event-property date reads the event itself: such
+            // a name takes the general path.
+            let reads_dates = test
+                .filters
+                .iter()
+                .any(|f| matches!(f.test, Test::Date(..)));
+            let bounds = std::iter::once(Bound::Now).chain(
+                test.kind
+                    .slots()
+                    .map(|slot| bound_of(&self.times[slot as usize])),
+            );
+            for name in names {
+                let at = match by_name.iter().position(|(n, _)| *n == name) {
+                    Some(at) => at,
+                    None => {
+                        by_name.push((name, Some(Vec::new())));
+                        by_name.len() - 1
+                    }
+                };
+                let entry = &mut by_name[at].1;
+                if reads_dates {
+                    *entry = None;
+                }
+                if let Some(list) = entry {
+                    for b in bounds.clone() {
+                        if !list.contains(&b) {
+                            list.push(b);
+                        }
+                    }
+                }
+            }
+        });
+        EventChecks {
+            by_name: by_name
+                .into_iter()
+                .map(|(n, b)| (n, b.map(Vec::into_boxed_slice)))
+                .collect(),
+        }
+    }
+
+    /// [`Program::next_check_event`] for event `k` (named `name`) through the checks
+    /// [`Program::event_checks`] resolved for cohort `c`.
+    pub(crate) fn next_check_added(
+        &self,
+        checks: &EventChecks,
+        c: usize,
+        s: &Subject<'_>,
+        (name, k): (Sym, usize),
+        now: Micros,
+        bufs: &mut HorizonBufs,
+    ) -> Option<Micros> {
+        match checks.by_name.iter().find(|(n, _)| *n == name) {
+            None => None,
+            Some((_, Some(bounds))) => {
+                let run = std::slice::from_ref(&s.events.ts[k]);
+                bounds
+                    .iter()
+                    .filter_map(|&b| next_crossing(b, run, now, &mut bufs.calendar))
+                    .min()
+            }
+            Some((_, None)) => self.next_check_event(c, s, name, k, now, bufs),
+        }
     }
 
     /// The validity horizon of cohort `c` for the subject at `now`: `None` = never changes.

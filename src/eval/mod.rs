@@ -11,7 +11,7 @@ pub mod bitset;
 pub mod explain;
 mod horizon;
 
-pub(crate) use horizon::HorizonBufs;
+pub(crate) use horizon::{EventChecks, HorizonBufs};
 mod person;
 pub(crate) mod strings;
 

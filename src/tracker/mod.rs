@@ -51,7 +51,7 @@ use crate::data::lines::LineScanner;
 use crate::data::{props_shared_into, Dataset, Prop, Run};
 use crate::engine::Engine;
 use crate::error::{Error, Errors};
-use crate::eval::{HorizonBufs, Scratch, Subject, Who};
+use crate::eval::{EventChecks, HorizonBufs, Scratch, Subject, Who};
 use crate::intern::{shared, FnvMap, Sym, Table};
 use crate::time::{parse_timestamp, Micros};
 use crate::value::Val;
@@ -255,6 +255,8 @@ struct Index {
     timed: Vec<usize>,
     /// By cohort position: its column in the horizon rows (its place in `timed`), if timed.
     slot: Vec<Option<u32>>,
+    /// By cohort position: what an event of each name is compared with, for a timed cohort.
+    checks: Vec<EventChecks>,
     /// Non-deleted cohorts in evaluation order.
     live: Vec<usize>,
     /// Static cohorts and the cohorts that reference one, directly or not.
@@ -346,6 +348,16 @@ impl Index {
         for (s, &c) in timed.iter().enumerate() {
             slot[c] = Some(s as u32);
         }
+        let program = engine.program();
+        let checks = (0..cohorts.len())
+            .map(|c| {
+                if slot[c].is_some() {
+                    program.event_checks(c)
+                } else {
+                    EventChecks::default()
+                }
+            })
+            .collect();
         let mut width = cohorts.len();
         let gate = engine
             .program()
@@ -366,6 +378,7 @@ impl Index {
             by_key: by_key.into_iter().map(|(k, v)| (k, Arc::from(v))).collect(),
             timed,
             slot,
+            checks,
             live,
             static_related,
             rank,
@@ -764,8 +777,15 @@ impl Tracker {
                     None => program
                         .next_check(c, &subject, now, &mut self.bufs)
                         .unwrap_or(NEVER),
-                    Some((name, k)) => program
-                        .next_check_event(c, &subject, name, k, now, &mut self.bufs)
+                    Some(event) => program
+                        .next_check_added(
+                            &self.ix.checks[c],
+                            c,
+                            &subject,
+                            event,
+                            now,
+                            &mut self.bufs,
+                        )
                         .unwrap_or(NEVER)
                         .min(row[s as usize]),
                 };
