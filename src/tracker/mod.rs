@@ -7,7 +7,8 @@
 //! key. Time advancing re-evaluates only persons whose validity horizon has passed, found in a
 //! min-heap of horizons. An event skips the cohorts whose *gate* is closed for the person: a
 //! conjunct of the cohort's top-level AND that reads only person properties (not the time) and is
-//! false keeps the cohort false, whatever events arrive, until those properties change.
+//! false keeps the cohort false, whatever events arrive, until those properties change. Where the
+//! gate is open, those conjuncts are known true and an event evaluates only the others.
 //!
 //! State is kept compact (see [`Tracker::heap_bytes`]): an event costs its timestamp and an id
 //! into a pool of distinct property sets, a person property an id into a pool of distinct
