@@ -237,9 +237,12 @@ pub struct Tracker {
     scratch: Scratch,
     bufs: HorizonBufs,
     ix: Index,
-    /// Event names seen so far: their shared id and the cohorts they can change (resolved once,
+    /// Event names seen so far: their shared id and their list in `affected` (resolved once,
     /// so an event costs one hash of its name).
-    events: FnvMap<Box<str>, (Sym, Arc<[usize]>)>,
+    events: FnvMap<Box<str>, (Sym, u32)>,
+    /// By seen name: the cohorts its events can change (taken out while they are evaluated,
+    /// so an event neither clones nor counts a shared list).
+    affected: Vec<Box<[usize]>>,
     heap: BinaryHeap<Reverse<(Micros, usize, u32)>>,
     /// Reused buffers: a cohort list, persons due at a `$now`.
     list: Vec<usize>,
@@ -407,6 +410,7 @@ impl Tracker {
             bufs: HorizonBufs::default(),
             ix,
             events: FnvMap::default(),
+            affected: Vec::new(),
             heap: BinaryHeap::new(),
             list: Vec::new(),
             due: Vec::new(),
@@ -591,6 +595,7 @@ impl Tracker {
         self.engine = engine;
         self.ix = Index::new(&self.engine);
         self.events.clear();
+        self.affected.clear();
         self.heap.clear();
         let set = self.engine.cohort_set().clone();
         let rows = self.persons.len();
@@ -927,18 +932,15 @@ impl Tracker {
         if let Some(p) = self.persons[idx].as_ref() {
             p.touch();
         }
-        let (name, affected) = match self.events.get(event) {
-            Some((sym, list)) => (*sym, Arc::clone(list)),
+        let (name, list) = match self.events.get(event) {
+            Some(&(sym, list)) => (sym, list as usize),
             None => {
                 let sym = shared().resolve(Table::Events, std::iter::once(event))[0];
-                let list = self
-                    .ix
-                    .by_event
-                    .get(event)
-                    .cloned()
-                    .unwrap_or_else(|| Arc::from(Vec::new()));
-                self.events.insert(event.into(), (sym, Arc::clone(&list)));
-                (sym, list)
+                let list = self.ix.by_event.get(event).map_or(&[][..], |l| &l[..]);
+                self.affected.push(list.into());
+                let at = self.affected.len() - 1;
+                self.events.insert(event.into(), (sym, at as u32));
+                (sym, at)
             }
         };
         let Some(k) = self.persons[idx]
@@ -949,10 +951,12 @@ impl Tracker {
         };
         if created {
             self.recompute(idx, None, out);
-        } else if !affected.is_empty() {
+        } else if !self.affected[list].is_empty() {
             // A future event changes nothing now but moves the horizon: by what this one event
             // adds (the check is a minimum over per-event candidates, and nothing else changed).
+            let affected = std::mem::take(&mut self.affected[list]);
             self.recompute_with(idx, Some(&affected), Some((name, k)), out);
+            self.affected[list] = affected;
         }
         sort_transitions(&mut out[start..]);
     }
