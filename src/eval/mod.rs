@@ -138,13 +138,38 @@ impl Program {
         scratch: &mut Scratch,
         now: Micros,
     ) -> bool {
+        self.member_skipping(c, s, scratch, now, &[])
+    }
+
+    /// [`Program::member`] for a cohort whose gate is known to be open (every conjunct in
+    /// `gates[c]` true, as the tracker keeps it between property changes): those conjuncts are
+    /// not evaluated again, only the rest of the top-level AND.
+    pub(crate) fn member_past_gate(
+        &self,
+        c: usize,
+        s: &Subject<'_>,
+        scratch: &mut Scratch,
+        now: Micros,
+    ) -> bool {
+        self.member_skipping(c, s, scratch, now, &self.gates[c])
+    }
+
+    /// [`Program::member`], taking the conjuncts `skip` of cohort `c`'s root as true.
+    fn member_skipping(
+        &self,
+        c: usize,
+        s: &Subject<'_>,
+        scratch: &mut Scratch,
+        now: Micros,
+        skip: &[NodeId],
+    ) -> bool {
         if scratch.memo_stamp[c] == scratch.stamp {
             return scratch.memo_val[c];
         }
         if self.height[c] > MAX_RECURSIVE_HEIGHT {
             self.evaluate_dependencies(c, s, scratch, now);
         }
-        self.member_direct(c, s, scratch, now)
+        self.member_direct(c, s, scratch, now, skip)
     }
 
     /// [`Program::member`] right after [`Program::prepare`]: nothing is memoised yet, and the
@@ -182,48 +207,16 @@ impl Program {
             .any(|&n| !self.node(n, s, scratch, now))
     }
 
-    /// [`Program::member`] for a cohort whose gate is known to be open (every conjunct in
-    /// `gates[c]` true, as the tracker keeps it between property changes): those conjuncts are
-    /// not evaluated again, only the rest of the top-level AND.
-    pub(crate) fn member_past_gate(
+    /// Evaluates without pre-evaluating dependencies (they are memoised already, or shallow),
+    /// taking the root's conjuncts `skip` as true.
+    fn member_direct(
         &self,
         c: usize,
         s: &Subject<'_>,
         scratch: &mut Scratch,
         now: Micros,
+        skip: &[NodeId],
     ) -> bool {
-        let gate = &self.gates[c];
-        let CohortCode::Dynamic(root) = self.cohorts[c] else {
-            return self.member(c, s, scratch, now);
-        };
-        let NodeKind::And { start, len } = self.nodes[root as usize].kind else {
-            return self.member(c, s, scratch, now);
-        };
-        if gate.is_empty() || scratch.memo_stamp[c] == scratch.stamp {
-            return self.member(c, s, scratch, now);
-        }
-        if self.height[c] > MAX_RECURSIVE_HEIGHT {
-            self.evaluate_dependencies(c, s, scratch, now);
-        }
-        scratch.evaluated += 1;
-        // The gate is the root's timeless children in their order: a merge skips them.
-        let mut rest = gate.iter().peekable();
-        let r = self.children[start as usize..(start + len) as usize]
-            .iter()
-            .all(|&n| {
-                if rest.peek() == Some(&&n) {
-                    rest.next();
-                    return true;
-                }
-                self.child(n, s, scratch, now)
-            });
-        scratch.memo_stamp[c] = scratch.stamp;
-        scratch.memo_val[c] = r;
-        r
-    }
-
-    /// Evaluates without pre-evaluating dependencies (they are memoised already, or shallow).
-    fn member_direct(&self, c: usize, s: &Subject<'_>, scratch: &mut Scratch, now: Micros) -> bool {
         if scratch.memo_stamp[c] == scratch.stamp {
             return scratch.memo_val[c];
         }
@@ -239,7 +232,23 @@ impl Program {
             },
             CohortCode::Dynamic(root) => {
                 scratch.evaluated += 1;
-                self.node(*root, s, scratch, now)
+                match self.nodes[*root as usize].kind {
+                    NodeKind::And { start, len } if !skip.is_empty() => {
+                        // `skip` (a gate) is the root's children it names, in their order: a
+                        // merge passes over them.
+                        let mut rest = skip.iter().peekable();
+                        self.children[start as usize..(start + len) as usize]
+                            .iter()
+                            .all(|&n| {
+                                if rest.peek() == Some(&&n) {
+                                    rest.next();
+                                    return true;
+                                }
+                                self.child(n, s, scratch, now)
+                            })
+                    }
+                    _ => self.node(*root, s, scratch, now),
+                }
             }
         };
         scratch.memo_stamp[c] = scratch.stamp;
@@ -267,7 +276,7 @@ impl Program {
         }
         closure.sort_unstable_by_key(|&x| self.rank[x as usize]);
         for &d in &closure {
-            self.member_direct(d as usize, s, scratch, now);
+            self.member_direct(d as usize, s, scratch, now, &[]);
         }
         scratch.work = work;
         scratch.closure = closure;
