@@ -120,16 +120,20 @@ pub(super) struct Tracked {
     pub generation: u32,
 }
 
-/// Reads one cell in every cache line of `cells`, so that the lines a person's event is about
-/// to read all start loading at once rather than one miss after another (the tracker's state
-/// outgrows the cache: each of them is a trip to memory).
+/// Reads one cell in each of the first [`TOUCHED_LINES`] cache lines of `cells`, so that the
+/// lines a person's event is about to read all start loading at once rather than one miss after
+/// another (the tracker's state outgrows the cache: each of them is a trip to memory). A long
+/// log is searched, not read whole, so touching more of it would only cost.
 #[inline]
 pub(super) fn touch<T: Copy>(cells: &[T]) {
     let step = (64 / std::mem::size_of::<T>().max(1)).max(1);
-    for c in cells.iter().step_by(step) {
+    for c in cells.iter().step_by(step).take(TOUCHED_LINES) {
         std::hint::black_box(*c);
     }
 }
+
+/// At most this many cache lines of one slice are [`touch`]ed (1 KiB).
+const TOUCHED_LINES: usize = 16;
 
 impl Tracked {
     /// [`touch`]es the state an event of this person reads: its log and its properties.
