@@ -60,7 +60,41 @@ fn parse_with_precision(s: &str) -> Option<(Version, usize)> {
 /// §B.7 parse: trim, strip one leading v/V, drop from the first '-' or '+', split on '.', 1..=3
 /// digit-only components without leading zeros, missing parts = 0; anything else → None.
 pub fn parse_version(s: &str) -> Option<Version> {
-    parse_with_precision(s).map(|(v, _)| v)
+    match parse_plain(s.as_bytes()) {
+        Some(v) => Some(v),
+        None => parse_with_precision(s).map(|(v, _)| v),
+    }
+}
+
+/// The common shape only: 1..=3 dot-separated components of 1..=18 digits, no leading zero,
+/// nothing before or after. `None` means "not this shape" (the full parse decides), so a
+/// `Some` is always what [`parse_with_precision`] would give.
+#[inline]
+fn parse_plain(b: &[u8]) -> Option<Version> {
+    let mut parts = [0u64; 3];
+    let (mut k, mut value, mut digits) = (0usize, 0u64, 0u32);
+    for &c in b {
+        let d = c.wrapping_sub(b'0');
+        if d < 10 {
+            // A second digit after a leading '0', or a 19th digit: leave it to the full parse.
+            if (digits == 1 && value == 0) || digits == 18 {
+                return None;
+            }
+            value = value * 10 + u64::from(d);
+            digits += 1;
+        } else if c == b'.' && digits > 0 && k < 2 {
+            parts[k] = value;
+            k += 1;
+            (value, digits) = (0, 0);
+        } else {
+            return None;
+        }
+    }
+    if digits == 0 {
+        return None;
+    }
+    parts[k] = value;
+    Some((parts[0], parts[1], parts[2]))
 }
 
 /// Trims, removes one optional `prefix` character, then parses the rest as a version.
@@ -109,6 +143,37 @@ pub fn wildcard_range(s: &str) -> Option<(Version, Version)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    proptest::proptest! {
+        /// The fast path gives the full parse's answer whenever it answers.
+        #[test]
+        fn plain_shape_agrees_with_the_full_parse(s in "[0-9.v+ -]{0,24}") {
+            if let Some(v) = parse_plain(s.as_bytes()) {
+                proptest::prop_assert_eq!(Some(v), parse_with_precision(&s).map(|(v, _)| v));
+            }
+        }
+    }
+
+    #[test]
+    fn plain_shape_defers_the_edge_cases() {
+        assert_eq!(parse_plain(b"2.3.1"), Some((2, 3, 1)));
+        assert_eq!(parse_plain(b"0.10"), Some((0, 10, 0)));
+        for s in [
+            "01",
+            "1.02",
+            "1.",
+            ".1",
+            "1.2.3.4",
+            "1..2",
+            "v1",
+            " 1",
+            "1-a",
+            "",
+            "1234567890123456789",
+        ] {
+            assert_eq!(parse_plain(s.as_bytes()), None, "{s:?}");
+        }
+    }
 
     #[test]
     fn parse_accepts() {

@@ -104,37 +104,49 @@ pub fn eq_lower(hay: &str, needle_lower: &str) -> bool {
 }
 
 /// True when `hay`, lower-cased, contains `needle_lower`. Non-ASCII haystacks are folded into
-/// `buf`, a reusable buffer, so steady-state calls do not allocate.
-#[inline]
+/// `buf`, a reusable buffer, so steady-state calls do not allocate. (The evaluator checks the
+/// haystack for ASCII once per value and calls the two halves itself.)
+#[cfg(test)]
 pub fn contains_lower(hay: &str, needle_lower: &str, buf: &mut String) -> bool {
-    if needle_lower.is_empty() {
-        return true;
-    }
     if hay.is_ascii() {
-        if !needle_lower.is_ascii() || needle_lower.len() > hay.len() {
-            return false;
-        }
-        // Candidate starts by the needle's first byte, then the rest in place (the needle is
-        // lower case, so folding both sides is exact).
-        let (h, n) = (hay.as_bytes(), needle_lower.as_bytes());
-        let (first, rest) = (n[0], &n[1..]);
-        let fold = if first.is_ascii_lowercase() { 0x20 } else { 0 };
-        for (i, &b) in h[..=h.len() - n.len()].iter().enumerate() {
-            if b | fold == first
-                && h[i + 1..i + n.len()]
-                    .iter()
-                    .zip(rest)
-                    .all(|(a, b)| a.to_ascii_lowercase() == *b)
-            {
-                return true;
-            }
-        }
-        false
+        contains_ascii_lower(hay.as_bytes(), needle_lower.as_bytes())
     } else {
-        buf.clear();
-        buf.extend(hay.chars().flat_map(char::to_lowercase));
-        buf.contains(needle_lower)
+        contains_folded(hay, needle_lower, buf)
     }
+}
+
+/// [`contains_lower`] for an ASCII `hay`. A needle with a non-ASCII byte never matches (an ASCII
+/// haystack lower-cases to ASCII), and needs no check: no ASCII byte equals it.
+#[inline]
+pub fn contains_ascii_lower(h: &[u8], n: &[u8]) -> bool {
+    let Some((&first, rest)) = n.split_first() else {
+        return true;
+    };
+    if n.len() > h.len() {
+        return false;
+    }
+    // Candidate starts by the needle's first byte, then the rest in place (the needle is
+    // lower case, so folding both sides is exact).
+    let fold = if first.is_ascii_lowercase() { 0x20 } else { 0 };
+    for (i, &b) in h[..=h.len() - n.len()].iter().enumerate() {
+        if b | fold == first
+            && h[i + 1..i + n.len()]
+                .iter()
+                .zip(rest)
+                .all(|(a, b)| a.to_ascii_lowercase() == *b)
+        {
+            return true;
+        }
+    }
+    false
+}
+
+/// [`contains_lower`] for a non-ASCII `hay`: folded into `buf`, then searched.
+#[inline(never)]
+pub fn contains_folded(hay: &str, needle_lower: &str, buf: &mut String) -> bool {
+    buf.clear();
+    buf.extend(hay.chars().flat_map(char::to_lowercase));
+    buf.contains(needle_lower)
 }
 
 /// A small fixed-size string buffer for number formatting.

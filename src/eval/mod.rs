@@ -78,42 +78,50 @@ pub(crate) struct Subject<'a> {
 impl Program {
     /// Binds time slots to `now` (when it or the program changed) and starts a new memo
     /// generation. Call once per person evaluation.
+    #[inline]
     pub(crate) fn prepare(&self, scratch: &mut Scratch, now: Micros) {
         if scratch.serial != self.serial
             || scratch.now != now
             || scratch.times.len() != self.times.len()
         {
-            scratch.serial = self.serial;
-            scratch.now = now;
-            scratch.times.clear();
-            scratch.times.extend(self.times.iter().map(|t| match t {
-                TimeExpr::Back(span) => back(now, span.n, span.unit),
-                TimeExpr::Date(d) => d.resolve(now),
-            }));
-            let n = self.cohorts.len();
-            scratch.memo_stamp.clear();
-            scratch.memo_stamp.resize(n, 0);
-            scratch.memo_val.clear();
-            scratch.memo_val.resize(n, false);
-            scratch.visit_stamp.clear();
-            scratch.visit_stamp.resize(n, 0);
-            scratch.stamp = 0;
+            self.rebind(scratch, now);
         }
         scratch.evaluated = 0;
         scratch.stamp = scratch.stamp.wrapping_add(1);
         if scratch.stamp == 0 {
-            scratch.memo_stamp.iter_mut().for_each(|s| *s = 0);
-            scratch.visit_stamp.iter_mut().for_each(|s| *s = 0);
-            scratch.stamp = 1;
+            restart_stamps(scratch);
         }
+    }
+
+    /// [`Program::prepare`]'s slow path: binds every time slot to `now` and sizes the memo for
+    /// this program (out of line, as the single-person path rarely needs it).
+    #[inline(never)]
+    fn rebind(&self, scratch: &mut Scratch, now: Micros) {
+        scratch.serial = self.serial;
+        scratch.now = now;
+        scratch.times.clear();
+        scratch.times.extend(self.times.iter().map(|t| match t {
+            TimeExpr::Back(span) => back(now, span.n, span.unit),
+            TimeExpr::Date(d) => d.resolve(now),
+        }));
+        let n = self.cohorts.len();
+        scratch.memo_stamp.clear();
+        scratch.memo_stamp.resize(n, 0);
+        scratch.memo_val.clear();
+        scratch.memo_val.resize(n, false);
+        scratch.visit_stamp.clear();
+        scratch.visit_stamp.resize(n, 0);
+        scratch.stamp = 0;
     }
 
     /// The position of `cohort` in the program's set, or the `unknown_cohort` error every
     /// per-person entry point reports.
+    #[inline]
     pub(crate) fn position_of(&self, cohort: crate::CohortId) -> Result<usize, crate::Error> {
-        self.set.position(cohort).ok_or_else(|| {
-            crate::Error::missing(cohort, format!("cohort {cohort} is not in the set"))
-        })
+        match self.ids.binary_search(&cohort) {
+            Ok(c) => Ok(c),
+            Err(_) => Err(unknown(cohort)),
+        }
     }
 
     /// Like [`Program::prepare`] at instant `t`, but binds only `slots` (the ones the cohorts
@@ -186,7 +194,21 @@ impl Program {
         match self.cohorts[c] {
             CohortCode::Dynamic(root) if self.height[c] <= MAX_RECURSIVE_HEIGHT => {
                 scratch.evaluated += 1;
-                self.node(root, s, scratch, now)
+                // A root AND / OR walks its children here, property leaves in place, so a
+                // cohort of person leaves never enters the recursive `node`.
+                let n = &self.nodes[root as usize];
+                let r = match n.kind {
+                    NodeKind::And { start, len } => self.children
+                        [start as usize..(start + len) as usize]
+                        .iter()
+                        .all(|&c| self.child(c, s, scratch, now)),
+                    NodeKind::Or { start, len } => self.children
+                        [start as usize..(start + len) as usize]
+                        .iter()
+                        .any(|&c| self.child(c, s, scratch, now)),
+                    _ => return self.node(root, s, scratch, now),
+                };
+                r ^ n.negate
             }
             _ => self.member(c, s, scratch, now),
         }
@@ -343,3 +365,20 @@ impl Program {
 }
 
 pub mod batch;
+
+/// The memo stamps wrapped around: clears them so no stale entry matches the new generation.
+#[cold]
+#[inline(never)]
+fn restart_stamps(scratch: &mut Scratch) {
+    scratch.memo_stamp.iter_mut().for_each(|s| *s = 0);
+    scratch.visit_stamp.iter_mut().for_each(|s| *s = 0);
+    scratch.stamp = 1;
+}
+
+/// The error for a cohort id the program does not hold (out of line: the lookup is on the
+/// single-person path).
+#[cold]
+#[inline(never)]
+fn unknown(cohort: crate::CohortId) -> crate::Error {
+    crate::Error::missing(cohort, format!("cohort {cohort} is not in the set"))
+}
