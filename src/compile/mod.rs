@@ -223,8 +223,6 @@ pub(crate) enum CohortCode {
 #[derive(Clone, Debug)]
 pub struct Program {
     pub(crate) set: CohortSet,
-    /// The set's cohort ids by position (ascending), for a lookup that reads only ids.
-    pub(crate) ids: Box<[crate::CohortId]>,
     pub(crate) cohorts: Vec<CohortCode>,
     /// Longest chain of references below each cohort (0 = none).
     pub(crate) height: Vec<u32>,
@@ -406,7 +404,6 @@ impl Program {
             reads,
             gates,
             set: set.clone(),
-            ids: set.cohorts().iter().map(|c| c.id).collect(),
             cohorts,
             height,
             rank,

@@ -118,10 +118,7 @@ impl Program {
     /// per-person entry point reports.
     #[inline]
     pub(crate) fn position_of(&self, cohort: crate::CohortId) -> Result<usize, crate::Error> {
-        match self.ids.binary_search(&cohort) {
-            Ok(c) => Ok(c),
-            Err(_) => Err(unknown(cohort)),
-        }
+        self.set.position(cohort).ok_or_else(|| unknown(cohort))
     }
 
     /// Like [`Program::prepare`] at instant `t`, but binds only `slots` (the ones the cohorts
@@ -194,21 +191,7 @@ impl Program {
         match self.cohorts[c] {
             CohortCode::Dynamic(root) if self.height[c] <= MAX_RECURSIVE_HEIGHT => {
                 scratch.evaluated += 1;
-                // A root AND / OR walks its children here, property leaves in place, so a
-                // cohort of person leaves never enters the recursive `node`.
-                let n = &self.nodes[root as usize];
-                let r = match n.kind {
-                    NodeKind::And { start, len } => self.children
-                        [start as usize..(start + len) as usize]
-                        .iter()
-                        .all(|&c| self.child(c, s, scratch, now)),
-                    NodeKind::Or { start, len } => self.children
-                        [start as usize..(start + len) as usize]
-                        .iter()
-                        .any(|&c| self.child(c, s, scratch, now)),
-                    _ => return self.node(root, s, scratch, now),
-                };
-                r ^ n.negate
+                self.node(root, s, scratch, now)
             }
             _ => self.member(c, s, scratch, now),
         }
