@@ -226,7 +226,8 @@ fn behavioral_leaf() -> impl Strategy<Value = Value> {
             "seq_time_value": s, "seq_time_interval": su})),
         (proptest::sample::select(&EVENTS[..]), 1u64..30)
             .prop_map(|(e, s)| json!({"value": "performed_event_sequence", "seq_event": e, "seq_event_type": "events", "seq_time_value": s, "seq_time_interval": "hour"})),
-        (proptest::sample::select(vec!["gte", "lt", "eq"]), 1u64..3, 1u64..3, 0u64..2).prop_map(|(o, v, m, extra)| json!({
+        // Up to 11 periods: past 7 the evaluator bisects the periods' starts in chunks.
+        (proptest::sample::select(vec!["gte", "lt", "eq"]), 1u64..3, 1u64..3, prop_oneof![3 => 0u64..2, 1 => 5u64..10]).prop_map(|(o, v, m, extra)| json!({
             "value": "performed_event_regularly", "operator": o, "operator_value": v,
             "min_periods": m, "total_periods": m + extra})),
     ];

@@ -1452,7 +1452,7 @@ fn no_acknowledged_write_is_lost_under_kill_9() {
                         let r = std::panic::catch_unwind(|| {
                             let api = Api { addr };
                             match patched {
-                                Some((id, _)) if n % 2 == 0 => {
+                                Some((id, _)) if n.is_multiple_of(2) => {
                                     let r = api.patch(
                                         &format!("{id}/"),
                                         json!({"name": format!("w{w}-r{round}-{n}")}),

@@ -1101,7 +1101,7 @@ fn gather_releasing<T: Copy>(mut data: Vec<T>, src: &[u32], chunks: usize) -> Ve
     let words = m.div_ceil(64);
     // Taken elements (by original position); the bits past the end count as taken.
     let mut taken = vec![0u64; words];
-    if m % 64 != 0 {
+    if !m.is_multiple_of(64) {
         taken[words - 1] = !0u64 << (m % 64);
     }
     // Elements still in `data` before each word's first position.

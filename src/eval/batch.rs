@@ -791,6 +791,10 @@ impl Batch<'_> {
                 _ => None,
             })
             .collect();
+        // Leaves whose counts are differences of window positions are decided on the run's
+        // timestamps alone, inline.
+        let plain: Vec<bool> = tests.iter().map(|t| behavioral::counts_only(t)).collect();
+        let ts = self.data.events_view(&[]).ts;
         for i in lo..hi {
             let (r, next) = (all[i], all[i + 1]);
             let p = r.person as usize;
@@ -798,12 +802,19 @@ impl Batch<'_> {
                 continue;
             }
             let range = r.start as usize..next.start as usize;
-            for (((test, codes), result), second) in tests
+            for ((((test, codes), result), second), &plain) in tests
                 .iter()
                 .zip(&mut codes)
                 .zip(&mut results)
                 .zip(&mut seconds)
+                .zip(&plain)
             {
+                if plain && !range.is_empty() {
+                    let hit =
+                        behavioral::unfiltered(test, &ts[range.clone()], self.times, self.now);
+                    result.words_mut()[p / 64] |= (hit as u64) << (p % 64);
+                    continue;
+                }
                 let mut found = [Run {
                     name: Sym::ABSENT,
                     start: 0,
@@ -825,7 +836,7 @@ impl Batch<'_> {
                         }
                     }
                 }
-                if behavioral::eval_range(
+                let hit = behavioral::eval_range(
                     test,
                     &self.data.events_view(names),
                     range.clone(),
@@ -833,9 +844,9 @@ impl Batch<'_> {
                     self.now,
                     &mut buf,
                     Some(codes),
-                ) {
-                    result.set(p, true);
-                }
+                );
+                // Set without a branch on the result: it is as likely one way as the other.
+                result.words_mut()[p / 64] |= (hit as u64) << (p % 64);
             }
         }
         results

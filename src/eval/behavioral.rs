@@ -23,6 +23,51 @@ fn at_or_after(ts: &[Micros], t: Micros) -> usize {
     ts.partition_point(|&x| x < t)
 }
 
+/// [`after`] for each of the bounds `t`, the K bisections in lockstep. One bisection is a chain
+/// of dependent loads (each step's index waits on the previous step's compare); K of them one
+/// after another wait K times as long, while K chains advanced step by step overlap in the CPU.
+/// A leaf's windows (since, seq, now, a `regularly` leaf's periods) all bisect the same run.
+#[inline]
+fn after_each<const K: usize>(ts: &[Micros], t: [Micros; K]) -> [usize; K] {
+    let mut base = [0usize; K];
+    if ts.is_empty() {
+        return base;
+    }
+    let mut size = ts.len();
+    while size > 1 {
+        let half = size / 2;
+        for k in 0..K {
+            let mid = base[k] + half;
+            // A conditional move, not a branch (whose outcome is a coin toss): written as
+            // arithmetic or as `if`, LLVM turns this into jumps.
+            base[k] = std::hint::select_unpredictable(ts[mid] <= t[k], mid, base[k]);
+        }
+        size -= half;
+    }
+    for k in 0..K {
+        base[k] += (ts[base[k]] <= t[k]) as usize;
+    }
+    base
+}
+
+/// The bound `b` with `after(ts, b) == at_or_after(ts, t)`: t − 1 on integer instants. For
+/// `t = i64::MIN` (nothing lies before it) the caller takes 0 instead (see [`excl`]).
+#[inline]
+fn before(t: Micros) -> Micros {
+    t.wrapping_sub(1)
+}
+
+/// `pos`, computed by [`after`] with [`before`]`(t)`, as [`at_or_after`]`(ts, t)`: 0 when `t` is
+/// `i64::MIN` (where `before` wrapped).
+#[inline]
+fn excl(pos: usize, t: Micros) -> usize {
+    if t == Micros::MIN {
+        0
+    } else {
+        pos
+    }
+}
+
 /// A leaf's event filter over a dataset's column of its key, decided once per distinct value:
 /// per event, one code lookup instead of an operator call. The memo is filled lazily (only the
 /// values the leaf's events carry are tested), so one batch pass tests each distinct value once.
@@ -136,6 +181,9 @@ impl Matcher<'_, '_, '_> {
     }
 }
 
+/// How many window bounds of a `regularly` leaf are bisected in lockstep.
+const PERIODS: usize = 8;
+
 /// The upper bound of period `k` of a `regularly` leaf: now for k = 0, else back(time·k), held in
 /// the slots starting at `bounds`.
 #[inline]
@@ -177,6 +225,9 @@ pub(crate) fn eval_range(
         return false;
     }
     let ts = &ev.ts[range.clone()];
+    if counts_only(test) {
+        return unfiltered_call(test, ts, times, now);
+    }
     let mut m = Matcher {
         test,
         ev,
@@ -189,10 +240,12 @@ pub(crate) fn eval_range(
     match test.kind {
         BehaviorKind::Performed { since } => {
             // since < ts < now, both strict.
-            m.any(after(ts, slot(since)), at_or_after(ts, now))
+            let [lo, hi] = after_each(ts, [slot(since), before(now)]);
+            m.any(lo, excl(hi, now))
         }
         BehaviorKind::Multiple { since, op, value } => {
-            let (lo, hi) = (after(ts, slot(since)), at_or_after(ts, now));
+            let [lo, hi] = after_each(ts, [slot(since), before(now)]);
+            let hi = excl(hi, now);
             // Counting past value + 1 cannot change any comparison.
             let c = m.count_capped(lo, hi, value.saturating_add(1));
             c >= 1 && op.test(c, value)
@@ -205,14 +258,14 @@ pub(crate) fn eval_range(
         BehaviorKind::Stopped { start, seq } => {
             // Some in (T, S], none in (S, now]. With calendar units S can lie before T (the
             // seq-vs-time validation uses fixed seconds): (T, S] is then empty, so never true.
-            let (a, b, c) = (after(ts, slot(start)), after(ts, slot(seq)), after(ts, now));
+            let [a, b, c] = after_each(ts, [slot(start), slot(seq), now]);
             m.any(a, b) && !m.any(b, c)
         }
         BehaviorKind::Restarted { start, seq } => {
             // Some at or before T, none in (T, S], some in (S, now] — literally, for every order
             // of S and T: when S < T the gap (T, S] is empty and an event in (S, T] counts both
             // as "at or before T" and as recent.
-            let (a, b, c) = (after(ts, slot(start)), after(ts, slot(seq)), after(ts, now));
+            let [a, b, c] = after_each(ts, [slot(start), slot(seq), now]);
             m.any(0, a) && !m.any(a, b) && m.any(b, c)
         }
         BehaviorKind::Sequence {
@@ -229,17 +282,28 @@ pub(crate) fn eval_range(
         } => {
             // Period k covers (back(time·(k+1)), back(time·k)], k = 0 ending at now.
             let bound = |k: u64| period_bound(times, bounds, now, k);
-            let top = after(ts, now);
-            if !m.any(after(ts, bound(total)), top) {
+            let [top, first] = after_each(ts, [now, bound(total)]);
+            if !m.any(first, top) {
                 return false;
             }
-            // Period k ends where period k - 1 starts: one binary search per period.
+            // Period k ends where period k - 1 starts. The periods' starts are bisected
+            // PERIODS at a time, in lockstep, as the loop reaches them.
+            let mut starts = [0usize; PERIODS];
             let (mut satisfied, mut hi) = (0u64, top);
             for k in 0..total {
                 if satisfied + (total - k) < min_periods {
                     return false;
                 }
-                let lo = after(&ts[..hi], bound(k + 1));
+                let j = (k % PERIODS as u64) as usize;
+                if j == 0 {
+                    let mut t = [0; PERIODS];
+                    for (i, t) in t.iter_mut().enumerate() {
+                        *t = bound((k + 1 + i as u64).min(total));
+                    }
+                    starts = after_each(ts, t);
+                }
+                // Within the period's end, as a bisection of ts[..hi] would find it.
+                let lo = starts[j].min(hi);
                 let c = m.count(lo, hi);
                 satisfied += op.test(c, value) as u64;
                 if satisfied >= min_periods {
@@ -250,6 +314,118 @@ pub(crate) fn eval_range(
             false
         }
     }
+}
+
+/// Can [`unfiltered`] decide this leaf: no event filters, and a kind whose counts are
+/// differences of window positions (not first time or sequence, which walk events; not a
+/// `regularly` leaf of [`PERIODS`] periods or more)?
+#[inline]
+pub(crate) fn counts_only(test: &BehaviorTest) -> bool {
+    test.filters.is_empty()
+        && match test.kind {
+            BehaviorKind::Performed { .. }
+            | BehaviorKind::Multiple { .. }
+            | BehaviorKind::Stopped { .. }
+            | BehaviorKind::Restarted { .. } => true,
+            BehaviorKind::Regularly { total, .. } => total < PERIODS as u64,
+            BehaviorKind::FirstTime { .. } | BehaviorKind::Sequence { .. } => false,
+        }
+}
+
+/// [`eval_range`] for a leaf [`counts_only`] accepts, over its run's timestamps `ts` (not
+/// empty): all of the leaf's windows bisected in lockstep, the result combined without a branch
+/// on the data (a batch walks thousands of runs, and each data-dependent exit would be a
+/// mispredicted jump). Any other leaf is false.
+#[inline]
+pub(crate) fn unfiltered(
+    test: &BehaviorTest,
+    ts: &[Micros],
+    times: &[Micros],
+    now: Micros,
+) -> bool {
+    let slot = |s: u32| times[s as usize];
+    match test.kind {
+        BehaviorKind::Performed { since } => {
+            let [lo, hi] = after_each(ts, [slot(since), before(now)]);
+            excl(hi, now) > lo
+        }
+        BehaviorKind::Multiple { since, op, value } => {
+            let [lo, hi] = after_each(ts, [slot(since), before(now)]);
+            let c = excl(hi, now).saturating_sub(lo) as u64;
+            (c >= 1) & op.test(c, value)
+        }
+        BehaviorKind::Stopped { start, seq } => {
+            let [a, b, c] = after_each(ts, [slot(start), slot(seq), now]);
+            (b > a) & (c <= b)
+        }
+        BehaviorKind::Restarted { start, seq } => {
+            let [a, b, c] = after_each(ts, [slot(start), slot(seq), now]);
+            (a > 0) & (b <= a) & (c > b)
+        }
+        BehaviorKind::Regularly {
+            bounds,
+            op,
+            value,
+            min_periods,
+            total,
+        } if total < PERIODS as u64 => {
+            let r = Periods {
+                times,
+                bounds,
+                now,
+                op,
+                value,
+                min_periods,
+            };
+            // As many chains as bounds: now and each period's start.
+            match total {
+                0 => r.hit::<1>(ts),
+                1 => r.hit::<2>(ts),
+                2 => r.hit::<3>(ts),
+                3 => r.hit::<4>(ts),
+                4 => r.hit::<5>(ts),
+                5 => r.hit::<6>(ts),
+                6 => r.hit::<7>(ts),
+                _ => r.hit::<PERIODS>(ts),
+            }
+        }
+        _ => false,
+    }
+}
+
+/// A `regularly` leaf without event filters, of `K - 1` periods.
+struct Periods<'a> {
+    times: &'a [Micros],
+    bounds: u32,
+    now: Micros,
+    op: crate::ast::CountOp,
+    value: u64,
+    min_periods: u64,
+}
+
+impl Periods<'_> {
+    /// Positions of now and of each period's start, bisected in lockstep; period k's count is
+    /// the events between its start and its end (the previous period's start, clamped as in
+    /// [`eval_range`]).
+    #[inline]
+    fn hit<const K: usize>(&self, ts: &[Micros]) -> bool {
+        let t: [Micros; K] =
+            std::array::from_fn(|k| period_bound(self.times, self.bounds, self.now, k as u64));
+        let p = after_each(ts, t);
+        let (mut satisfied, mut hi) = (0u64, p[0]);
+        for &start in &p[1..] {
+            let lo = start.min(hi);
+            satisfied += self.op.test((hi - lo) as u64, self.value) as u64;
+            hi = lo;
+        }
+        (p[K - 1] < p[0]) & (satisfied >= self.min_periods)
+    }
+}
+
+/// [`unfiltered`] as a call, keeping [`eval_range`]'s own frame to the leaves that walk events.
+#[inline(never)]
+fn unfiltered_call(test: &BehaviorTest, ts: &[Micros], times: &[Micros], now: Micros) -> bool {
+    unfiltered(test, ts, times, now)
 }
 
 /// The first (first step, second step) timestamps of a sequence in `(start, now]`: for each first
@@ -267,7 +443,7 @@ fn sequence_pair(
         return None;
     }
     let second = &ev.ts[ev.name_range(seq_event)];
-    let (lo, hi) = (after(ts, start), after(ts, now));
+    let [lo, hi] = after_each(ts, [start, now]);
     let hi2 = after(second, now);
     let mut j = 0;
     for (i, &t0) in ts.iter().enumerate().take(hi).skip(lo) {
@@ -403,6 +579,14 @@ mod tests {
     use super::*;
 
     #[test]
+    fn strict_bound_at_the_smallest_instant() {
+        let ts = [Micros::MIN, Micros::MIN, 0];
+        assert_eq!(excl(after(&ts, before(Micros::MIN)), Micros::MIN), 0);
+        assert_eq!(at_or_after(&ts, Micros::MIN), 0);
+        assert_eq!(excl(after(&ts, before(1)), 1), at_or_after(&ts, 1));
+    }
+
+    #[test]
     fn window_searches_agree_with_bisection_at_every_length() {
         // Runs with repeated timestamps, short (counted) and long (bisected), probed at every
         // stored instant and between them.
@@ -415,6 +599,13 @@ mod tests {
                     ts.partition_point(|&x| x < t),
                     "{len} {t}"
                 );
+                // Lockstep: each chain as its own bisection, whatever the other bounds.
+                let bounds = [t, t - 10, t + 7, Micros::MIN, Micros::MAX];
+                let each = after_each(&ts, bounds);
+                for (b, got) in bounds.into_iter().zip(each) {
+                    assert_eq!(got, after(&ts, b), "{len} {b}");
+                }
+                assert_eq!(excl(after(&ts, before(t)), t), at_or_after(&ts, t));
             }
         }
     }
