@@ -427,6 +427,35 @@ impl Column {
     }
 }
 
+impl Column {
+    /// `f(person, code)` for each person of `range` having the key, the true results gathered
+    /// as bits: `flush(w, bits)` once per 64-person word `w` holding any of them, in ascending
+    /// order. The bits of a word build up in a register: setting them in memory one by one
+    /// makes each person's read-modify-write wait for the previous one's store.
+    #[inline]
+    pub(crate) fn fold_words_in(
+        &self,
+        range: std::ops::Range<u32>,
+        mut f: impl FnMut(u32, u32) -> bool,
+        mut flush: impl FnMut(usize, u64),
+    ) {
+        let (mut word, mut bits) = (usize::MAX, 0u64);
+        self.for_each_code_in(range, |p, code| {
+            let w = p as usize / 64;
+            if w != word {
+                if word != usize::MAX {
+                    flush(word, bits);
+                }
+                (word, bits) = (w, 0);
+            }
+            bits |= (f(p, code) as u64) << (p % 64);
+        });
+        if word != usize::MAX {
+            flush(word, bits);
+        }
+    }
+}
+
 /// Where one person's run of one name starts in the store. A name's list ends with a sentinel
 /// (person `u32::MAX`, start = the end of the name's block), so entry `i`'s run is
 /// `list[i].start..list[i + 1].start` (runs of a name lie end to end).

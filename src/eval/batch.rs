@@ -589,17 +589,17 @@ impl Batch<'_> {
             let m = mask.words();
             if missing {
                 // r starts as the mask: clear the persons whose value fails.
-                col.for_each_code_in(range, |p, code| {
-                    let p = p as usize;
-                    let fail = (table[code as usize] ^ 1) as u64;
-                    words[p / 64] &= !(fail << (p % 64));
-                });
+                col.fold_words_in(
+                    range,
+                    |_, code| table[code as usize] == 0,
+                    |w, fails| words[w] &= !fails,
+                );
             } else {
-                col.for_each_code_in(range, |p, code| {
-                    let p = p as usize;
-                    let hit = table[code as usize] as u64 & (m[p / 64] >> (p % 64));
-                    words[p / 64] |= (hit & 1) << (p % 64);
-                });
+                col.fold_words_in(
+                    range,
+                    |_, code| table[code as usize] != 0,
+                    |w, hits| words[w] |= hits & m[w],
+                );
             }
             return r;
         }
