@@ -425,18 +425,16 @@ impl Column {
             Codes::U32(c) => persons.iter().zip(&c[lo..hi]).for_each(|(&p, &c)| f(p, c)),
         }
     }
-}
 
-impl Column {
-    /// `f(person, code)` for each person of `range` having the key, the true results gathered
-    /// as bits: `flush(w, bits)` once per 64-person word `w` holding any of them, in ascending
-    /// order. The bits of a word build up in a register: setting them in memory one by one
-    /// makes each person's read-modify-write wait for the previous one's store.
+    /// `f(code)` for each person of `range` having the key, the true results gathered as bits:
+    /// `flush(w, bits)` once per 64-person word `w` holding any of them, in ascending order. The
+    /// bits of a word build up in a register: setting them in memory one by one makes each
+    /// person's read-modify-write wait for the previous one's store.
     #[inline]
     pub(crate) fn fold_words_in(
         &self,
         range: std::ops::Range<u32>,
-        mut f: impl FnMut(u32, u32) -> bool,
+        mut f: impl FnMut(u32) -> bool,
         mut flush: impl FnMut(usize, u64),
     ) {
         let (mut word, mut bits) = (usize::MAX, 0u64);
@@ -448,7 +446,7 @@ impl Column {
                 }
                 (word, bits) = (w, 0);
             }
-            bits |= (f(p, code) as u64) << (p % 64);
+            bits |= (f(code) as u64) << (p % 64);
         });
         if word != usize::MAX {
             flush(word, bits);

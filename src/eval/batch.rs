@@ -591,13 +591,13 @@ impl Batch<'_> {
                 // r starts as the mask: clear the persons whose value fails.
                 col.fold_words_in(
                     range,
-                    |_, code| table[code as usize] == 0,
+                    |code| table[code as usize] == 0,
                     |w, fails| words[w] &= !fails,
                 );
             } else {
                 col.fold_words_in(
                     range,
-                    |_, code| table[code as usize] != 0,
+                    |code| table[code as usize] != 0,
                     |w, hits| words[w] |= hits & m[w],
                 );
             }
@@ -812,7 +812,7 @@ impl Batch<'_> {
                 if plain && !range.is_empty() {
                     let hit =
                         behavioral::unfiltered(test, &ts[range.clone()], self.times, self.now);
-                    result.words_mut()[p / 64] |= (hit as u64) << (p % 64);
+                    result.insert_if(p, hit);
                     continue;
                 }
                 let mut found = [Run {
@@ -845,8 +845,7 @@ impl Batch<'_> {
                     &mut buf,
                     Some(codes),
                 );
-                // Set without a branch on the result: it is as likely one way as the other.
-                result.words_mut()[p / 64] |= (hit as u64) << (p % 64);
+                result.insert_if(p, hit);
             }
         }
         results

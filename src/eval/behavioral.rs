@@ -332,10 +332,10 @@ pub(crate) fn counts_only(test: &BehaviorTest) -> bool {
         }
 }
 
-/// [`eval_range`] for a leaf [`counts_only`] accepts, over its run's timestamps `ts` (not
-/// empty): all of the leaf's windows bisected in lockstep, the result combined without a branch
-/// on the data (a batch walks thousands of runs, and each data-dependent exit would be a
-/// mispredicted jump). Any other leaf is false.
+/// [`eval_range`] for a leaf [`counts_only`] accepts, over its run's timestamps `ts` (an empty
+/// run is false for every kind): all of the leaf's windows bisected in lockstep, the result
+/// combined without a branch on the data (a batch walks thousands of runs, and each
+/// data-dependent exit would be a mispredicted jump). Any other leaf is false.
 #[inline]
 pub(crate) fn unfiltered(
     test: &BehaviorTest,

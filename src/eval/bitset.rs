@@ -64,9 +64,12 @@ impl Bitset {
             .is_some_and(|w| w >> (i % 64) & 1 == 1)
     }
 
-    /// Adds or removes `i`.
+    /// Adds or removes `i`. Out of range (`i >= len`): nothing.
     #[inline]
     pub fn set(&mut self, i: usize, value: bool) {
+        if i >= self.len {
+            return;
+        }
         if let Some(w) = self.words.get_mut(i / 64) {
             let bit = 1u64 << (i % 64);
             if value {
@@ -74,6 +77,18 @@ impl Bitset {
             } else {
                 *w &= !bit;
             }
+        }
+    }
+
+    /// Adds `i` if `hit`, without a branch on `hit` (for results that go either way as often);
+    /// never removes it. Out of range: nothing.
+    #[inline]
+    pub fn insert_if(&mut self, i: usize, hit: bool) {
+        if i >= self.len {
+            return;
+        }
+        if let Some(w) = self.words.get_mut(i / 64) {
+            *w |= (hit as u64) << (i % 64);
         }
     }
 
@@ -181,6 +196,15 @@ mod tests {
         b.set(3, true);
         b.set(69, true);
         assert_eq!(b.iter().collect::<Vec<_>>(), [3, 69]);
+        // insert_if adds on true, leaves members on false, ignores out of range.
+        let mut c = b.clone();
+        c.insert_if(64, true);
+        c.insert_if(3, false);
+        c.insert_if(5, false);
+        c.insert_if(70, true);
+        c.set(70, true);
+        assert_eq!(c.iter().collect::<Vec<_>>(), [3, 64, 69]);
+        assert_eq!(c.count(), 3);
         a.and_not_assign(&b);
         assert_eq!(a.count(), 68);
         assert!(!a.get(69) && a.get(68));
