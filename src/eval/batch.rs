@@ -792,8 +792,11 @@ impl Batch<'_> {
             })
             .collect();
         // Leaves whose counts are differences of window positions are decided on the run's
-        // timestamps alone, inline.
-        let plain: Vec<bool> = tests.iter().map(|t| behavioral::counts_only(t)).collect();
+        // timestamps alone, inline, their bounds resolved once for the pass.
+        let plain: Vec<Option<behavioral::Plain>> = tests
+            .iter()
+            .map(|t| behavioral::Plain::of(t, self.times, self.now))
+            .collect();
         let ts = self.data.events_view(&[]).ts;
         for i in lo..hi {
             let (r, next) = (all[i], all[i + 1]);
@@ -802,17 +805,15 @@ impl Batch<'_> {
                 continue;
             }
             let range = r.start as usize..next.start as usize;
-            for ((((test, codes), result), second), &plain) in tests
+            for ((((test, codes), result), second), plain) in tests
                 .iter()
                 .zip(&mut codes)
                 .zip(&mut results)
                 .zip(&mut seconds)
                 .zip(&plain)
             {
-                if plain && !range.is_empty() {
-                    let hit =
-                        behavioral::unfiltered(test, &ts[range.clone()], self.times, self.now);
-                    result.insert_if(p, hit);
+                if let Some(plain) = plain {
+                    result.insert_if(p, plain.hit(&ts[range.clone()]));
                     continue;
                 }
                 let mut found = [Run {

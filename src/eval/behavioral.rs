@@ -225,8 +225,8 @@ pub(crate) fn eval_range(
         return false;
     }
     let ts = &ev.ts[range.clone()];
-    if counts_only(test) {
-        return unfiltered_call(test, ts, times, now);
+    if let Some(plain) = Plain::of(test, times, now) {
+        return plain.hit_call(ts);
     }
     let mut m = Matcher {
         test,
@@ -273,127 +273,13 @@ pub(crate) fn eval_range(
             seq_event,
             within,
         } => sequence_pair(&mut m, ts, ev, slot(start), now, seq_event, within).is_some(),
-        BehaviorKind::Regularly {
-            bounds,
-            op,
-            value,
-            min_periods,
-            total,
-        } => {
-            // Period k covers (back(time·(k+1)), back(time·k)], k = 0 ending at now.
-            let bound = |k: u64| period_bound(times, bounds, now, k);
-            let [top, first] = after_each(ts, [now, bound(total)]);
-            if !m.any(first, top) {
-                return false;
-            }
-            // Period k ends where period k - 1 starts. The periods' starts are bisected
-            // PERIODS at a time, in lockstep, as the loop reaches them.
-            let mut starts = [0usize; PERIODS];
-            let (mut satisfied, mut hi) = (0u64, top);
-            for k in 0..total {
-                if satisfied + (total - k) < min_periods {
-                    return false;
-                }
-                let j = (k % PERIODS as u64) as usize;
-                if j == 0 {
-                    let mut t = [0; PERIODS];
-                    for (i, t) in t.iter_mut().enumerate() {
-                        *t = bound((k + 1 + i as u64).min(total));
-                    }
-                    starts = after_each(ts, t);
-                }
-                // Within the period's end, as a bisection of ts[..hi] would find it.
-                let lo = starts[j].min(hi);
-                let c = m.count(lo, hi);
-                satisfied += op.test(c, value) as u64;
-                if satisfied >= min_periods {
-                    return true;
-                }
-                hi = lo;
-            }
-            false
+        BehaviorKind::Regularly { .. } => {
+            Periods::of(test, times, now).is_some_and(|p| p.matched(&mut m, ts))
         }
     }
 }
 
-/// Can [`unfiltered`] decide this leaf: no event filters, and a kind whose counts are
-/// differences of window positions (not first time or sequence, which walk events; not a
-/// `regularly` leaf of [`PERIODS`] periods or more)?
-#[inline]
-pub(crate) fn counts_only(test: &BehaviorTest) -> bool {
-    test.filters.is_empty()
-        && match test.kind {
-            BehaviorKind::Performed { .. }
-            | BehaviorKind::Multiple { .. }
-            | BehaviorKind::Stopped { .. }
-            | BehaviorKind::Restarted { .. } => true,
-            BehaviorKind::Regularly { total, .. } => total < PERIODS as u64,
-            BehaviorKind::FirstTime { .. } | BehaviorKind::Sequence { .. } => false,
-        }
-}
-
-/// [`eval_range`] for a leaf [`counts_only`] accepts, over its run's timestamps `ts` (an empty
-/// run is false for every kind): all of the leaf's windows bisected in lockstep, the result
-/// combined without a branch on the data (a batch walks thousands of runs, and each
-/// data-dependent exit would be a mispredicted jump). Any other leaf is false.
-#[inline]
-pub(crate) fn unfiltered(
-    test: &BehaviorTest,
-    ts: &[Micros],
-    times: &[Micros],
-    now: Micros,
-) -> bool {
-    let slot = |s: u32| times[s as usize];
-    match test.kind {
-        BehaviorKind::Performed { since } => {
-            let [lo, hi] = after_each(ts, [slot(since), before(now)]);
-            excl(hi, now) > lo
-        }
-        BehaviorKind::Multiple { since, op, value } => {
-            let [lo, hi] = after_each(ts, [slot(since), before(now)]);
-            let c = excl(hi, now).saturating_sub(lo) as u64;
-            (c >= 1) & op.test(c, value)
-        }
-        BehaviorKind::Stopped { start, seq } => {
-            let [a, b, c] = after_each(ts, [slot(start), slot(seq), now]);
-            (b > a) & (c <= b)
-        }
-        BehaviorKind::Restarted { start, seq } => {
-            let [a, b, c] = after_each(ts, [slot(start), slot(seq), now]);
-            (a > 0) & (b <= a) & (c > b)
-        }
-        BehaviorKind::Regularly {
-            bounds,
-            op,
-            value,
-            min_periods,
-            total,
-        } if total < PERIODS as u64 => {
-            let r = Periods {
-                times,
-                bounds,
-                now,
-                op,
-                value,
-                min_periods,
-            };
-            // As many chains as bounds: now and each period's start.
-            match total {
-                0 => r.hit::<1>(ts),
-                1 => r.hit::<2>(ts),
-                2 => r.hit::<3>(ts),
-                3 => r.hit::<4>(ts),
-                4 => r.hit::<5>(ts),
-                5 => r.hit::<6>(ts),
-                6 => r.hit::<7>(ts),
-                _ => r.hit::<PERIODS>(ts),
-            }
-        }
-        _ => false,
-    }
-}
-
-/// A `regularly` leaf without event filters, of `K - 1` periods.
+/// A `regularly` leaf's parameters, its period bounds read from the slots bound at `now`.
 struct Periods<'a> {
     times: &'a [Micros],
     bounds: u32,
@@ -401,31 +287,226 @@ struct Periods<'a> {
     op: crate::ast::CountOp,
     value: u64,
     min_periods: u64,
+    total: u64,
 }
 
-impl Periods<'_> {
-    /// Positions of now and of each period's start, bisected in lockstep; period k's count is
-    /// the events between its start and its end (the previous period's start, clamped as in
-    /// [`eval_range`]).
+impl<'a> Periods<'a> {
+    /// The leaf's periods, if it is a `regularly` leaf.
+    fn of(test: &BehaviorTest, times: &'a [Micros], now: Micros) -> Option<Periods<'a>> {
+        match test.kind {
+            BehaviorKind::Regularly {
+                bounds,
+                op,
+                value,
+                min_periods,
+                total,
+            } => Some(Periods {
+                times,
+                bounds,
+                now,
+                op,
+                value,
+                min_periods,
+                total,
+            }),
+            _ => None,
+        }
+    }
+
+    /// The upper bound of period `k` (now for k = 0); period k covers
+    /// (bound(k + 1), bound(k)].
     #[inline]
-    fn hit<const K: usize>(&self, ts: &[Micros]) -> bool {
-        let t: [Micros; K] =
-            std::array::from_fn(|k| period_bound(self.times, self.bounds, self.now, k as u64));
-        let p = after_each(ts, t);
-        let (mut satisfied, mut hi) = (0u64, p[0]);
-        for &start in &p[1..] {
-            let lo = start.min(hi);
-            satisfied += self.op.test((hi - lo) as u64, self.value) as u64;
+    fn bound(&self, k: u64) -> Micros {
+        period_bound(self.times, self.bounds, self.now, k)
+    }
+
+    /// The leaf over a run with event filters: period by period from now back, stopping as
+    /// soon as the answer is known. Period k ends where period k - 1 starts; the periods'
+    /// starts are bisected [`PERIODS`] at a time, in lockstep, as the loop reaches them.
+    fn matched(&self, m: &mut Matcher<'_, '_, '_>, ts: &[Micros]) -> bool {
+        let total = self.total;
+        let [top, first] = after_each(ts, [self.now, self.bound(total)]);
+        if !m.any(first, top) {
+            return false;
+        }
+        let mut starts = [0usize; PERIODS];
+        let (mut satisfied, mut hi) = (0u64, top);
+        for k in 0..total {
+            if satisfied + (total - k) < self.min_periods {
+                return false;
+            }
+            let j = (k % PERIODS as u64) as usize;
+            if j == 0 {
+                let t = std::array::from_fn(|i| self.bound((k + 1 + i as u64).min(total)));
+                starts = after_each(ts, t);
+            }
+            // Within the period's end, as a bisection of ts[..hi] would find it.
+            let lo = starts[j].min(hi);
+            let c = m.count(lo, hi);
+            satisfied += self.op.test(c, self.value) as u64;
+            if satisfied >= self.min_periods {
+                return true;
+            }
             hi = lo;
         }
-        (p[K - 1] < p[0]) & (satisfied >= self.min_periods)
+        false
     }
 }
 
-/// [`unfiltered`] as a call, keeping [`eval_range`]'s own frame to the leaves that walk events.
-#[inline(never)]
-fn unfiltered_call(test: &BehaviorTest, ts: &[Micros], times: &[Micros], now: Micros) -> bool {
-    unfiltered(test, ts, times, now)
+/// A leaf without event filters whose counts are differences of window positions (not first
+/// time or sequence, which walk events; not a `regularly` leaf of [`PERIODS`] periods or more),
+/// its bounds resolved at `now` once: a batch decides it per run with [`Plain::hit`].
+#[derive(Clone, Copy)]
+pub(crate) enum Plain {
+    /// Some in (since, now).
+    Performed { since: Micros, now: Micros },
+    /// `count op value`, count ≥ 1, over (since, now).
+    Multiple {
+        since: Micros,
+        now: Micros,
+        op: crate::ast::CountOp,
+        value: u64,
+    },
+    /// Some in (start, seq], none in (seq, now].
+    Stopped { bounds: [Micros; 3] },
+    /// Some at or before start, none in (start, seq], some in (seq, now].
+    Restarted { bounds: [Micros; 3] },
+    /// `bounds[0]` = now and `bounds[k]` = period k's start for k = 1..=total (unused slots
+    /// `i64::MIN`).
+    Regularly {
+        bounds: [Micros; PERIODS],
+        total: u64,
+        op: crate::ast::CountOp,
+        value: u64,
+        min_periods: u64,
+    },
+}
+
+impl Plain {
+    /// The leaf as a [`Plain`] one, if it is one.
+    #[inline]
+    pub(crate) fn of(test: &BehaviorTest, times: &[Micros], now: Micros) -> Option<Plain> {
+        if !test.filters.is_empty() {
+            return None;
+        }
+        let slot = |s: u32| times[s as usize];
+        Some(match test.kind {
+            BehaviorKind::Performed { since } => Plain::Performed {
+                since: slot(since),
+                now,
+            },
+            BehaviorKind::Multiple { since, op, value } => Plain::Multiple {
+                since: slot(since),
+                now,
+                op,
+                value,
+            },
+            BehaviorKind::Stopped { start, seq } => Plain::Stopped {
+                bounds: [slot(start), slot(seq), now],
+            },
+            BehaviorKind::Restarted { start, seq } => Plain::Restarted {
+                bounds: [slot(start), slot(seq), now],
+            },
+            BehaviorKind::Regularly { total, .. } if total < PERIODS as u64 => {
+                let p = Periods::of(test, times, now)?;
+                Plain::Regularly {
+                    bounds: std::array::from_fn(|k| {
+                        if k as u64 <= total {
+                            p.bound(k as u64)
+                        } else {
+                            Micros::MIN
+                        }
+                    }),
+                    total,
+                    op: p.op,
+                    value: p.value,
+                    min_periods: p.min_periods,
+                }
+            }
+            _ => return None,
+        })
+    }
+
+    /// The leaf over a run's timestamps `ts` (an empty run is false for every kind): all of
+    /// its windows bisected in lockstep, the result combined without a branch on the data (a
+    /// batch walks thousands of runs, and each data-dependent exit would be a mispredicted
+    /// jump).
+    #[inline]
+    pub(crate) fn hit(&self, ts: &[Micros]) -> bool {
+        match *self {
+            Plain::Performed { since, now } => {
+                let [lo, hi] = after_each(ts, [since, before(now)]);
+                excl(hi, now) > lo
+            }
+            Plain::Multiple {
+                since,
+                now,
+                op,
+                value,
+            } => {
+                let [lo, hi] = after_each(ts, [since, before(now)]);
+                let c = excl(hi, now).saturating_sub(lo) as u64;
+                (c >= 1) & op.test(c, value)
+            }
+            Plain::Stopped { bounds } => {
+                let [a, b, c] = after_each(ts, bounds);
+                (b > a) & (c <= b)
+            }
+            Plain::Restarted { bounds } => {
+                let [a, b, c] = after_each(ts, bounds);
+                (a > 0) & (b <= a) & (c > b)
+            }
+            Plain::Regularly {
+                ref bounds,
+                total,
+                op,
+                value,
+                min_periods,
+            } => {
+                let periods = match total {
+                    // As many chains as bounds: now and each period's start.
+                    0 => periods::<1>,
+                    1 => periods::<2>,
+                    2 => periods::<3>,
+                    3 => periods::<4>,
+                    4 => periods::<5>,
+                    5 => periods::<6>,
+                    6 => periods::<7>,
+                    _ => periods::<PERIODS>,
+                };
+                periods(ts, bounds, op, value, min_periods)
+            }
+        }
+    }
+
+    /// [`Plain::hit`] as a call, keeping [`eval_range`]'s own frame to the leaves that walk
+    /// events.
+    #[inline(never)]
+    fn hit_call(self, ts: &[Micros]) -> bool {
+        self.hit(ts)
+    }
+}
+
+/// A `regularly` leaf of `K - 1` periods over a run: some event in its window and at least
+/// `min_periods` periods satisfied. `bounds` as in [`Plain::Regularly`]: positions of now and of
+/// each period's start bisected in lockstep, period k's count the events between its start and
+/// its end (the previous period's start, clamped as in [`Periods::matched`]).
+#[inline]
+fn periods<const K: usize>(
+    ts: &[Micros],
+    bounds: &[Micros; PERIODS],
+    op: crate::ast::CountOp,
+    value: u64,
+    min_periods: u64,
+) -> bool {
+    let p = after_each(ts, std::array::from_fn::<Micros, K, _>(|k| bounds[k]));
+    let (mut satisfied, mut hi) = (0u64, p[0]);
+    for &start in &p[1..] {
+        let lo = start.min(hi);
+        satisfied += op.test((hi - lo) as u64, value) as u64;
+        hi = lo;
+    }
+    (p[K - 1] < p[0]) & (satisfied >= min_periods)
 }
 
 /// The first (first step, second step) timestamps of a sequence in `(start, now]`: for each first
