@@ -168,6 +168,7 @@ mod semver;
 #[cfg(feature = "server")]
 pub mod server;
 mod set;
+mod short;
 pub mod sql;
 #[cfg(feature = "store")]
 pub mod store;

@@ -46,6 +46,11 @@ fn person_value() -> impl Strategy<Value = Value> {
         Just(json!([1, "x"])),
         Just(json!({"a": 1})),
         Just(json!("")),
+        // Longer than 16 bytes (the in-register string tests take only shorter ones), and one
+        // of exactly 16.
+        Just(json!("Professional-Plan-2024")),
+        Just(json!("ADA@example.COM.io")),
+        Just(json!("Pro-Plan-Monthly")),
     ]
 }
 
@@ -63,6 +68,8 @@ fn scalar() -> impl Strategy<Value = Value> {
         Just(json!("")),
         Just(json!("éclair")),
         Just(json!("x5")),
+        Just(json!("professional-plan-2024")),
+        Just(json!("PRO-PLAN-MONTHLY")),
     ]
 }
 
@@ -95,7 +102,10 @@ fn property_filter() -> impl Strategy<Value = Map<String, Value>> {
                 Just(json!("")),
                 Just(json!("É")),
                 Just(json!(5)),
-                Just(json!(["x", "é"]))
+                Just(json!(["x", "é"])),
+                Just(json!("PLAN-")),
+                Just(json!("@example.com")),
+                Just(json!(["zz", "-monthly"]))
             ]
         )
             .prop_map(|(o, v)| (o, v)),

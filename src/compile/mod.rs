@@ -2,11 +2,12 @@
 //! form (`model` → `ast` → `graph` → **`compile`** → `eval`).
 //!
 //! What is done here once so evaluation never has to: property keys and event names become
-//! [`Sym`] ids of the data's symbol table; regexes are built; needles are lower-cased; dates,
-//! numbers and versions are parsed; relative windows become time slots bound to `now` once per
-//! evaluation; one-child groups are folded; AND/OR children are ordered cheap-first (person
-//! leaves, then cohort references, then behavioral scans — leaves are pure, so order does not
-//! change results).
+//! [`Sym`] ids of the data's symbol table; regexes are built; needles are lower-cased (and
+//! packed in registers' shape when short); dates, numbers and versions are parsed; relative
+//! windows become time slots bound to `now` once per evaluation; one-child groups are folded;
+//! AND/OR children are ordered cheap-first (person leaves by key, then cohort references, then
+//! behavioral scans — leaves are pure, so order does not change results), and each group's
+//! leading person leaves are copied out as a run the single-person path decides in one pass.
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
@@ -21,6 +22,7 @@ use crate::error::Error;
 use crate::intern::{Sym, Symbols};
 use crate::semver::Version;
 use crate::set::CohortSet;
+use crate::short::Needles;
 use crate::time::DateSpec;
 use crate::value::lower;
 
@@ -69,11 +71,11 @@ pub(crate) enum Test {
     /// Boolean mode: lower(str(v)) == "true" / "false".
     Bool(bool),
     /// lower(str(v)) equals one of these (lower-cased).
-    EqAny(Vec<Box<str>>),
+    EqAny(Needles),
     /// As `EqAny`, for long lists.
     EqSet(HashSet<Box<str>>),
     /// lower(str(v)) contains one of these (lower-cased).
-    Contains(Vec<Box<str>>),
+    Contains(Needles),
     /// str(v) matches one of these.
     Regex(Vec<Regex>),
     /// num(v) OP x.
@@ -241,6 +243,13 @@ pub struct Program {
     pub(crate) leaf_nodes: HashMap<(u32, String), NodeId>,
     /// Per cohort position: the cohorts and time-dependent leaves its tree reads.
     pub(crate) reads: Vec<Reads>,
+    /// Per node: an AND / OR's leading person leaves, `run_props[start..start + len]`, which the
+    /// single-person evaluator decides in one pass over the person's properties; `(0, 0)` for
+    /// other nodes.
+    pub(crate) runs: Vec<(u32, u32)>,
+    /// The person leaves of every run, keys ascending, each with its node's `negation` folded
+    /// into `negate`.
+    pub(crate) run_props: Vec<PropTest>,
     /// Per cohort position: its gate, the conjuncts of its root AND that read only person
     /// properties and not the time (see [`Program::gate_closed`]); empty when it has none.
     pub(crate) gates: Vec<Box<[NodeId]>>,
@@ -322,6 +331,38 @@ pub(crate) fn for_each_leaf_in(
     }
 }
 
+/// Every AND / OR's run (see [`Program::runs`]): its leading children that are person leaves,
+/// as long as their keys ascend (children are sorted by cost, then key, so a run ends at the
+/// first child of another kind or cost).
+fn person_runs(
+    nodes: &[Node],
+    children: &[NodeId],
+    props: &[PropTest],
+) -> (Vec<(u32, u32)>, Vec<PropTest>) {
+    let mut run_props: Vec<PropTest> = Vec::new();
+    let runs = nodes
+        .iter()
+        .map(|n| match n.kind {
+            NodeKind::And { start, len } | NodeKind::Or { start, len } => {
+                let first = run_props.len();
+                for &c in &children[start as usize..(start + len) as usize] {
+                    let child = &nodes[c as usize];
+                    let NodeKind::Prop(i) = child.kind else { break };
+                    let mut t = props[i as usize].clone();
+                    if run_props[first..].last().is_some_and(|p| p.key > t.key) {
+                        break;
+                    }
+                    t.negate ^= child.negate;
+                    run_props.push(t);
+                }
+                (first as u32, (run_props.len() - first) as u32)
+            }
+            _ => (0, 0),
+        })
+        .collect();
+    (runs, run_props)
+}
+
 /// The direct references and time-dependent leaves under `root`.
 fn reads(root: NodeId, nodes: &[Node], children: &[NodeId], props: &[PropTest]) -> Reads {
     let (mut refs, mut timed) = (Vec::new(), Vec::new());
@@ -400,6 +441,7 @@ impl Program {
                 _ => Default::default(),
             })
             .unzip();
+        let (runs, run_props) = person_runs(&c.nodes, &c.children, &c.props);
         Ok(Program {
             reads,
             gates,
@@ -407,6 +449,8 @@ impl Program {
             cohorts,
             height,
             rank,
+            runs,
+            run_props,
             nodes: c.nodes,
             children: c.children,
             props: c.props,
@@ -478,7 +522,12 @@ impl Compiler<'_> {
             return self.node(&g.children[0]);
         }
         let mut order: Vec<&AstNode> = g.children.iter().collect();
-        order.sort_by_key(|n| cost(n));
+        // Person leaves of a cost by key: a person's properties are sorted by key, so a group's
+        // run of person leaves finds their values in one pass (see `Program::runs`).
+        order.sort_by_key(|n| match n {
+            AstNode::Leaf(Leaf::Person(p)) => (cost(n), self.symbols.keys.get(&p.key)),
+            _ => (cost(n), Sym::ABSENT),
+        });
         let ids = order
             .into_iter()
             .map(|n| self.node(n))
@@ -507,12 +556,12 @@ impl Compiler<'_> {
             (
                 FilterValue::Scalars { items, .. },
                 IContains | NotIContains | IContainsMulti | NotIContainsMulti,
-            ) => Test::Contains(
+            ) => Test::Contains(Needles::new(
                 items
                     .iter()
                     .map(|s| lower(&s.string_form()).into_boxed_str())
                     .collect(),
-            ),
+            )),
             (FilterValue::Scalars { regexes, .. }, Regex | NotRegex) => {
                 Test::Regex(regexes.iter().map(|r| r.0.clone()).collect())
             }
@@ -646,7 +695,7 @@ fn exact_test(items: &[Scalar]) -> Test {
     if needles.len() > 16 {
         Test::EqSet(needles.into_iter().collect())
     } else {
-        Test::EqAny(needles)
+        Test::EqAny(Needles::new(needles))
     }
 }
 

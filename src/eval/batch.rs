@@ -634,7 +634,7 @@ impl Batch<'_> {
         match &t.test {
             Test::Contains(needles) if n > CACHE_MIN_VALUES => {
                 let folded = col.folded(1);
-                for needle in needles {
+                for needle in needles.all() {
                     folded.mark_contains(needle, &mut out);
                 }
                 out.iter_mut().for_each(|h| *h ^= flip);

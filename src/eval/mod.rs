@@ -19,6 +19,7 @@ use crate::compile::{CohortCode, NodeId, NodeKind, Program, TimeExpr, MAX_RECURS
 use crate::data::{Events, PersonProps};
 use crate::time::{back, Micros};
 
+use person::run_hits;
 pub(crate) use person::{eval_prop, eval_value};
 
 /// Reusable per-thread evaluation state: create one per thread and pass it to every call.
@@ -191,7 +192,18 @@ impl Program {
         match self.cohorts[c] {
             CohortCode::Dynamic(root) if self.height[c] <= MAX_RECURSIVE_HEIGHT => {
                 scratch.evaluated += 1;
-                self.node(root, s, scratch, now)
+                // The root group in place: a cohort of person leaves only (a feature flag's
+                // usual shape) goes straight to its run.
+                let n = &self.nodes[root as usize];
+                match n.kind {
+                    NodeKind::And { start, len } => {
+                        self.group(root, start, len, false, s, scratch, now) ^ n.negate
+                    }
+                    NodeKind::Or { start, len } => {
+                        self.group(root, start, len, true, s, scratch, now) ^ n.negate
+                    }
+                    _ => self.node(root, s, scratch, now),
+                }
             }
             _ => self.member(c, s, scratch, now),
         }
@@ -302,12 +314,8 @@ impl Program {
     ) -> bool {
         let n = &self.nodes[id as usize];
         let r = match n.kind {
-            NodeKind::And { start, len } => self.children[start as usize..(start + len) as usize]
-                .iter()
-                .all(|&c| self.child(c, s, scratch, now)),
-            NodeKind::Or { start, len } => self.children[start as usize..(start + len) as usize]
-                .iter()
-                .any(|&c| self.child(c, s, scratch, now)),
+            NodeKind::And { start, len } => self.group(id, start, len, false, s, scratch, now),
+            NodeKind::Or { start, len } => self.group(id, start, len, true, s, scratch, now),
             NodeKind::Prop(i) => eval_prop(
                 &self.props[i as usize],
                 s.props,
@@ -326,6 +334,53 @@ impl Program {
             }
         };
         r ^ n.negate
+    }
+
+    /// An AND (`any` false) or OR (`any` true) of `children[start..start + len]`: its run of
+    /// person leaves first, then the other children.
+    #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
+    fn group(
+        &self,
+        id: NodeId,
+        start: u32,
+        len: u32,
+        any: bool,
+        s: &Subject<'_>,
+        scratch: &mut Scratch,
+        now: Micros,
+    ) -> bool {
+        let (first, run) = self.runs[id as usize];
+        if run > 0 && self.run_hits(first, run, s.props, scratch, any) {
+            return any;
+        }
+        let rest = &self.children[(start + run) as usize..(start + len) as usize];
+        if any {
+            rest.iter().any(|&c| self.child(c, s, scratch, now))
+        } else {
+            rest.iter().all(|&c| self.child(c, s, scratch, now))
+        }
+    }
+
+    /// True when a leaf of the run `run_props[first..first + len]` gives `hit` for the subject
+    /// (out of line, so `node`, which recurses, keeps a small frame).
+    #[inline(never)]
+    fn run_hits(
+        &self,
+        first: u32,
+        len: u32,
+        props: PersonProps<'_>,
+        scratch: &mut Scratch,
+        hit: bool,
+    ) -> bool {
+        let run = &self.run_props[first as usize..(first + len) as usize];
+        let (times, buf) = (&scratch.times[..], &mut scratch.buf);
+        match props {
+            PersonProps::Slice(props) => run_hits(run, props, |v| v, times, buf, hit),
+            PersonProps::Pooled { pairs, values } => {
+                run_hits(run, pairs, |&v| &values[v as usize], times, buf, hit)
+            }
+        }
     }
 
     /// A child of an AND / OR: a property leaf (most children are) is evaluated in place, as a

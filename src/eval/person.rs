@@ -2,7 +2,9 @@
 
 use crate::compile::{DateCmp, PropTest, Test};
 use crate::data::PersonProps;
+use crate::intern::Sym;
 use crate::semver::parse_version;
+use crate::short::{Needles, Short};
 use crate::time::{parse_absolute, seconds_f64_to_micros, Micros};
 use crate::value::{contains_ascii_lower, contains_folded, eq_lower, numeric_str, Val};
 
@@ -15,6 +17,38 @@ pub(crate) fn eval_prop(
     buf: &mut String,
 ) -> bool {
     eval_value(t, props.get(t.key), times, buf)
+}
+
+/// True when a leaf of `run` (keys ascending) gives `hit` on the key-sorted properties `pairs`
+/// (`value` reads a pair's value): the leaves find their values in one pass over `pairs`.
+#[inline]
+pub(crate) fn run_hits<'a, T>(
+    run: &[PropTest],
+    pairs: &'a [(Sym, T)],
+    value: impl Fn(&'a T) -> &'a Val,
+    times: &[Micros],
+    buf: &mut String,
+    hit: bool,
+) -> bool {
+    let mut at = 0;
+    for t in run {
+        // Every pair before `at` has a key below the previous leaf's, so below this one's.
+        if pairs.len() - at > 16 {
+            at += pairs[at..].partition_point(|p| p.0 < t.key);
+        } else {
+            while at < pairs.len() && pairs[at].0 < t.key {
+                at += 1;
+            }
+        }
+        let v = match pairs.get(at) {
+            Some(p) if p.0 == t.key => Some(value(&p.1)),
+            _ => None,
+        };
+        if eval_value(t, v, times, buf) == hit {
+            return true;
+        }
+    }
+    false
 }
 
 /// Evaluates a property condition against the property's value (`None` when missing).
@@ -67,10 +101,20 @@ pub(crate) fn test(t: &Test, v: &Val, times: &[Micros], buf: &mut String) -> boo
     }
 }
 
-/// lower(`s`) equals one of `needles` (lower-cased). `s` is checked for ASCII once, not per
-/// needle: an ASCII value lower-cases byte by byte, so only a needle of its length can match.
+/// lower(`s`) equals one of `needles`. A short ASCII value is packed once and compared with
+/// each packed needle; a longer one is checked for ASCII once, not per needle: an ASCII value
+/// lower-cases byte by byte, so only a needle of its length can match.
+#[inline]
+fn eq_any(s: &str, needles: &Needles) -> bool {
+    match Short::lower(s.as_bytes()) {
+        Some(v) => needles.short().iter().any(|n| v.eq(n.short())),
+        None => eq_any_long(s, needles.all()),
+    }
+}
+
+/// [`eq_any`] for a value longer than 16 bytes or not ASCII.
 #[inline(never)]
-fn eq_any(s: &str, needles: &[Box<str>]) -> bool {
+fn eq_any_long(s: &str, needles: &[Box<str>]) -> bool {
     if s.is_ascii() {
         needles.iter().any(|n| {
             n.len() == s.len()
@@ -89,9 +133,19 @@ fn eq_any_folded(s: &str, needles: &[Box<str>]) -> bool {
     needles.iter().any(|n| eq_lower(s, n))
 }
 
-/// lower(`s`) contains one of `needles` (lower-cased); `s` is checked for ASCII once.
+/// lower(`s`) contains one of `needles`: in a register for a short ASCII value; otherwise `s`
+/// is checked for ASCII once.
+#[inline]
+fn contains_any(s: &str, needles: &Needles, buf: &mut String) -> bool {
+    match Short::lower(s.as_bytes()) {
+        Some(v) => needles.short().iter().any(|n| v.contains(n)),
+        None => contains_any_long(s, needles.all(), buf),
+    }
+}
+
+/// [`contains_any`] for a value longer than 16 bytes or not ASCII.
 #[inline(never)]
-fn contains_any(s: &str, needles: &[Box<str>], buf: &mut String) -> bool {
+fn contains_any_long(s: &str, needles: &[Box<str>], buf: &mut String) -> bool {
     if s.is_ascii() {
         needles
             .iter()
@@ -131,5 +185,53 @@ fn test_other(t: &Test, v: &Val, times: &[Micros], buf: &mut String) -> bool {
         Test::SemverRange(lo, hi) => v
             .with_str(parse_version)
             .is_some_and(|x| *lo <= x && x < *hi),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::compile::NumCmp;
+    use crate::data::lookup;
+    use proptest::prelude::*;
+
+    fn leaf((key, at_least, missing, invert, negate): (u32, i64, bool, bool, bool)) -> PropTest {
+        PropTest {
+            key: Sym(key),
+            missing,
+            invert,
+            negate,
+            test: Test::Cmp(NumCmp::Gte, at_least as f64),
+        }
+    }
+
+    proptest! {
+        /// One pass over the properties finds what a lookup per leaf finds, with few and with
+        /// many properties (a binary search past 16), keys present, missing and repeated.
+        #[test]
+        fn a_run_agrees_with_a_lookup_per_leaf(
+            keys in proptest::collection::btree_set(0u32..48, 0..40),
+            leaves in proptest::collection::vec(
+                (0u32..50, 0i64..50, any::<bool>(), any::<bool>(), any::<bool>()), 0..12),
+            hit in any::<bool>(),
+        ) {
+            let props: Vec<(Sym, Val)> = keys
+                .iter()
+                .map(|&k| (Sym(k), Val::Num(serde_json::Number::from(k))))
+                .collect();
+            let mut run: Vec<PropTest> = leaves.into_iter().map(leaf).collect();
+            run.sort_by_key(|t| t.key);
+            let expected = run
+                .iter()
+                .any(|t| eval_value(t, lookup(&props, t.key), &[], &mut String::new()) == hit);
+            let mut buf = String::new();
+            prop_assert_eq!(run_hits(&run, &props, |v| v, &[], &mut buf, hit), expected);
+            let pooled: Vec<(Sym, u32)> = props.iter().enumerate().map(|(i, p)| (p.0, i as u32)).collect();
+            let values: Vec<Val> = props.iter().map(|p| p.1.clone()).collect();
+            prop_assert_eq!(
+                run_hits(&run, &pooled, |&i| &values[i as usize], &[], &mut buf, hit),
+                expected
+            );
+        }
     }
 }
