@@ -5,9 +5,10 @@
 //! [`Sym`] ids of the data's symbol table; regexes are built; needles are lower-cased (and
 //! packed in registers' shape when short); dates, numbers and versions are parsed; relative
 //! windows become time slots bound to `now` once per evaluation; one-child groups are folded;
-//! AND/OR children are ordered cheap-first (person leaves by key, then cohort references, then
+//! AND/OR children are ordered cheap-first (person leaves, then cohort references, then
 //! behavioral scans — leaves are pure, so order does not change results), and each group's
-//! leading person leaves are copied out as a run the single-person path decides in one pass.
+//! leading person leaves are copied out, by key, as a run the single-person path decides in one
+//! pass over the person's properties.
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
@@ -331,9 +332,10 @@ pub(crate) fn for_each_leaf_in(
     }
 }
 
-/// Every AND / OR's run (see [`Program::runs`]): its leading children that are person leaves,
-/// as long as their keys ascend (children are sorted by cost, then key, so a run ends at the
-/// first child of another kind or cost).
+/// Every AND / OR's run (see [`Program::runs`]): its leading children that are person leaves
+/// other than regexes (the cheap ones: children are sorted by cost), ordered by key. The run's
+/// order is its own: the batch path keeps the children's order, in which an AND narrows its
+/// candidates, and leaves are pure, so the order changes no result.
 fn person_runs(
     nodes: &[Node],
     children: &[NodeId],
@@ -349,12 +351,13 @@ fn person_runs(
                     let child = &nodes[c as usize];
                     let NodeKind::Prop(i) = child.kind else { break };
                     let mut t = props[i as usize].clone();
-                    if run_props[first..].last().is_some_and(|p| p.key > t.key) {
+                    if matches!(t.test, Test::Regex(_)) {
                         break;
                     }
                     t.negate ^= child.negate;
                     run_props.push(t);
                 }
+                run_props[first..].sort_by_key(|t| t.key);
                 (first as u32, (run_props.len() - first) as u32)
             }
             _ => (0, 0),
@@ -522,12 +525,7 @@ impl Compiler<'_> {
             return self.node(&g.children[0]);
         }
         let mut order: Vec<&AstNode> = g.children.iter().collect();
-        // Person leaves of a cost by key: a person's properties are sorted by key, so a group's
-        // run of person leaves finds their values in one pass (see `Program::runs`).
-        order.sort_by_key(|n| match n {
-            AstNode::Leaf(Leaf::Person(p)) => (cost(n), self.symbols.keys.get(&p.key)),
-            _ => (cost(n), Sym::ABSENT),
-        });
+        order.sort_by_key(|n| cost(n));
         let ids = order
             .into_iter()
             .map(|n| self.node(n))
