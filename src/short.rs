@@ -1,8 +1,9 @@
 //! Short ASCII strings in a register: the single-value string tests (`exact`, `icontains`) on a
 //! value of at most 16 ASCII bytes, the common shape of plans, countries and short emails.
 //!
-//! A value is loaded into a `u128` with overlapping reads (no per-byte loop, no copy), lower-cased
-//! eight bytes per instruction, then compared with needles packed the same way at compile time.
+//! A value is loaded into two 64-bit words with overlapping reads (no per-byte loop, no copy),
+//! lower-cased eight bytes per instruction, then compared with needles packed the same way at
+//! compile time.
 //! Equality is one comparison per needle; containment finds the positions of the needle's first
 //! byte all at once and checks only those. Anything else (longer or non-ASCII values) takes the
 //! general path, which decides the same.
