@@ -161,6 +161,15 @@ mod tests {
                 proptest::prop_assert_eq!(Some(v), parse_with_precision(&s).map(|(v, _)| v));
             }
         }
+
+        /// ... and it does answer for every value of the plain shape.
+        #[test]
+        fn plain_shape_is_parsed_on_the_fast_path(
+            s in "(0|[1-9][0-9]{0,17})([.](0|[1-9][0-9]{0,17})){0,2}"
+        ) {
+            proptest::prop_assert!(parse_plain(s.as_bytes()).is_some(), "{:?}", s);
+            proptest::prop_assert_eq!(parse_plain(s.as_bytes()), parse_version(&s));
+        }
     }
 
     #[test]
