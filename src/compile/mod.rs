@@ -254,6 +254,74 @@ pub struct Program {
     /// Per cohort position: its gate, the conjuncts of its root AND that read only person
     /// properties and not the time (see [`Program::gate_closed`]); empty when it has none.
     pub(crate) gates: Vec<Box<[NodeId]>>,
+    /// Per cohort position (so by ascending id): how the single-person path enters it.
+    pub(crate) entries: Box<[Entry]>,
+}
+
+/// Everything the single-person path reads to enter a cohort, in one place: a call finds the
+/// cohort by id here and starts on its root group, without chasing the set, the cohort's code,
+/// its height, its root node and the root's run one after another.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Entry {
+    /// The cohort's id (entries are sorted by it).
+    pub id: crate::CohortId,
+    /// The root group of a dynamic cohort shallow enough to evaluate by recursion; `None` for
+    /// any other cohort, which takes the general path.
+    pub root: Option<RootGroup>,
+}
+
+/// A dynamic cohort's root AND / OR, with its run of person leaves.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct RootGroup {
+    /// `children[start..start + len]`.
+    pub start: u32,
+    pub len: u32,
+    /// An OR (else an AND).
+    pub any: bool,
+    /// The root's own negation.
+    pub negate: bool,
+    /// The root's run: `run_props[run.0..run.0 + run.1]`, the first `run.1` children.
+    pub run: (u32, u32),
+}
+
+/// The single-person entries of `cohorts` (positions in `set` order).
+fn entries(
+    set: &CohortSet,
+    cohorts: &[CohortCode],
+    height: &[u32],
+    nodes: &[Node],
+    runs: &[(u32, u32)],
+) -> Box<[Entry]> {
+    set.cohorts()
+        .iter()
+        .zip(cohorts)
+        .zip(height)
+        .map(|((cohort, code), &h)| {
+            let root = match *code {
+                CohortCode::Dynamic(root) if h <= MAX_RECURSIVE_HEIGHT => {
+                    let n = &nodes[root as usize];
+                    let run = runs[root as usize];
+                    match n.kind {
+                        NodeKind::And { start, len } | NodeKind::Or { start, len } => {
+                            Some(RootGroup {
+                                start,
+                                len,
+                                any: matches!(n.kind, NodeKind::Or { .. }),
+                                negate: n.negate,
+                                run,
+                            })
+                        }
+                        _ => None,
+                    }
+                }
+                _ => None,
+            };
+            Entry {
+                id: cohort.id,
+                root,
+            }
+        })
+        .collect()
 }
 
 /// Above this many levels of references, dependencies are evaluated iteratively in evaluation
@@ -445,7 +513,9 @@ impl Program {
             })
             .unzip();
         let (runs, run_props) = person_runs(&c.nodes, &c.children, &c.props);
+        let entries = entries(set, &cohorts, &height, &c.nodes, &runs);
         Ok(Program {
+            entries,
             reads,
             gates,
             set: set.clone(),

@@ -119,7 +119,10 @@ impl Program {
     /// per-person entry point reports.
     #[inline]
     pub(crate) fn position_of(&self, cohort: crate::CohortId) -> Result<usize, crate::Error> {
-        self.set.position(cohort).ok_or_else(|| unknown(cohort))
+        // The program's own copy of the ids: no pointer chase through the set.
+        self.entries
+            .binary_search_by_key(&cohort, |e| e.id)
+            .map_err(|_| unknown(cohort))
     }
 
     /// Like [`Program::prepare`] at instant `t`, but binds only `slots` (the ones the cohorts
@@ -189,23 +192,14 @@ impl Program {
         scratch: &mut Scratch,
         now: Micros,
     ) -> bool {
-        match self.cohorts[c] {
-            CohortCode::Dynamic(root) if self.height[c] <= MAX_RECURSIVE_HEIGHT => {
+        match self.entries[c].root {
+            // The root group in place: a cohort of person leaves only (a feature flag's usual
+            // shape) goes straight to its run.
+            Some(g) => {
                 scratch.evaluated += 1;
-                // The root group in place: a cohort of person leaves only (a feature flag's
-                // usual shape) goes straight to its run.
-                let n = &self.nodes[root as usize];
-                match n.kind {
-                    NodeKind::And { start, len } => {
-                        self.group(root, start, len, false, s, scratch, now) ^ n.negate
-                    }
-                    NodeKind::Or { start, len } => {
-                        self.group(root, start, len, true, s, scratch, now) ^ n.negate
-                    }
-                    _ => self.node(root, s, scratch, now),
-                }
+                self.group_with(g.run, g.start, g.len, g.any, s, scratch, now) ^ g.negate
             }
-            _ => self.member(c, s, scratch, now),
+            None => self.member(c, s, scratch, now),
         }
     }
 
@@ -350,7 +344,22 @@ impl Program {
         scratch: &mut Scratch,
         now: Micros,
     ) -> bool {
-        let (first, run) = self.runs[id as usize];
+        self.group_with(self.runs[id as usize], start, len, any, s, scratch, now)
+    }
+
+    /// [`Program::group`] with the group's run given.
+    #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
+    fn group_with(
+        &self,
+        (first, run): (u32, u32),
+        start: u32,
+        len: u32,
+        any: bool,
+        s: &Subject<'_>,
+        scratch: &mut Scratch,
+        now: Micros,
+    ) -> bool {
         if run > 0 && self.run_hits(first, run, s.props, scratch, any) {
             return any;
         }
