@@ -31,14 +31,39 @@ pub(crate) fn run_hits<'a, T>(
     hit: bool,
 ) -> bool {
     let mut at = 0;
-    for t in run {
+    for (i, t) in run.iter().enumerate() {
         // Every pair before `at` has a key below the previous leaf's, so below this one's.
         if pairs.len() - at > 16 {
             at += pairs[at..].partition_point(|p| p.0 < t.key);
         } else {
-            while at < pairs.len() && pairs[at].0 < t.key {
-                at += 1;
-            }
+            // At most 16 pairs left: the rest of the run scans them (a person's usual size).
+            return scan_hits(&run[i..], &pairs[at..], value, times, buf, hit);
+        }
+        let v = match pairs.get(at) {
+            Some(p) if p.0 == t.key => Some(value(&p.1)),
+            _ => None,
+        };
+        if eval_value(t, v, times, buf) == hit {
+            return true;
+        }
+    }
+    false
+}
+
+/// [`run_hits`] by a linear merge, for few pairs.
+#[inline(always)]
+fn scan_hits<'a, T>(
+    run: &[PropTest],
+    pairs: &'a [(Sym, T)],
+    value: impl Fn(&'a T) -> &'a Val,
+    times: &[Micros],
+    buf: &mut String,
+    hit: bool,
+) -> bool {
+    let mut at = 0;
+    for t in run {
+        while at < pairs.len() && pairs[at].0 < t.key {
+            at += 1;
         }
         let v = match pairs.get(at) {
             Some(p) if p.0 == t.key => Some(value(&p.1)),
@@ -135,7 +160,7 @@ fn eq_any_folded(s: &str, needles: &[Box<str>]) -> bool {
 
 /// lower(`s`) contains one of `needles`: in a register for a short ASCII value; otherwise `s`
 /// is checked for ASCII once.
-#[inline]
+#[inline(always)]
 fn contains_any(s: &str, needles: &Needles, buf: &mut String) -> bool {
     match Short::lower(s.as_bytes()) {
         Some(v) => needles.short().iter().any(|n| v.contains(n)),
