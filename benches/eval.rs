@@ -13,33 +13,20 @@
 use std::path::PathBuf;
 
 use cohort_engine::internal::generate::{generate, GenerateOptions};
-use cohort_engine::time::parse_absolute;
 use cohort_engine::{
     BatchOptions, CohortSet, Dataset, Engine, LoadOptions, Scratch, Timestamp, Tracker,
 };
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use serde_json::json;
 
-const NOW: &str = "2026-11-01T00:00:00Z";
+#[path = "common/single_person.rs"]
+mod single_person;
 
 fn person_ops(c: &mut Criterion) {
-    let engine = Engine::from_json(
-        &json!([{"id": 1, "filters": {"properties": {"type": "AND", "values": [
-            {"type": "person", "key": "plan", "operator": "exact", "value": ["pro", "enterprise"]},
-            {"type": "person", "key": "email", "operator": "icontains", "value": "@acme"},
-            {"type": "person", "key": "age", "operator": "gte", "value": 18},
-            {"type": "person", "key": "country", "operator": "is_not", "value": "FR"},
-            {"type": "person", "key": "app_version", "operator": "semver_gte", "value": "2.1.0"}]}}}])
-        .to_string(),
-    )
-    .unwrap();
-    let props = json!({"plan": "Pro", "email": "ada@acme.io", "age": 36, "country": "GB", "app_version": "2.3.1"});
-    let person = engine.person("p", &[], props.as_object().unwrap());
-    let history = engine.history();
+    let now = single_person::now();
     let mut scratch = Scratch::new();
-    let now = parse_absolute(NOW).unwrap();
     let mut g = c.benchmark_group("single_person");
     g.throughput(Throughput::Elements(1));
+    let (engine, person, history) = single_person::person_cohort();
     g.bench_function("person_property_cohort_5_leaves", |b| {
         b.iter(|| {
             engine
@@ -47,45 +34,7 @@ fn person_ops(c: &mut Criterion) {
                 .unwrap()
         })
     });
-
-    let engine = Engine::from_json(
-        &json!([{"id": 1, "filters": {"properties": {"type": "AND", "values": [
-            {"type": "person", "key": "plan", "operator": "is_set"},
-            {"type": "OR", "values": [
-                {"type": "behavioral", "key": "login", "event_type": "events", "value": "performed_event_multiple",
-                 "operator": "gte", "operator_value": 400, "time_value": 30, "time_interval": "day"},
-                {"type": "behavioral", "key": "signup", "event_type": "events", "value": "performed_event_sequence",
-                 "time_value": 90, "time_interval": "day", "seq_event": "upgrade", "seq_event_type": "events",
-                 "seq_time_value": 3, "seq_time_interval": "day"}]},
-            {"type": "behavioral", "key": "purchase", "event_type": "events", "value": "stopped_performing_event",
-             "time_value": 60, "time_interval": "day", "seq_time_value": 7, "seq_time_interval": "day", "negation": true},
-            {"type": "behavioral", "key": "login", "event_type": "events", "value": "performed_event_regularly",
-             "operator": "gte", "operator_value": 1, "time_value": 1, "time_interval": "week",
-             "min_periods": 4, "total_periods": 8}]}}}])
-        .to_string(),
-    )
-    .unwrap();
-    let props = json!({"plan": "pro"});
-    let person = engine.person("p", &[], props.as_object().unwrap());
-    let mut history = engine.history();
-    let names = [
-        "login",
-        "$pageview",
-        "purchase",
-        "signup",
-        "upgrade",
-        "search",
-    ];
-    let mut seed = 0x2545_f491_4f6c_dd1d_u64;
-    for _ in 0..1000 {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        let name = names[(seed % names.len() as u64) as usize];
-        let ts = now - ((seed >> 8) % (90 * 86_400_000_000)) as i64;
-        let props = json!({"amount": (seed % 500) as i64});
-        engine.record(&mut history, name, ts, props.as_object().unwrap());
-    }
+    let (engine, person, history) = single_person::behavioral_cohort();
     g.bench_function("behavioral_cohort_1000_events", |b| {
         b.iter(|| {
             engine
@@ -129,7 +78,7 @@ fn load_small() -> (CohortSet, Dataset) {
 fn batch(c: &mut Criterion) {
     let (set, data) = load_small();
     let program = data.compile(&set).unwrap();
-    let now = parse_absolute(NOW).unwrap();
+    let now = single_person::now();
     let mut g = c.benchmark_group("batch");
     g.sample_size(20);
     g.throughput(Throughput::Elements(data.len() as u64));
@@ -144,7 +93,7 @@ fn batch(c: &mut Criterion) {
 
 fn tracker(c: &mut Criterion) {
     let (set, data) = load_small();
-    let now = parse_absolute(NOW).unwrap();
+    let now = single_person::now();
     let engine = Engine::new(&set).unwrap();
     // The data's own distinct ids (never person ids, which need not be equal to them), drawn
     // by a hash of the event's position so that successive events land on unrelated persons.

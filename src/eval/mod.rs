@@ -197,7 +197,7 @@ impl Program {
             // shape) goes straight to its run.
             Some(g) => {
                 scratch.evaluated += 1;
-                self.group_with(g.run, g.start, g.len, g.any, s, scratch, now) ^ g.negate
+                self.group(g.run, g.start, g.len, g.any, s, scratch, now) ^ g.negate
             }
             None => self.member(c, s, scratch, now),
         }
@@ -308,8 +308,12 @@ impl Program {
     ) -> bool {
         let n = &self.nodes[id as usize];
         let r = match n.kind {
-            NodeKind::And { start, len } => self.group(id, start, len, false, s, scratch, now),
-            NodeKind::Or { start, len } => self.group(id, start, len, true, s, scratch, now),
+            NodeKind::And { start, len } => {
+                self.group(self.runs[id as usize], start, len, false, s, scratch, now)
+            }
+            NodeKind::Or { start, len } => {
+                self.group(self.runs[id as usize], start, len, true, s, scratch, now)
+            }
             NodeKind::Prop(i) => eval_prop(
                 &self.props[i as usize],
                 s.props,
@@ -330,27 +334,12 @@ impl Program {
         r ^ n.negate
     }
 
-    /// An AND (`any` false) or OR (`any` true) of `children[start..start + len]`: its run of
-    /// person leaves first, then the other children.
+    /// An AND (`any` false) or OR (`any` true) of `children[start..start + len]` whose first
+    /// `run.1` children are the person leaves `run_props[run.0..run.0 + run.1]` (the group's
+    /// entry in `runs`): the run first, then the other children.
     #[allow(clippy::too_many_arguments)]
     #[inline(always)]
     fn group(
-        &self,
-        id: NodeId,
-        start: u32,
-        len: u32,
-        any: bool,
-        s: &Subject<'_>,
-        scratch: &mut Scratch,
-        now: Micros,
-    ) -> bool {
-        self.group_with(self.runs[id as usize], start, len, any, s, scratch, now)
-    }
-
-    /// [`Program::group`] with the group's run given.
-    #[allow(clippy::too_many_arguments)]
-    #[inline(always)]
-    fn group_with(
         &self,
         (first, run): (u32, u32),
         start: u32,

@@ -39,15 +39,28 @@ pub(crate) fn run_hits<'a, T>(
             // At most 16 pairs left: the rest of the run scans them (a person's usual size).
             return scan_hits(&run[i..], &pairs[at..], value, times, buf, hit);
         }
-        let v = match pairs.get(at) {
-            Some(p) if p.0 == t.key => Some(value(&p.1)),
-            _ => None,
-        };
-        if eval_value(t, v, times, buf) == hit {
+        if leaf_hits(t, pairs.get(at), &value, times, buf, hit) {
             return true;
         }
     }
     false
+}
+
+/// Leaf `t` gives `hit`, where `pair` is the first property whose key is not below the leaf's.
+#[inline(always)]
+fn leaf_hits<'a, T>(
+    t: &PropTest,
+    pair: Option<&'a (Sym, T)>,
+    value: &impl Fn(&'a T) -> &'a Val,
+    times: &[Micros],
+    buf: &mut String,
+    hit: bool,
+) -> bool {
+    let v = match pair {
+        Some(p) if p.0 == t.key => Some(value(&p.1)),
+        _ => None,
+    };
+    eval_value(t, v, times, buf) == hit
 }
 
 /// [`run_hits`] by a linear merge, for few pairs.
@@ -65,11 +78,7 @@ fn scan_hits<'a, T>(
         while at < pairs.len() && pairs[at].0 < t.key {
             at += 1;
         }
-        let v = match pairs.get(at) {
-            Some(p) if p.0 == t.key => Some(value(&p.1)),
-            _ => None,
-        };
-        if eval_value(t, v, times, buf) == hit {
+        if leaf_hits(t, pairs.get(at), &value, times, buf, hit) {
             return true;
         }
     }
