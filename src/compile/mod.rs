@@ -296,32 +296,30 @@ fn entries(
         .iter()
         .zip(cohorts)
         .zip(height)
-        .map(|((cohort, code), &h)| {
-            let root = match *code {
+        .map(|((cohort, code), &h)| Entry {
+            id: cohort.id,
+            root: match *code {
                 CohortCode::Dynamic(root) if h <= MAX_RECURSIVE_HEIGHT => {
-                    let n = &nodes[root as usize];
-                    let run = runs[root as usize];
-                    match n.kind {
-                        NodeKind::And { start, len } | NodeKind::Or { start, len } => {
-                            Some(RootGroup {
-                                start,
-                                len,
-                                any: matches!(n.kind, NodeKind::Or { .. }),
-                                negate: n.negate,
-                                run,
-                            })
-                        }
-                        _ => None,
-                    }
+                    root_group(&nodes[root as usize], runs[root as usize])
                 }
                 _ => None,
-            };
-            Entry {
-                id: cohort.id,
-                root,
-            }
+            },
         })
         .collect()
+}
+
+/// Root node `n` with its run, when it is an AND / OR.
+fn root_group(n: &Node, run: (u32, u32)) -> Option<RootGroup> {
+    let (NodeKind::And { start, len } | NodeKind::Or { start, len }) = n.kind else {
+        return None;
+    };
+    Some(RootGroup {
+        start,
+        len,
+        any: matches!(n.kind, NodeKind::Or { .. }),
+        negate: n.negate,
+        run,
+    })
 }
 
 /// Above this many levels of references, dependencies are evaluated iteratively in evaluation
