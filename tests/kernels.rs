@@ -495,3 +495,111 @@ fn persons_split_across_threads_give_the_one_thread_answer() {
         agree(&set, &data, opts.now);
     }
 }
+
+#[test]
+fn large_dictionaries_split_by_code_span_across_threads() {
+    // 12,000 persons, past the batch's split and the code-span threshold (4,096 values): each
+    // share of persons tests only the span of codes its persons use. Values alternate between
+    // ones first seen here (new codes, rising with the person) and ones from a small pool first
+    // seen among the earliest persons (low codes, used by every share); the last third of the
+    // persons have no `late` key at all (an empty span in the last share), and `early` only the
+    // first 500 (a share without any of its codes); `r` repeats 5,000 values throughout.
+    let mut persons = String::new();
+    for i in 0..12_000 {
+        let pool = i % 5 == 1;
+        let name = if pool {
+            format!("Pool-{}", i % 40)
+        } else {
+            format!("Ünique{i}@Mail{}.example", i % 3)
+        };
+        let date = if pool {
+            format!("2024-01-{:02}T00:00:00Z", 1 + i % 28)
+        } else {
+            format!("2024-06-01T00:00:{:02}.{i:06}Z", i % 60)
+        };
+        let num = if pool {
+            format!("{}", i % 40)
+        } else {
+            format!("{}.25", i)
+        };
+        // Values that repeat across the dataset: later shares use mostly older codes.
+        let r = format!("r-{}", (i * 7) % 5_000);
+        let mut props = serde_json::json!({"name": name, "d": date, "n": num, "r": r});
+        if i < 8_000 {
+            props["late"] = format!("late-{i}").into();
+        }
+        if i < 500 {
+            props["early"] = format!("early-{i}").into();
+        }
+        persons.push_str(&format!(
+            "{{\"id\":\"p{i}\",\"distinct_ids\":[\"p{i}\"],\"properties\":{props}}}\n"
+        ));
+    }
+    let data = persons_only(&persons);
+    let leaf = |key: &str, op: &str, value: &str, neg: bool| {
+        format!(
+            "{{\"type\":\"person\",\"key\":\"{key}\",\"operator\":\"{op}\",\"value\":{value},\"negation\":{neg}}}"
+        )
+    };
+    let leaves = [
+        leaf("name", "icontains", "\"mail1\"", false),
+        leaf("name", "icontains", "\"pool-1\"", false),
+        leaf("name", "not_icontains", "\"üNIQUE1\"", false),
+        leaf("name", "icontains", "\"7@\"", true),
+        leaf("name", "regex", "\"^Ünique\\\\d*[02]@\"", false),
+        leaf("name", "not_regex", "\"ple$\"", false),
+        leaf("name", "regex", "\"^Pool-[0-4]$|@Mail2\"", false),
+        leaf(
+            "name",
+            "exact",
+            "[\"Pool-3\", \"Ünique10@Mail1.example\"]",
+            false,
+        ),
+        leaf("name", "is_not", "\"Pool-6\"", false),
+        leaf("d", "is_date_after", "\"2024-06-01T00:00:30Z\"", false),
+        leaf("d", "is_date_before", "\"2024-01-15\"", true),
+        leaf("n", "gt", "6000", false),
+        leaf("n", "between", "[10, 9000]", false),
+        leaf("n", "not_between", "[20, 3000]", false),
+        leaf("n", "lte", "25", true),
+        leaf("late", "icontains", "\"-7\"", false),
+        leaf("late", "regex", "\"9$\"", true),
+        leaf("early", "icontains", "\"-4\"", false),
+        leaf("r", "icontains", "\"-12\"", false),
+        leaf("r", "regex", "\"3$\"", true),
+        leaf("early", "not_icontains", "\"-4\"", false),
+    ];
+    let cohorts: Vec<String> = leaves
+        .iter()
+        .enumerate()
+        .map(|(i, l)| {
+            // A negated leaf beside a positive one, so persons without its key still reach it.
+            let values = if l.contains("\"negation\":true") {
+                format!("{l},{}", leaf("n", "is_set", "\"is_set\"", false))
+            } else {
+                l.clone()
+            };
+            format!(
+                "{{\"id\":{},\"filters\":{{\"properties\":{{\"type\":\"AND\",\"values\":[{values}]}}}}}}",
+                i + 1
+            )
+        })
+        .collect();
+    let set = CohortSet::from_json(&format!("[{}]", cohorts.join(","))).unwrap();
+    let now = "2024-07-01T00:00:00Z"
+        .parse::<cohort_engine::Timestamp>()
+        .unwrap()
+        .as_micros();
+    let program = data.compile(&set).unwrap();
+    let one = data
+        .evaluate_bitsets(&program, now, &BatchOptions::default().threads(1))
+        .unwrap();
+    for threads in [3, 4] {
+        let got = data
+            .evaluate_bitsets(&program, now, &BatchOptions::default().threads(threads))
+            .unwrap();
+        assert_eq!(got, one, "{threads} threads");
+    }
+    agree(&set, &data, now);
+    assert_split(&set, &data, now);
+}

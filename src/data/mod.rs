@@ -320,6 +320,10 @@ pub(crate) fn split_persons(offsets: &[u32], parts: usize) -> Vec<std::ops::Rang
 /// for `icontains`, parsed dates); smaller ones are tested value by value.
 pub(crate) const CACHE_MIN_VALUES: usize = 64;
 
+/// [`Column::codes_used_in`] tests the older codes a share uses one by one while they are at
+/// most this fraction (1/N) of the codes before its span; past that, they join the span.
+const OLDER_CODES_SHARE: usize = 16;
+
 /// One person property in columnar form, dictionary-encoded: the persons that have it
 /// (ascending), each one's value as a code into `dict` (the column's distinct values). Operators
 /// run once per distinct value, and the per-person pass is a table lookup.
@@ -423,6 +427,37 @@ impl Column {
                 .zip(&c[lo..hi])
                 .for_each(|(&p, &c)| f(p, c as u32)),
             Codes::U32(c) => persons.iter().zip(&c[lo..hi]).for_each(|(&p, &c)| f(p, c)),
+        }
+    }
+
+    /// The codes the persons of `range` use: a span holding the codes first used in `range` (and
+    /// any later ones it uses), and the codes outside it, each once. The loader gives codes in
+    /// order of first appearance, persons in ascending order, so for a column of mostly unique
+    /// values (e-mails) a thread's share of the persons uses about its share of the dictionary
+    /// and a few older values: its kernels need not run on the rest. When the older codes are
+    /// many (values repeat across the dataset), they are folded into the span instead.
+    pub(crate) fn codes_used_in(
+        &self,
+        range: std::ops::Range<u32>,
+    ) -> (std::ops::Range<usize>, Vec<u32>) {
+        // Codes below `first` were first used before the range.
+        let mut first = 0u32;
+        self.for_each_code_in(0..range.start, |_, c| first = first.max(c + 1));
+        let mut seen = vec![false; first as usize];
+        let (mut older, mut end) = (Vec::new(), first);
+        self.for_each_code_in(range, |_, c| {
+            end = end.max(c + 1);
+            if c < first && !std::mem::replace(&mut seen[c as usize], true) {
+                older.push(c);
+            }
+        });
+        if older.len() * OLDER_CODES_SHARE > first as usize {
+            (
+                older.iter().min().map_or(first, |&m| m) as usize..end as usize,
+                Vec::new(),
+            )
+        } else {
+            (first as usize..end as usize, older)
         }
     }
 

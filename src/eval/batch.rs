@@ -82,6 +82,10 @@ const PARALLEL_MIN_PERSONS: usize = 8192;
 /// automata only on the values of the persons in the mask.
 const REGEX_WITHIN_MIN: usize = 4096;
 
+/// Dictionaries at least this large get their kernels run, in each share of a batch, only over
+/// the codes that share's persons use ([`crate::data::Column::codes_used_in`]).
+const SPAN_MIN_VALUES: usize = 4096;
+
 /// One thread's share of a batch evaluation: every needed cohort over the persons of `range`.
 struct Batch<'a> {
     data: &'a Dataset,
@@ -584,7 +588,17 @@ impl Batch<'_> {
             _ => None,
         };
         if regex.is_some() || col.dict.len() <= 64 || count >= col.dict.len() / 4 {
-            let table = regex.unwrap_or_else(|| self.table(t, col));
+            let table = regex.unwrap_or_else(|| {
+                // With several shares, a large dictionary's values no person of this share has
+                // are never read here: the kernels run over the span of codes the share brought
+                // in, and the few older codes it uses are tested one by one.
+                if self.shares > 1 && col.dict.len() >= SPAN_MIN_VALUES {
+                    let (span, older) = col.codes_used_in(range.clone());
+                    self.table(t, col, span, &older)
+                } else {
+                    self.table(t, col, 0..col.dict.len(), &[])
+                }
+            });
             let words = r.words_mut();
             let m = mask.words();
             if missing {
@@ -625,62 +639,102 @@ impl Batch<'_> {
         r
     }
 
-    /// The leaf's result (after `invert` and `negate`, as 0 or 1) for every distinct value of
-    /// `col`.
-    fn table(&self, t: &PropTest, col: &crate::data::Column) -> Vec<u8> {
+    /// The leaf's result (after `invert` and `negate`, as 0 or 1) for the distinct values of
+    /// `col` in `span` and in `older`, indexed by code (0 for the others).
+    fn table(
+        &self,
+        t: &PropTest,
+        col: &crate::data::Column,
+        span: std::ops::Range<usize>,
+        older: &[u32],
+    ) -> Vec<u8> {
         let flip = (t.invert ^ t.negate) as u8;
         let n = col.dict.len();
-        let mut out = vec![0u8; n];
+        let mut table = vec![0u8; n];
+        let span = span.start.min(n)..span.end.min(n);
+        /// `f(code)` (after `flip`) into the entry of every code of `span` and of `older`.
+        fn fill(
+            table: &mut [u8],
+            span: std::ops::Range<usize>,
+            older: &[u32],
+            flip: u8,
+            mut f: impl FnMut(usize) -> bool,
+        ) {
+            for (c, o) in table[span.clone()].iter_mut().enumerate() {
+                *o = f(span.start + c) as u8 ^ flip;
+            }
+            for &c in older {
+                table[c as usize] = f(c as usize) as u8 ^ flip;
+            }
+        }
         match &t.test {
             Test::Contains(needles) if n > CACHE_MIN_VALUES => {
                 let folded = col.folded(1);
+                // The span as one search per needle over its bytes, marked by code; the older
+                // codes one value at a time.
                 for needle in needles.all() {
-                    folded.mark_contains(needle, &mut out);
+                    folded.mark_contains_in(needle, span.clone(), &mut table);
+                    let finder = memchr::memmem::Finder::new(needle.as_bytes());
+                    for &c in older {
+                        table[c as usize] |= finder.find(folded.value(c as usize)).is_some() as u8;
+                    }
                 }
-                out.iter_mut().for_each(|h| *h ^= flip);
+                table[span].iter_mut().for_each(|h| *h ^= flip);
+                for &c in older {
+                    table[c as usize] ^= flip;
+                }
             }
             Test::Date(cmp, slot) if n > CACHE_MIN_VALUES => {
-                let f = self.times[*slot as usize];
-                for (o, d) in out.iter_mut().zip(col.dates(1)) {
-                    let hit = d.is_some_and(|d| match cmp {
+                let (f, dates) = (self.times[*slot as usize], col.dates(1));
+                fill(&mut table, span, older, flip, |c| {
+                    dates[c].is_some_and(|d| match cmp {
                         DateCmp::Before => d < f,
                         DateCmp::After => d > f,
                         DateCmp::Exact => d == f,
-                    });
-                    *o = hit as u8 ^ flip;
-                }
+                    })
+                });
             }
             // Numbers converted once per column: a comparison per value, no parse, no dispatch.
             // A value that is not numeric is NaN, for which every comparison below is false.
             Test::Cmp(op, x) if n > CACHE_MIN_VALUES => {
-                let x = *x;
-                for (o, &a) in out.iter_mut().zip(col.nums()) {
-                    *o = op.test(a, x) as u8 & !a.is_nan() as u8 ^ flip;
-                }
+                let (x, nums) = (*x, col.nums());
+                fill(&mut table, span, older, flip, |c| {
+                    op.test(nums[c], x) & !nums[c].is_nan()
+                });
             }
             Test::Between(lo, hi) if n > CACHE_MIN_VALUES => {
-                let (lo, hi) = (*lo, *hi);
-                for (o, &a) in out.iter_mut().zip(col.nums()) {
-                    *o = (lo <= a && a <= hi) as u8 ^ flip;
-                }
+                let (lo, hi, nums) = (*lo, *hi, col.nums());
+                fill(&mut table, span, older, flip, |c| {
+                    lo <= nums[c] && nums[c] <= hi
+                });
             }
             Test::NotBetween(lo, hi) if n > CACHE_MIN_VALUES => {
-                let (lo, hi) = (*lo, *hi);
-                for (o, &a) in out.iter_mut().zip(col.nums()) {
-                    *o = (a < lo || a > hi) as u8 ^ flip;
+                let (lo, hi, nums) = (*lo, *hi, col.nums());
+                fill(&mut table, span, older, flip, |c| {
+                    nums[c] < lo || nums[c] > hi
+                });
+            }
+            Test::Regex(res) if n >= REGEX_WITHIN_MIN && strings::DfaSet::new(res).is_some() => {
+                let dfas = strings::DfaSet::new(res).expect("checked above");
+                dfas.fill(&col.dict[span.clone()], &mut table[span.clone()]);
+                let mut hits = vec![0u8; older.len()];
+                dfas.fill_codes(&col.dict, older, &mut hits);
+                for (&c, h) in older.iter().zip(hits) {
+                    table[c as usize] = h;
+                }
+                table[span].iter_mut().for_each(|h| *h ^= flip);
+                for &c in older {
+                    table[c as usize] ^= flip;
                 }
             }
-            Test::Regex(res) if n >= REGEX_WITHIN_MIN => {
-                if let Some(dfas) = strings::DfaSet::new(res) {
-                    dfas.fill(&col.dict, &mut out);
-                    out.iter_mut().for_each(|h| *h ^= flip);
-                } else {
-                    self.fill_per_value(&t.test, col, flip, &mut out);
-                }
+            test => {
+                let mut buf = String::new();
+                fill(&mut table, span, older, flip, |c| {
+                    person::test(test, &col.dict[c], self.times, &mut buf)
+                });
             }
-            test => self.fill_per_value(test, col, flip, &mut out),
         }
-        out
+        table
     }
 
     /// [`Self::table`] for a regex leaf, only for the values some person in `mask` has (the
@@ -710,14 +764,6 @@ impl Batch<'_> {
             table[c as usize] = h ^ flip;
         }
         Some(table)
-    }
-
-    /// `test` on each distinct value of `col` (after `flip`).
-    fn fill_per_value(&self, test: &Test, col: &crate::data::Column, flip: u8, out: &mut [u8]) {
-        let mut buf = String::new();
-        for (v, o) in col.dict.iter().zip(out) {
-            *o = person::test(test, v, self.times, &mut buf) as u8 ^ flip;
-        }
     }
 
     /// A behavioral condition for the persons in `mask`. Only persons with events of the leaf's

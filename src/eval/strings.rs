@@ -78,18 +78,39 @@ impl Folded {
         Folded { bytes, ends }
     }
 
-    /// Sets `hit[i]` to 1 for every value `i` whose folded form contains `needle` (already
-    /// lower-cased); leaves the others as they are.
-    pub(crate) fn mark_contains(&self, needle: &str, hit: &mut [u8]) {
+    /// Value `i`, folded.
+    pub(crate) fn value(&self, i: usize) -> &[u8] {
+        let start = if i == 0 { 0 } else { self.ends[i - 1] };
+        &self.bytes[start..self.ends[i]]
+    }
+
+    /// Sets `hit[i]` to 1 for every value `i` in `span` whose folded form contains `needle`
+    /// (already lower-cased); leaves the others as they are. The search covers the span's bytes,
+    /// nothing else.
+    pub(crate) fn mark_contains_in(
+        &self,
+        needle: &str,
+        span: std::ops::Range<usize>,
+        hit: &mut [u8],
+    ) {
+        let span = span.start..span.end.min(self.ends.len());
+        if span.is_empty() {
+            return;
+        }
         if needle.is_empty() {
-            hit.iter_mut().for_each(|h| *h = 1);
+            hit[span].iter_mut().for_each(|h| *h = 1);
             return;
         }
         let finder = memchr::memmem::Finder::new(needle.as_bytes());
         let len = needle.len();
-        let mut from = 0;
-        let mut value = 0;
-        while let Some(at) = finder.find(&self.bytes[from..]) {
+        let mut from = if span.start == 0 {
+            0
+        } else {
+            self.ends[span.start - 1]
+        };
+        let limit = self.ends[span.end - 1];
+        let mut value = span.start;
+        while let Some(at) = finder.find(&self.bytes[from..limit]) {
             let pos = from + at;
             // The value holding `pos` (positions only grow, so the cursor only moves forward).
             while self.ends[value] <= pos {
@@ -102,7 +123,7 @@ impl Folded {
             // A match straddling the value's end: any later start within the value would too.
             // Either way the value is decided; go on from the next one.
             from = end;
-            if from >= self.bytes.len() {
+            if from >= limit {
                 break;
             }
         }
@@ -266,10 +287,21 @@ mod tests {
             "", "ab", "bab", "b", "ba", "aba", "straße", "i̇st", "rue", "23", "àb", "x",
         ] {
             let mut hit = vec![0u8; dict.len()];
-            folded.mark_contains(needle, &mut hit);
+            folded.mark_contains_in(needle, 0..dict.len(), &mut hit);
             for (i, v) in dict.iter().enumerate() {
                 let want = v.with_str(|s| contains_lower(s, needle, &mut buf));
                 assert_eq!(hit[i] == 1, want, "{needle:?} in {v:?}");
+            }
+            // Any span: the same results inside it, nothing written outside.
+            for lo in 0..=dict.len() {
+                for hi in lo..=dict.len() {
+                    let mut part = vec![0u8; dict.len()];
+                    folded.mark_contains_in(needle, lo..hi, &mut part);
+                    for i in 0..dict.len() {
+                        let want = if (lo..hi).contains(&i) { hit[i] } else { 0 };
+                        assert_eq!(part[i], want, "{needle:?} in {lo}..{hi}, value {i}");
+                    }
+                }
             }
         }
     }
