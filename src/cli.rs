@@ -347,14 +347,13 @@ fn members_json(
     members: &std::collections::BTreeMap<CohortId, Bitset>,
     threads: usize,
 ) -> Vec<Vec<u8>> {
-    // Each id takes at most the longest id's bytes plus 3 (`"id",`) unless it needs escaping
-    // (then the buffer grows), each cohort at most 26 for `,"id":[`, `]` and a `{`. Pages
-    // past what is written are never touched, so the bound costs no memory.
-    let longest = data.longest_person_id();
+    // Each cohort takes at most 26 bytes for `,"id":` and a `{`, and its list what the
+    // dataset bounds it by. Pages past what is written are never touched, so the bound costs
+    // no memory.
     let size = |cohorts: &[(&CohortId, &Bitset)]| -> usize {
         cohorts
             .iter()
-            .map(|(_, bits)| 26 + bits.count() * (longest + 3))
+            .map(|(_, bits)| 26 + data.member_ids_json_len(bits.count()))
             .sum()
     };
     let write = |cohorts: &[(&CohortId, &Bitset)], first: bool, mut out: Vec<u8>| {
@@ -367,14 +366,8 @@ fn members_json(
             }
             out.push(b'"');
             out.extend_from_slice(id.to_string().as_bytes());
-            out.extend_from_slice(b"\":[");
-            for (j, p) in data.member_id_iter(bits).enumerate() {
-                if j > 0 {
-                    out.push(b',');
-                }
-                push_json_str(&mut out, p);
-            }
-            out.push(b']');
+            out.extend_from_slice(b"\":");
+            data.write_member_ids_json(bits, &mut out);
         }
         out
     };
@@ -420,21 +413,6 @@ fn members_json(
     };
     parts.push(b"}\n".to_vec());
     parts
-}
-
-/// Appends `s` as a JSON string (serde_json's escaping; plain strings copied as they are).
-fn push_json_str(out: &mut Vec<u8>, s: &str) {
-    // A fold without early exit, so the check runs 16 or 32 bytes at a time.
-    let escaped = s
-        .bytes()
-        .fold(false, |e, b| e | (b == b'"') | (b == b'\\') | (b < 0x20));
-    if escaped {
-        out.extend_from_slice(serde_json::Value::from(s).to_string().as_bytes());
-    } else {
-        out.push(b'"');
-        out.extend_from_slice(s.as_bytes());
-        out.push(b'"');
-    }
 }
 
 /// Reads and validates the cohorts file.
@@ -983,30 +961,4 @@ fn sql(args: SqlArgs) -> Result<(), Vec<Error>> {
         return Err(errors);
     }
     write_stdout(&[out.as_bytes()])
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn json_strings_as_serde_json_writes_them() {
-        for s in [
-            "plain",
-            "",
-            "é ü 日本",
-            "a\"b",
-            "back\\slash",
-            "nl\nx",
-            "\u{0}",
-            "\u{1f}",
-            "\u{7f}",
-        ] {
-            let mut out = Vec::new();
-            super::push_json_str(&mut out, s);
-            assert_eq!(
-                out,
-                serde_json::Value::from(s).to_string().as_bytes(),
-                "{s:?}"
-            );
-        }
-    }
 }

@@ -505,19 +505,69 @@ pub(crate) struct NameRun {
 pub(crate) struct IdOrder {
     /// Rank of each person.
     pub rank: Box<[u32]>,
-    /// The ids by rank: rank `k`'s is `text[ends[k - 1]..ends[k]]`.
-    text: String,
+    /// The ids by rank as JSON strings, each followed by a comma: rank `k`'s is
+    /// `json[ends[k - 1]..ends[k]]`. [`ID_PAD`] spaces follow the last, so a copy of that many
+    /// bytes from any id's start stays inside.
+    json: String,
     ends: Box<[usize]>,
+    /// The ids by rank as they are, when some id's JSON form is not `"` + id + `"` (it needed
+    /// escaping): `(text, ends)` as for `json`. Otherwise each id is read inside `json`.
+    raw: Option<(String, Box<[usize]>)>,
     /// The longest id's length in bytes.
     pub longest: usize,
+    /// The longest id's JSON form (with its comma) in bytes.
+    longest_json: usize,
 }
+
+/// See [`IdOrder::json`]: member lists copy this many bytes per id (a fixed-size copy, no call
+/// and no branch on the length) and keep the id's own.
+const ID_PAD: usize = 64;
 
 impl IdOrder {
     /// The id of rank `k`.
     #[inline]
     pub(crate) fn id(&self, k: usize) -> &str {
-        let start = if k == 0 { 0 } else { self.ends[k - 1] };
-        &self.text[start..self.ends[k]]
+        match &self.raw {
+            Some((text, ends)) => {
+                let start = if k == 0 { 0 } else { ends[k - 1] };
+                &text[start..ends[k]]
+            }
+            None => {
+                // `"id",` with nothing escaped: the id is plain UTF-8 between the quotes.
+                let start = if k == 0 { 0 } else { self.ends[k - 1] };
+                &self.json[start + 1..self.ends[k] - 2]
+            }
+        }
+    }
+
+    /// Appends the ids of `ranks` (ascending) as a JSON array.
+    pub(crate) fn write_json(&self, ranks: impl Iterator<Item = usize>, out: &mut Vec<u8>) {
+        out.push(b'[');
+        let first = out.len();
+        for k in ranks {
+            let start = if k == 0 { 0 } else { self.ends[k - 1] };
+            let len = self.ends[k] - start;
+            if len <= ID_PAD {
+                let at = out.len();
+                let padded: &[u8; ID_PAD] = self.json.as_bytes()[start..start + ID_PAD]
+                    .try_into()
+                    .expect("ID_PAD bytes");
+                out.extend_from_slice(padded);
+                out.truncate(at + len);
+            } else {
+                out.extend_from_slice(&self.json.as_bytes()[start..start + len]);
+            }
+        }
+        // The last id's comma.
+        if out.len() > first {
+            out.pop();
+        }
+        out.push(b']');
+    }
+
+    /// An upper bound on the bytes [`IdOrder::write_json`] appends for `count` ids.
+    pub(crate) fn json_bound(&self, count: usize) -> usize {
+        2 + count * self.longest_json + ID_PAD
     }
 }
 
@@ -605,21 +655,54 @@ pub(crate) fn id_order_of(ids: &arena::StrSet) -> IdOrder {
     }
     let order: Vec<u32> = keyed.into_iter().map(|(_, p)| p).collect();
     let mut rank = vec![0u32; n];
-    let mut text = String::with_capacity(ids.bytes_len());
+    let mut json = String::with_capacity(ids.bytes_len() + 3 * n + ID_PAD);
     let mut ends = Vec::with_capacity(n);
-    let mut longest = 0;
+    let mut raw_ends = Vec::with_capacity(n);
+    let (mut longest, mut longest_json, mut escaped, mut raw_len) = (0, 0, false, 0);
     for (k, &p) in order.iter().enumerate() {
         rank[p as usize] = k as u32;
         let id = ids.get_str(p);
         longest = longest.max(id.len());
-        text.push_str(id);
-        ends.push(text.len());
+        let at = json.len();
+        push_json_str(&mut json, id);
+        json.push(',');
+        ends.push(json.len());
+        longest_json = longest_json.max(json.len() - at);
+        escaped |= json.len() - at != id.len() + 3;
+        raw_len += id.len();
+        raw_ends.push(raw_len);
     }
+    json.extend(std::iter::repeat_n(' ', ID_PAD));
+    // Kept only when some id was escaped: otherwise every id is read inside its JSON form.
+    let raw = escaped.then(|| {
+        let mut text = String::with_capacity(raw_len);
+        for &p in &order {
+            text.push_str(ids.get_str(p));
+        }
+        (text, raw_ends.into_boxed_slice())
+    });
     IdOrder {
         rank: rank.into_boxed_slice(),
-        text,
+        json,
         ends: ends.into_boxed_slice(),
+        raw,
         longest,
+        longest_json,
+    }
+}
+
+/// Appends `s` as a JSON string (serde_json's escaping; a string needing none copied as it is).
+pub(crate) fn push_json_str(out: &mut String, s: &str) {
+    // A fold without early exit, so the check runs 16 or 32 bytes at a time.
+    let escaped = s
+        .bytes()
+        .fold(false, |e, b| e | (b == b'"') | (b == b'\\') | (b < 0x20));
+    if escaped {
+        out.push_str(&serde_json::Value::from(s).to_string());
+    } else {
+        out.push('"');
+        out.push_str(s);
+        out.push('"');
     }
 }
 
@@ -686,6 +769,21 @@ impl Dataset {
     /// as it comes: no list is built (it takes one bit per person).
     pub fn member_id_iter(&self, members: &Bitset) -> MemberIds<'_> {
         self.member_ids_in(members)
+    }
+
+    /// Appends [`Dataset::member_ids`] to `out` as a JSON array of strings (`["a","b"]`, as
+    /// `serde_json` writes them). The ids' JSON forms are rendered once per dataset, in byte
+    /// order: writing a list copies one per member, with no escaping check and no allocation
+    /// past `out`'s growth. [`Dataset::member_ids_json_len`] bounds what is appended.
+    pub fn write_member_ids_json(&self, members: &Bitset, out: &mut Vec<u8>) {
+        self.id_order()
+            .write_json(self.member_ids_in(members).ranks(), out)
+    }
+
+    /// An upper bound on the bytes [`Dataset::write_member_ids_json`] appends for a bitset of
+    /// `count` members: reserve it, and the list is written without the buffer growing.
+    pub fn member_ids_json_len(&self, count: usize) -> usize {
+        self.id_order().json_bound(count)
     }
 
     /// Is person `index` a member of `cohort` at `now`? The per-person path over a loaded
@@ -980,6 +1078,66 @@ impl History {
             ts: &self.ts,
             names: Names::Runs(&self.runs),
             props: EventProps::Boxed(&self.props),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn json_strings_as_serde_json_writes_them() {
+        for s in [
+            "plain",
+            "",
+            "é ü 日本",
+            "a\"b",
+            "back\\slash",
+            "nl\nx",
+            "\u{0}",
+            "\u{1f}",
+            "\u{7f}",
+        ] {
+            let mut out = String::new();
+            super::push_json_str(&mut out, s);
+            assert_eq!(out, serde_json::Value::from(s).to_string(), "{s:?}");
+        }
+    }
+
+    #[test]
+    fn member_lists_as_json_arrays_plain_and_escaped() {
+        // Ids with and without characters JSON escapes, one longer than the fixed-size copy,
+        // and lists of every subset of them (in byte order, as serde_json writes the array).
+        let long = "L".repeat(super::ID_PAD + 5);
+        for escaped in [false, true] {
+            let mut ids: Vec<String> = vec!["b".into(), "a".into(), "é日本".into(), long.clone()];
+            ids.push(String::new());
+            if escaped {
+                ids.extend(["q\"uote".into(), "back\\slash".into(), "nl\n".into()]);
+            }
+            let mut set = super::arena::StrSet::default();
+            for id in &ids {
+                set.intern(id.as_bytes());
+            }
+            let order = super::id_order_of(&set);
+            assert_eq!(order.raw.is_some(), escaped);
+            let mut sorted = ids.clone();
+            sorted.sort();
+            for (k, want) in sorted.iter().enumerate() {
+                assert_eq!(order.id(k), want);
+            }
+            for mask in 0u32..1 << ids.len() {
+                let members: Vec<usize> = (0..ids.len()).filter(|i| mask >> i & 1 == 1).collect();
+                let mut ranks: Vec<usize> =
+                    members.iter().map(|&p| order.rank[p] as usize).collect();
+                ranks.sort();
+                let mut out = b"x".to_vec();
+                order.write_json(ranks.iter().copied(), &mut out);
+                let mut want: Vec<&str> = members.iter().map(|&p| ids[p].as_str()).collect();
+                want.sort();
+                let want = format!("x{}", serde_json::to_string(&want).unwrap());
+                assert_eq!(String::from_utf8(out.clone()).unwrap(), want, "{members:?}");
+                assert!(out.len() - 1 <= order.json_bound(members.len()));
+            }
         }
     }
 }

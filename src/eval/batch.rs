@@ -925,3 +925,10 @@ impl<'a> Iterator for MemberIds<'a> {
 }
 
 impl ExactSizeIterator for MemberIds<'_> {}
+
+impl MemberIds<'_> {
+    /// The members' ranks in id byte order, ascending.
+    pub(crate) fn ranks(self) -> Ones<Vec<u64>> {
+        self.ranks
+    }
+}
