@@ -56,6 +56,13 @@ fn generated(opts: &GenerateOptions, tag: &str) -> (Dataset, String) {
     (data, cohorts)
 }
 
+/// A person leaf's JSON (`value` already JSON).
+fn person_leaf(key: &str, op: &str, value: &str, neg: bool) -> String {
+    format!(
+        "{{\"type\":\"person\",\"key\":\"{key}\",\"operator\":\"{op}\",\"value\":{value},\"negation\":{neg}}}"
+    )
+}
+
 /// A dataset of persons only, from JSON Lines text.
 fn persons_only(persons: &str) -> Dataset {
     Dataset::from_readers(
@@ -147,11 +154,7 @@ fn icontains_dates_and_numbers_over_large_dictionaries() {
         ));
     }
     let data = persons_only(&persons);
-    let leaf = |key: &str, op: &str, value: &str, neg: bool| {
-        format!(
-            "{{\"type\":\"person\",\"key\":\"{key}\",\"operator\":\"{op}\",\"value\":{value},\"negation\":{neg}}}"
-        )
-    };
+    let leaf = person_leaf;
     let mut cohorts = Vec::new();
     let leaves = [
         leaf("name", "icontains", "\"straße\"", false),
@@ -536,11 +539,7 @@ fn large_dictionaries_split_by_code_span_across_threads() {
         ));
     }
     let data = persons_only(&persons);
-    let leaf = |key: &str, op: &str, value: &str, neg: bool| {
-        format!(
-            "{{\"type\":\"person\",\"key\":\"{key}\",\"operator\":\"{op}\",\"value\":{value},\"negation\":{neg}}}"
-        )
-    };
+    let leaf = person_leaf;
     let leaves = [
         leaf("name", "icontains", "\"mail1\"", false),
         leaf("name", "icontains", "\"pool-1\"", false),
