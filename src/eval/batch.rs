@@ -714,19 +714,27 @@ impl Batch<'_> {
                     nums[c] < lo || nums[c] > hi
                 });
             }
-            Test::Regex(res) if n >= REGEX_WITHIN_MIN && strings::DfaSet::new(res).is_some() => {
-                let dfas = strings::DfaSet::new(res).expect("checked above");
-                dfas.fill(&col.dict[span.clone()], &mut table[span.clone()]);
-                let mut hits = vec![0u8; older.len()];
-                dfas.fill_codes(&col.dict, older, &mut hits);
-                for (&c, h) in older.iter().zip(hits) {
-                    table[c as usize] = h;
+            // The lazy DFAs when they can be built (once per table), the regexes otherwise.
+            Test::Regex(res) if n >= REGEX_WITHIN_MIN => match strings::DfaSet::new(res) {
+                Some(dfas) => {
+                    dfas.fill(&col.dict[span.clone()], &mut table[span.clone()]);
+                    let mut hits = vec![0u8; older.len()];
+                    dfas.fill_codes(&col.dict, older, &mut hits);
+                    for (&c, h) in older.iter().zip(hits) {
+                        table[c as usize] = h;
+                    }
+                    table[span].iter_mut().for_each(|h| *h ^= flip);
+                    for &c in older {
+                        table[c as usize] ^= flip;
+                    }
                 }
-                table[span].iter_mut().for_each(|h| *h ^= flip);
-                for &c in older {
-                    table[c as usize] ^= flip;
+                None => {
+                    let mut buf = String::new();
+                    fill(&mut table, span, older, flip, |c| {
+                        person::test(&t.test, &col.dict[c], self.times, &mut buf)
+                    });
                 }
-            }
+            },
             test => {
                 let mut buf = String::new();
                 fill(&mut table, span, older, flip, |c| {
