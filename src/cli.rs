@@ -338,79 +338,73 @@ fn eval(args: EvalArgs) -> Result<(), Vec<Error>> {
 }
 
 /// The `eval` output line, `{"id":[member ids in byte order],...}` and a newline, in parts to
-/// be written in order. Cohorts are written on up to `threads` threads (0 = all cores), in runs
-/// of about equal member counts, each into one buffer sized for it up front: on a VM a fresh
-/// page costs ~2 µs to fault in, so growing a buffer or joining the runs would cost more than
-/// writing the ids.
+/// be written in order: one per cohort, each in a buffer sized for it up front (on a VM a fresh
+/// page costs ~2 µs to fault in, so growing a buffer or joining the parts would cost more than
+/// writing the ids). Cohorts are written on up to `threads` threads (0 = all cores), each
+/// taking the largest cohort left: a thread that starts late (on a VM, a woken thread can start
+/// milliseconds after the spawn) takes fewer instead of holding up a fixed share.
 fn members_json(
     data: &Dataset,
     members: &std::collections::BTreeMap<CohortId, Bitset>,
     threads: usize,
 ) -> Vec<Vec<u8>> {
-    // Each cohort takes at most 26 bytes for `,"id":` and a `{`, and its list what the
-    // dataset bounds it by. Pages past what is written are never touched, so the bound costs
-    // no memory.
-    let size = |cohorts: &[(&CohortId, &Bitset)]| -> usize {
-        cohorts
-            .iter()
-            .map(|(_, bits)| 26 + data.member_ids_json_len(bits.count()))
-            .sum()
-    };
-    let write = |cohorts: &[(&CohortId, &Bitset)], first: bool, mut out: Vec<u8>| {
-        if first {
-            out.push(b'{');
-        }
-        for (i, (id, bits)) in cohorts.iter().enumerate() {
-            if i > 0 || !first {
-                out.push(b',');
-            }
-            out.push(b'"');
-            out.extend_from_slice(id.to_string().as_bytes());
-            out.extend_from_slice(b"\":");
-            data.write_member_ids_json(bits, &mut out);
-        }
-        out
-    };
     let cohorts: Vec<(&CohortId, &Bitset)> = members.iter().collect();
+    // Each cohort takes at most 26 bytes for `{"id":` or `,"id":` (and the first a `{`), and
+    // its list what the dataset bounds it by. Pages past what is written are never touched, so
+    // the bound costs no memory. Buffers are allocated here, not on the threads: a new thread's
+    // allocator arena has no pages yet, while this thread's kept those the load freed.
+    let mut parts: Vec<Vec<u8>> = cohorts
+        .iter()
+        .map(|(_, bits)| Vec::with_capacity(26 + data.member_ids_json_len(bits.count())))
+        .collect();
+    let write = |i: usize, out: &mut Vec<u8>| {
+        let (id, bits) = cohorts[i];
+        out.extend_from_slice(if i == 0 { b"{\"" } else { b",\"" });
+        out.extend_from_slice(id.to_string().as_bytes());
+        out.extend_from_slice(b"\":");
+        data.write_member_ids_json(bits, out);
+    };
     let threads = match threads {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
         t => t,
     };
     let total: usize = cohorts.iter().map(|(_, b)| b.count()).sum();
-    let mut parts: Vec<Vec<u8>> = if threads <= 1 || total < 4_096 {
-        vec![write(&cohorts, true, Vec::with_capacity(size(&cohorts)))]
-    } else {
-        // Contiguous runs of cohorts, each cut once its members pass the next share.
-        let mut runs: Vec<&[(&CohortId, &Bitset)]> = Vec::new();
-        let (mut start, mut acc) = (0, 0);
-        for (i, (_, b)) in cohorts.iter().enumerate() {
-            acc += b.count();
-            if acc * threads >= total * (runs.len() + 1) || i + 1 == cohorts.len() {
-                runs.push(&cohorts[start..=i]);
-                start = i + 1;
-            }
+    if threads <= 1 || total < 4_096 {
+        for (i, out) in parts.iter_mut().enumerate() {
+            write(i, out);
         }
-        // Buffers are allocated here, not on the threads (the spawning loop pulls them): a new
-        // thread's allocator arena has no pages yet, while this thread's kept those the load
-        // freed. The first run is written on this thread.
-        let mut outs = runs.iter().map(|run| Vec::with_capacity(size(run)));
-        let first_out = outs.next().unwrap_or_default();
+    } else {
+        // Largest first, so the last ones taken are the smallest.
+        let mut order: Vec<usize> = (0..cohorts.len()).collect();
+        order.sort_by_key(|&i| std::cmp::Reverse(cohorts[i].1.count()));
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let slots: Vec<std::sync::Mutex<Vec<u8>>> =
+            parts.into_iter().map(std::sync::Mutex::new).collect();
+        let work = || loop {
+            let k = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let Some(&i) = order.get(k) else { break };
+            let mut out = slots[i]
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            write(i, &mut out);
+        };
         std::thread::scope(|s| {
-            let handles: Vec<_> = runs[1..]
-                .iter()
-                .zip(outs)
-                .map(|(&run, out)| s.spawn(move || write(run, false, out)))
-                .collect();
-            let first = write(runs[0], true, first_out);
-            std::iter::once(first)
-                .chain(
-                    handles
-                        .into_iter()
-                        .map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e))),
-                )
-                .collect()
-        })
-    };
+            for _ in 1..threads.min(cohorts.len()) {
+                s.spawn(work);
+            }
+            work();
+        });
+        parts = slots
+            .into_iter()
+            .map(|m| {
+                m.into_inner()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+            })
+            .collect();
+    }
+    if parts.is_empty() {
+        parts.push(b"{".to_vec());
+    }
     parts.push(b"}\n".to_vec());
     parts
 }
