@@ -523,19 +523,22 @@ pub(crate) struct IdOrder {
 /// and no branch on the length) and keep the id's own.
 const ID_PAD: usize = 64;
 
+/// Entry `k` of text laid end to end with `ends`: `ends[k - 1]..ends[k]`.
+#[inline]
+fn bounds(ends: &[usize], k: usize) -> std::ops::Range<usize> {
+    (if k == 0 { 0 } else { ends[k - 1] })..ends[k]
+}
+
 impl IdOrder {
     /// The id of rank `k`.
     #[inline]
     pub(crate) fn id(&self, k: usize) -> &str {
         match &self.raw {
-            Some((text, ends)) => {
-                let start = if k == 0 { 0 } else { ends[k - 1] };
-                &text[start..ends[k]]
-            }
+            Some((text, ends)) => &text[bounds(ends, k)],
             None => {
                 // `"id",` with nothing escaped: the id is plain UTF-8 between the quotes.
-                let start = if k == 0 { 0 } else { self.ends[k - 1] };
-                &self.json[start + 1..self.ends[k] - 2]
+                let b = bounds(&self.ends, k);
+                &self.json[b.start + 1..b.end - 2]
             }
         }
     }
@@ -545,8 +548,8 @@ impl IdOrder {
         out.push(b'[');
         let first = out.len();
         for k in ranks {
-            let start = if k == 0 { 0 } else { self.ends[k - 1] };
-            let len = self.ends[k] - start;
+            let std::ops::Range { start, end } = bounds(&self.ends, k);
+            let len = end - start;
             if len <= ID_PAD {
                 let at = out.len();
                 let padded: &[u8; ID_PAD] = self.json.as_bytes()[start..start + ID_PAD]
@@ -657,8 +660,7 @@ pub(crate) fn id_order_of(ids: &arena::StrSet) -> IdOrder {
     let mut rank = vec![0u32; n];
     let mut json = String::with_capacity(ids.bytes_len() + 3 * n + ID_PAD);
     let mut ends = Vec::with_capacity(n);
-    let mut raw_ends = Vec::with_capacity(n);
-    let (mut longest, mut longest_json, mut escaped, mut raw_len) = (0, 0, false, 0);
+    let (mut longest, mut longest_json, mut escaped) = (0, 0, false);
     for (k, &p) in order.iter().enumerate() {
         rank[p as usize] = k as u32;
         let id = ids.get_str(p);
@@ -669,15 +671,15 @@ pub(crate) fn id_order_of(ids: &arena::StrSet) -> IdOrder {
         ends.push(json.len());
         longest_json = longest_json.max(json.len() - at);
         escaped |= json.len() - at != id.len() + 3;
-        raw_len += id.len();
-        raw_ends.push(raw_len);
     }
     json.extend(std::iter::repeat_n(' ', ID_PAD));
     // Kept only when some id was escaped: otherwise every id is read inside its JSON form.
     let raw = escaped.then(|| {
-        let mut text = String::with_capacity(raw_len);
+        let mut text = String::with_capacity(ids.bytes_len());
+        let mut raw_ends = Vec::with_capacity(n);
         for &p in &order {
             text.push_str(ids.get_str(p));
+            raw_ends.push(text.len());
         }
         (text, raw_ends.into_boxed_slice())
     });

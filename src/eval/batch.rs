@@ -648,23 +648,21 @@ impl Batch<'_> {
         span: std::ops::Range<usize>,
         older: &[u32],
     ) -> Vec<u8> {
-        let flip = (t.invert ^ t.negate) as u8;
         let n = col.dict.len();
         let mut table = vec![0u8; n];
         let span = span.start.min(n)..span.end.min(n);
-        /// `f(code)` (after `flip`) into the entry of every code of `span` and of `older`.
+        /// `f(code)` into the entry of every code of `span` and of `older`.
         fn fill(
             table: &mut [u8],
             span: std::ops::Range<usize>,
             older: &[u32],
-            flip: u8,
             mut f: impl FnMut(usize) -> bool,
         ) {
             for (c, o) in table[span.clone()].iter_mut().enumerate() {
-                *o = f(span.start + c) as u8 ^ flip;
+                *o = f(span.start + c) as u8;
             }
             for &c in older {
-                table[c as usize] = f(c as usize) as u8 ^ flip;
+                table[c as usize] = f(c as usize) as u8;
             }
         }
         match &t.test {
@@ -674,19 +672,18 @@ impl Batch<'_> {
                 // codes one value at a time.
                 for needle in needles.all() {
                     folded.mark_contains_in(needle, span.clone(), &mut table);
-                    let finder = memchr::memmem::Finder::new(needle.as_bytes());
-                    for &c in older {
-                        table[c as usize] |= finder.find(folded.value(c as usize)).is_some() as u8;
+                    if !older.is_empty() {
+                        let finder = memchr::memmem::Finder::new(needle.as_bytes());
+                        for &c in older {
+                            table[c as usize] |=
+                                finder.find(folded.value(c as usize)).is_some() as u8;
+                        }
                     }
-                }
-                table[span].iter_mut().for_each(|h| *h ^= flip);
-                for &c in older {
-                    table[c as usize] ^= flip;
                 }
             }
             Test::Date(cmp, slot) if n > CACHE_MIN_VALUES => {
                 let (f, dates) = (self.times[*slot as usize], col.dates(1));
-                fill(&mut table, span, older, flip, |c| {
+                fill(&mut table, span.clone(), older, |c| {
                     dates[c].is_some_and(|d| match cmp {
                         DateCmp::Before => d < f,
                         DateCmp::After => d > f,
@@ -698,19 +695,19 @@ impl Batch<'_> {
             // A value that is not numeric is NaN, for which every comparison below is false.
             Test::Cmp(op, x) if n > CACHE_MIN_VALUES => {
                 let (x, nums) = (*x, col.nums());
-                fill(&mut table, span, older, flip, |c| {
+                fill(&mut table, span.clone(), older, |c| {
                     op.test(nums[c], x) & !nums[c].is_nan()
                 });
             }
             Test::Between(lo, hi) if n > CACHE_MIN_VALUES => {
                 let (lo, hi, nums) = (*lo, *hi, col.nums());
-                fill(&mut table, span, older, flip, |c| {
+                fill(&mut table, span.clone(), older, |c| {
                     lo <= nums[c] && nums[c] <= hi
                 });
             }
             Test::NotBetween(lo, hi) if n > CACHE_MIN_VALUES => {
                 let (lo, hi, nums) = (*lo, *hi, col.nums());
-                fill(&mut table, span, older, flip, |c| {
+                fill(&mut table, span.clone(), older, |c| {
                     nums[c] < lo || nums[c] > hi
                 });
             }
@@ -723,23 +720,26 @@ impl Batch<'_> {
                     for (&c, h) in older.iter().zip(hits) {
                         table[c as usize] = h;
                     }
-                    table[span].iter_mut().for_each(|h| *h ^= flip);
-                    for &c in older {
-                        table[c as usize] ^= flip;
-                    }
                 }
                 None => {
                     let mut buf = String::new();
-                    fill(&mut table, span, older, flip, |c| {
+                    fill(&mut table, span.clone(), older, |c| {
                         person::test(&t.test, &col.dict[c], self.times, &mut buf)
                     });
                 }
             },
             test => {
                 let mut buf = String::new();
-                fill(&mut table, span, older, flip, |c| {
+                fill(&mut table, span.clone(), older, |c| {
                     person::test(test, &col.dict[c], self.times, &mut buf)
                 });
+            }
+        }
+        // `invert` and `negate`, once for every kernel.
+        if t.invert ^ t.negate {
+            table[span].iter_mut().for_each(|h| *h ^= 1);
+            for &c in older {
+                table[c as usize] ^= 1;
             }
         }
         table
