@@ -12,8 +12,7 @@ use clap::{Args, Parser, Subcommand};
 use cohort_engine::time::{parse_absolute, Micros};
 use cohort_engine::Projection;
 use cohort_engine::{
-    BatchOptions, Bitset, CohortId, CohortSet, Dataset, Error, ErrorKind, Limits, LoadOptions,
-    Transition,
+    BatchOptions, CohortId, CohortSet, Dataset, Error, ErrorKind, Limits, LoadOptions, Transition,
 };
 
 /// Decide who is in a cohort: evaluate PostHog cohort definitions over persons and events.
@@ -320,92 +319,42 @@ fn eval(args: EvalArgs) -> Result<(), Vec<Error>> {
     let mut options = BatchOptions::default().threads(threads);
     options.cohorts = (!wanted.is_empty()).then_some(wanted);
     options.partition = partition;
-    // Bitsets, then each cohort's member ids (borrowed, in byte order) straight into the output:
-    // the evaluation time reported covers the member lists, and no id is copied into a String.
+    // Each cohort's member ids (borrowed, in byte order) written as JSON on the evaluation's
+    // own threads, once every cohort is done: the evaluation time reported covers the member
+    // lists, and no id is copied into a String.
     let program = data.compile(&set).map_err(|e| vec![e])?;
-    let members = data
-        .evaluate_bitsets(&program, now, &options)
+    let lists = data
+        .evaluate_each(&program, now, &options, |_, bits| {
+            let mut out = Vec::with_capacity(data.member_ids_json_len(bits.count()));
+            data.write_member_ids_json(&bits, &mut out);
+            out
+        })
         .map_err(|e| vec![e])?;
-    let parts = members_json(&data, &members, threads);
     if !args.data.quiet {
         eprintln!(
             "evaluated {} cohorts in {:.3} s",
-            members.len(),
+            lists.len(),
             eval_started.elapsed().as_secs_f64()
         );
     }
-    write_stdout(&parts)
+    write_stdout(&eval_line(&lists))
 }
 
 /// The `eval` output line, `{"id":[member ids in byte order],...}` and a newline, in parts to
-/// be written in order: one per cohort, each in a buffer sized for it up front (on a VM a fresh
-/// page costs ~2 µs to fault in, so growing a buffer or joining the parts would cost more than
-/// writing the ids). Cohorts are written on up to `threads` threads (0 = all cores), each
-/// taking the largest cohort left: a thread that starts late (on a VM, a woken thread can start
-/// milliseconds after the spawn) takes fewer instead of holding up a fixed share.
-fn members_json(
-    data: &Dataset,
-    members: &std::collections::BTreeMap<CohortId, Bitset>,
-    threads: usize,
-) -> Vec<Vec<u8>> {
-    let cohorts: Vec<(&CohortId, &Bitset)> = members.iter().collect();
-    // Each cohort takes at most 26 bytes for `{"id":` or `,"id":` (and the first a `{`), and
-    // its list what the dataset bounds it by. Pages past what is written are never touched, so
-    // the bound costs no memory. Buffers are allocated here, not on the threads: a new thread's
-    // allocator arena has no pages yet, while this thread's kept those the load freed.
-    let mut parts: Vec<Vec<u8>> = cohorts
-        .iter()
-        .map(|(_, bits)| Vec::with_capacity(26 + data.member_ids_json_len(bits.count())))
-        .collect();
-    let write = |i: usize, out: &mut Vec<u8>| {
-        let (id, bits) = cohorts[i];
-        out.extend_from_slice(if i == 0 { b"{\"" } else { b",\"" });
-        out.extend_from_slice(id.to_string().as_bytes());
-        out.extend_from_slice(b"\":");
-        data.write_member_ids_json(bits, out);
-    };
-    let threads = match threads {
-        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
-        t => t,
-    };
-    let total: usize = cohorts.iter().map(|(_, b)| b.count()).sum();
-    if threads <= 1 || total < 4_096 {
-        for (i, out) in parts.iter_mut().enumerate() {
-            write(i, out);
-        }
-    } else {
-        // Largest first, so the last ones taken are the smallest.
-        let mut order: Vec<usize> = (0..cohorts.len()).collect();
-        order.sort_by_key(|&i| std::cmp::Reverse(cohorts[i].1.count()));
-        let next = std::sync::atomic::AtomicUsize::new(0);
-        let slots: Vec<std::sync::Mutex<Vec<u8>>> =
-            parts.into_iter().map(std::sync::Mutex::new).collect();
-        let work = || loop {
-            let k = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let Some(&i) = order.get(k) else { break };
-            let mut out = slots[i]
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            write(i, &mut out);
-        };
-        std::thread::scope(|s| {
-            for _ in 1..threads.min(cohorts.len()) {
-                s.spawn(work);
-            }
-            work();
-        });
-        parts = slots
-            .into_iter()
-            .map(|m| {
-                m.into_inner()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-            })
-            .collect();
+/// be written in order: the cohorts' lists (from [`Dataset::write_member_ids_json`]) between
+/// the keys and braces.
+fn eval_line(
+    lists: &std::collections::BTreeMap<CohortId, Vec<u8>>,
+) -> Vec<std::borrow::Cow<'_, [u8]>> {
+    use std::borrow::Cow;
+    let mut parts = Vec::with_capacity(2 * lists.len() + 2);
+    parts.push(Cow::Borrowed(&b"{"[..]));
+    for (i, (id, list)) in lists.iter().enumerate() {
+        let sep = if i == 0 { "" } else { "," };
+        parts.push(Cow::Owned(format!("{sep}\"{id}\":").into_bytes()));
+        parts.push(Cow::Borrowed(&list[..]));
     }
-    if parts.is_empty() {
-        parts.push(b"{".to_vec());
-    }
-    parts.push(b"}\n".to_vec());
+    parts.push(Cow::Borrowed(&b"}\n"[..]));
     parts
 }
 

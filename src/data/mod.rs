@@ -760,6 +760,46 @@ impl Dataset {
         self.evaluate_bitsets_in(program, now, opts)
     }
 
+    /// Evaluates like [`Dataset::evaluate_bitsets`], then hands each requested cohort's members
+    /// to `each`, on the evaluation's own threads, once every cohort is done (largest first, in
+    /// no fixed order), and returns what it made per cohort id. For callers that turn the
+    /// bitsets into output (member lists, counts, keys): that work runs in parallel on threads
+    /// that are already running, where threads of the caller's own would have to be started.
+    ///
+    /// ```
+    /// # use cohort_engine::{BatchOptions, CohortSet, Dataset, Timestamp};
+    /// let set = CohortSet::from_json(
+    ///     r#"[{"id": 1, "filters": {"properties": {"type": "AND", "values": [
+    ///         {"type": "person", "key": "plan", "operator": "exact", "value": "pro"}]}}}]"#,
+    /// )?;
+    /// let data = Dataset::from_jsonl(
+    ///     r#"{"id": "a", "properties": {"plan": "pro"}}
+    /// {"id": "b", "properties": {"plan": "free"}}"#,
+    ///     "",
+    /// )?;
+    /// let program = data.compile(&set)?;
+    /// let now: Timestamp = "2026-01-01T00:00:00Z".parse()?;
+    /// let lists = data.evaluate_each(&program, now, &BatchOptions::default(), |_, bits| {
+    ///     let mut out = Vec::new();
+    ///     data.write_member_ids_json(&bits, &mut out);
+    ///     out
+    /// })?;
+    /// assert_eq!(lists[&1], br#"["a"]"#);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    /// As [`Dataset::evaluate`].
+    pub fn evaluate_each<R: Send>(
+        &self,
+        program: &Program,
+        now: impl Into<Timestamp>,
+        opts: &BatchOptions,
+        each: impl Fn(CohortId, Bitset) -> R + Sync,
+    ) -> Result<BTreeMap<CohortId, R>, Error> {
+        self.evaluate_each_in(program, now, opts, each)
+    }
+
     /// The ids of the persons in `members` (a bitset from [`Dataset::evaluate_bitsets`]) in
     /// byte order, borrowed from the dataset: [`Dataset::evaluate`]'s member lists without a
     /// `String` per member, for callers that write them out at once.

@@ -6,8 +6,9 @@
 //! the persons already known to match. Person-property leaves are one pass over the property's
 //! column; behavioral leaves scan the events of the persons still in the mask. On several
 //! threads the persons are split into contiguous ranges of about equal work, each evaluated
-//! whole (every cohort, in order) on its own thread, and the cohorts' bitsets are the unions of
-//! the ranges'. The result never depends on the thread count.
+//! whole (every cohort, in dependency order) by its own thread, which then helps with the
+//! cohorts of ranges not yet started ([`crate::eval::schedule`]); the cohorts' bitsets are the
+//! unions of the ranges'. The result never depends on the thread count.
 
 use std::collections::BTreeMap;
 
@@ -18,6 +19,7 @@ use crate::data::{Dataset, IdOrder, NameRun, PersonProps, Run, CACHE_MIN_VALUES}
 use crate::error::{Error, ErrorKind};
 use crate::eval::behavioral::CodeFilter;
 use crate::eval::bitset::{Bitset, Ones};
+use crate::eval::schedule::Schedule;
 use crate::eval::{behavioral, person, strings, Scratch, Subject, Who};
 use crate::intern::Sym;
 use crate::set::CohortSet;
@@ -94,8 +96,8 @@ struct Batch<'a> {
     times: &'a [Micros],
     /// The persons this share covers (bitsets span every person; bits outside stay 0).
     range: std::ops::Range<u32>,
-    /// Membership per cohort position, filled in evaluation order.
-    cohorts: Vec<Option<Bitset>>,
+    /// Membership per cohort position, each set once, after the cohorts it references.
+    cohorts: Vec<std::sync::OnceLock<Bitset>>,
     /// The persons evaluated: those of `range` (all, or one partition's).
     selected: Bitset,
     /// How many persons `selected` holds.
@@ -106,7 +108,7 @@ struct Batch<'a> {
     /// included) when there are two or more, which then share one pass over that event's runs.
     groups: &'a [Vec<u32>],
     /// Leaves computed by another leaf's shared pass, over every selected person, waiting for
-    /// their turn (taken when used).
+    /// their turn (taken when used, by whichever thread evaluates the leaf's cohort).
     shared: std::sync::Mutex<Vec<Option<Bitset>>>,
 }
 
@@ -184,6 +186,17 @@ impl Dataset {
         now: impl Into<Timestamp>,
         opts: &BatchOptions,
     ) -> Result<BTreeMap<CohortId, Bitset>, Error> {
+        self.evaluate_each_in(program, now, opts, |_, bits| bits)
+    }
+
+    /// See [`Dataset::evaluate_each`].
+    pub(crate) fn evaluate_each_in<R: Send>(
+        &self,
+        program: &Program,
+        now: impl Into<Timestamp>,
+        opts: &BatchOptions,
+        each: impl Fn(CohortId, Bitset) -> R + Sync,
+    ) -> Result<BTreeMap<CohortId, R>, Error> {
         let now = now.into().as_micros();
         self.check_program(program)?;
         let set = program.cohort_set();
@@ -276,9 +289,36 @@ impl Dataset {
         // Column caches are per distinct value, not per person: built once, on every thread,
         // before the persons are split.
         self.warm_columns(program, &needed, threads);
+        let order: Vec<usize> = set
+            .evaluation_order()
+            .iter()
+            .copied()
+            .filter(|&c| needed[c])
+            .collect();
+        let share = |range: std::ops::Range<u32>, shares: usize| {
+            let mut selected = selected.clone();
+            selected.retain_range(range.start as usize..range.end as usize);
+            let population = selected.count();
+            Batch {
+                data: self,
+                program,
+                now,
+                times: &times,
+                range,
+                cohorts: (0..set.len()).map(|_| std::sync::OnceLock::new()).collect(),
+                selected,
+                population,
+                shares,
+                groups: &groups,
+                shared: std::sync::Mutex::new(vec![None; program.behaviors.len()]),
+            }
+        };
         // Persons split into contiguous ranges of about equal work, one per thread, each
         // evaluated on its own from the first cohort to the last: every step (column passes,
-        // behavioral runs, references, AND/OR) is parallel, with no join between them.
+        // behavioral runs, references, AND/OR) is parallel, with no join between them. A thread
+        // done with its share helps with the cohorts another has not started: on a virtual
+        // machine a woken thread can start milliseconds after the spawn, and its share would
+        // otherwise hold up the batch.
         let offsets = self.event_offsets();
         let parts: Vec<std::ops::Range<u32>> =
             if threads > 1 && n >= PARALLEL_MIN_PERSONS && offsets.len() == n + 1 {
@@ -289,84 +329,104 @@ impl Dataset {
             } else {
                 std::iter::once(0..n as u32).collect()
             };
-        let evaluate = |range: std::ops::Range<u32>| -> Vec<Option<Bitset>> {
-            let mut selected = selected.clone();
-            selected.retain_range(range.start as usize..range.end as usize);
-            let population = selected.count();
-            let mut batch = Batch {
-                data: self,
-                program,
-                now,
-                times: &times,
-                range,
-                cohorts: vec![None; set.len()],
-                selected,
-                population,
-                shares: parts.len(),
-                groups: &groups,
-                shared: std::sync::Mutex::new(vec![None; program.behaviors.len()]),
-            };
-            for &c in set.evaluation_order() {
-                if !needed[c] {
-                    continue;
-                }
-                let bits = match &program.cohorts[c] {
-                    CohortCode::Deleted => Bitset::zeros(n),
-                    CohortCode::Static(members) => {
-                        let mut b = Bitset::zeros(n);
-                        for m in members {
-                            if let Some(p) = self.resolve(m) {
-                                b.set(p, true);
-                            }
-                        }
-                        b.and_assign(&batch.selected);
-                        b
-                    }
-                    CohortCode::Dynamic(root) => batch.node(*root, &batch.selected),
-                };
-                batch.cohorts[c] = Some(bits);
-            }
-            batch.cohorts
+        let shares: Vec<Batch<'_>> = parts
+            .iter()
+            .map(|r| share(r.clone(), parts.len()))
+            .collect();
+        // Each requested cohort, the union of its shares (which cover disjoint persons), handed
+        // to `each`.
+        let id = |k: usize| set.cohorts()[requested[k]].id;
+        let union = |k: usize| {
+            let c = requested[k];
+            let mut parts = shares.iter().filter_map(|b| b.cohorts[c].get());
+            let mut bits = parts.next().cloned().unwrap_or_else(|| Bitset::zeros(n));
+            parts.for_each(|b| bits.or_assign(b));
+            bits
         };
-        let cohorts = if parts.len() == 1 {
-            evaluate(0..n as u32)
+        let results: Vec<std::sync::Mutex<Option<R>>> = (0..requested.len())
+            .map(|_| std::sync::Mutex::new(None))
+            .collect();
+        let put = |k: usize, r: R| {
+            *results[k]
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(r)
+        };
+        if shares.len() == 1 {
+            for &c in &order {
+                drop(shares[0].cohorts[c].set(shares[0].cohort(c)));
+            }
+            for k in 0..requested.len() {
+                put(k, each(id(k), union(k)));
+            }
         } else {
-            let evaluate = &evaluate;
-            // The first share on this thread, the others on threads of their own.
-            let shares: Vec<Vec<Option<Bitset>>> = std::thread::scope(|s| {
-                let handles: Vec<_> = parts[1..]
-                    .iter()
-                    .map(|r| {
-                        let r = r.clone();
-                        s.spawn(move || evaluate(r))
-                    })
-                    .collect();
-                let mut shares = vec![evaluate(parts[0].clone())];
-                shares.extend(
-                    handles
-                        .into_iter()
-                        .map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e))),
-                );
-                shares
-            });
-            // The shares cover disjoint persons: each cohort is the union of its shares.
-            let mut shares = shares.into_iter();
-            let mut first = shares.next().unwrap_or_default();
-            for share in shares {
-                for (acc, bits) in first.iter_mut().zip(share) {
-                    if let (Some(acc), Some(bits)) = (acc.as_mut(), bits) {
-                        acc.or_assign(&bits);
-                    }
+            let schedules: Vec<Schedule<'_>> = shares
+                .iter()
+                .map(|batch| {
+                    Schedule::new(
+                        set.len(),
+                        &order,
+                        |c| &program.reads[c].refs,
+                        |c| batch.cohort_cost(c),
+                    )
+                })
+                .collect();
+            // `each` on the same threads once every share is done, largest cohort first (the
+            // threads are running already: new ones could start late).
+            let next = std::sync::atomic::AtomicUsize::new(0);
+            let largest = std::sync::OnceLock::new();
+            // Thread k runs share k to the end, takes what is ready in the others, then waits
+            // for every share and takes cohorts for `each`.
+            let work = |k: usize| {
+                #[cfg(test)]
+                if k > 0 {
+                    let ms = tests::SPAWN_DELAY_MS.load(std::sync::atomic::Ordering::Relaxed);
+                    std::thread::sleep(std::time::Duration::from_millis(ms));
                 }
-            }
-            first
-        };
-        let mut out = BTreeMap::new();
-        for c in requested {
-            let bits = cohorts[c].clone().unwrap_or_else(|| Bitset::zeros(n));
-            out.insert(set.cohorts()[c].id, bits);
+                let batch = &shares[k];
+                schedules[k].run(true, |c| drop(batch.cohorts[c].set(batch.cohort(c))));
+                for j in (1..shares.len()).map(|d| (k + d) % shares.len()) {
+                    let batch = &shares[j];
+                    schedules[j].run(false, |c| {
+                        #[cfg(test)]
+                        tests::HELPED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        drop(batch.cohorts[c].set(batch.cohort(c)))
+                    });
+                }
+                if !schedules.iter().all(Schedule::finish) {
+                    return;
+                }
+                let largest: &Vec<usize> = largest.get_or_init(|| {
+                    let mut ks: Vec<usize> = (0..requested.len()).collect();
+                    ks.sort_by_cached_key(|&k| {
+                        let c = requested[k];
+                        let count = |b: &Batch<'_>| b.cohorts[c].get().map_or(0, Bitset::count);
+                        std::cmp::Reverse(shares.iter().map(count).sum::<usize>())
+                    });
+                    ks
+                });
+                loop {
+                    let at = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let Some(&k) = largest.get(at) else { break };
+                    put(k, each(id(k), union(k)));
+                }
+            };
+            std::thread::scope(|s| {
+                for k in 1..shares.len() {
+                    s.spawn(move || work(k));
+                }
+                work(0);
+            });
         }
-        Ok(out)
+        Ok(results
+            .into_iter()
+            .enumerate()
+            .filter_map(|(k, r)| {
+                let r = r
+                    .into_inner()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                Some((id(k), r?))
+            })
+            .collect())
     }
 }
 
@@ -500,7 +560,7 @@ impl Batch<'_> {
             NodeKind::Behavior(i) => self.behavior(i as usize, mask),
             NodeKind::Cohort { target, invert } => {
                 let mut r = mask.clone();
-                if let Some(bits) = &self.cohorts[target as usize] {
+                if let Some(bits) = self.cohorts[target as usize].get() {
                     if invert {
                         r.and_not_assign(bits);
                     } else {
@@ -518,6 +578,34 @@ impl Batch<'_> {
             r
         } else {
             result
+        }
+    }
+
+    /// Cohort `c` (at its position in the set) over the selected persons; the cohorts it
+    /// references must be done.
+    fn cohort(&self, c: usize) -> Bitset {
+        let n = self.data.len();
+        match &self.program.cohorts[c] {
+            CohortCode::Deleted => Bitset::zeros(n),
+            CohortCode::Static(members) => {
+                let mut b = Bitset::zeros(n);
+                for m in members {
+                    if let Some(p) = self.data.resolve(m) {
+                        b.set(p, true);
+                    }
+                }
+                b.and_assign(&self.selected);
+                b
+            }
+            CohortCode::Dynamic(root) => self.node(*root, &self.selected),
+        }
+    }
+
+    /// The estimated work of cohort `c` alone (its references' cohorts not included).
+    fn cohort_cost(&self, c: usize) -> u64 {
+        match &self.program.cohorts[c] {
+            CohortCode::Dynamic(root) => self.cost(*root),
+            CohortCode::Deleted | CohortCode::Static(_) => 1,
         }
     }
 
@@ -544,10 +632,15 @@ impl Batch<'_> {
                 .sum(),
             NodeKind::Prop(i) => {
                 let t = &program.props[i as usize];
-                self.data
-                    .columns
-                    .get(t.key.0 as usize)
-                    .map_or(0, |c| c.persons.len() as u64 / 8)
+                self.data.columns.get(t.key.0 as usize).map_or(0, |c| {
+                    let pass = c.persons.len() as u64 / 8;
+                    match t.test {
+                        // An automaton run per distinct value: about 16 times a table lookup
+                        // per person each.
+                        Test::Regex(_) => pass + 2 * c.dict.len() as u64,
+                        _ => pass,
+                    }
+                })
             }
             NodeKind::Behavior(i) => {
                 let t = &program.behaviors[i as usize];
@@ -938,5 +1031,69 @@ impl MemberIds<'_> {
     /// The members' ranks in id byte order, ascending.
     pub(crate) fn ranks(self) -> Ones<Vec<u64>> {
         self.ranks
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::generate::{generate, GenerateOptions, Shape};
+    use crate::{BatchOptions, CohortSet, Dataset, LoadOptions};
+    use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+    /// How long the spawned threads of a batch sleep before starting on their share.
+    pub(super) static SPAWN_DELAY_MS: AtomicU64 = AtomicU64::new(0);
+    /// Cohorts evaluated by a thread for a share not its own.
+    pub(super) static HELPED: AtomicUsize = AtomicUsize::new(0);
+
+    #[test]
+    fn a_late_thread_leaves_its_share_to_the_others() {
+        // Past the size at which persons are split; the wide shape's cohorts have references
+        // (10 → 1, ¬3; 12 → 9) and behavioral leaves sharing an event.
+        let dir = std::env::temp_dir().join(format!("cohort-engine-late-{}", std::process::id()));
+        let opts = GenerateOptions {
+            persons: 9_001,
+            events_per_person: 10,
+            shape: Shape::Wide,
+            ..Default::default()
+        };
+        generate(&opts, &dir).unwrap();
+        let set = CohortSet::from_json(&std::fs::read_to_string(dir.join("cohorts.json")).unwrap())
+            .unwrap();
+        let data = Dataset::from_paths(
+            &dir.join("persons.jsonl"),
+            Some(&dir.join("events.jsonl")),
+            &mut LoadOptions::default(),
+        )
+        .unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        let program = data.compile(&set).unwrap();
+        let one = data
+            .evaluate_bitsets(&program, opts.now, &BatchOptions::default().threads(1))
+            .unwrap();
+        assert!(one.values().any(|b| b.count() > 0));
+        // The second thread starts long after the first has done everything: the first takes
+        // every cohort of the second share, then every member list.
+        SPAWN_DELAY_MS.store(200, Ordering::Relaxed);
+        let helped = HELPED.load(Ordering::Relaxed);
+        let counts = data
+            .evaluate_each(
+                &program,
+                opts.now,
+                &BatchOptions::default().threads(2),
+                |id, b| (id, b),
+            )
+            .unwrap();
+        SPAWN_DELAY_MS.store(0, Ordering::Relaxed);
+        assert!(HELPED.load(Ordering::Relaxed) - helped >= set.len());
+        assert_eq!(counts.len(), one.len());
+        for (id, (same, bits)) in &counts {
+            assert_eq!(id, same);
+            assert_eq!(bits, &one[id], "cohort {id}");
+        }
+        // On time, the same.
+        let two = data
+            .evaluate_bitsets(&program, opts.now, &BatchOptions::default().threads(2))
+            .unwrap();
+        assert_eq!(two, one);
     }
 }

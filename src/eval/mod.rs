@@ -13,6 +13,7 @@ mod horizon;
 
 pub(crate) use horizon::{EventChecks, HorizonBufs};
 mod person;
+mod schedule;
 pub(crate) mod strings;
 
 use crate::compile::{CohortCode, NodeId, NodeKind, Program, TimeExpr, MAX_RECURSIVE_HEIGHT};
