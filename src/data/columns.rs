@@ -139,6 +139,17 @@ impl Codes {
         }
     }
 
+    /// `n` codes as narrow as `max` allows, all `max`.
+    pub(crate) fn filled(n: usize, max: u32) -> Codes {
+        if max <= u8::MAX as u32 {
+            Codes::U8(vec![max as u8; n])
+        } else if max <= u16::MAX as u32 {
+            Codes::U16(vec![max as u16; n])
+        } else {
+            Codes::U32(vec![max; n])
+        }
+    }
+
     /// `n` zero codes of the same width.
     fn zeros_like(&self, n: usize) -> Codes {
         match self {
@@ -149,7 +160,7 @@ impl Codes {
     }
 
     /// Sets code `i` (which fits the width: it comes from a vector of the same width).
-    fn set(&mut self, i: usize, code: u32) {
+    pub(crate) fn set(&mut self, i: usize, code: u32) {
         match self {
             Codes::U8(c) => c[i] = code as u8,
             Codes::U16(c) => c[i] = code as u16,

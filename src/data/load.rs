@@ -749,6 +749,7 @@ impl Dataset {
             Folded,
             Dates,
             Nums,
+            Dense,
         }
         let warm: Vec<(usize, Cache)> = projection.map_or_else(Vec::new, |p| {
             let mut out = Vec::new();
@@ -756,6 +757,7 @@ impl Dataset {
                 (&p.folded_keys, Cache::Folded),
                 (&p.date_keys, Cache::Dates),
                 (&p.num_keys, Cache::Nums),
+                (&p.person_keys, Cache::Dense),
             ] {
                 for i in 0..keys.len() as u32 {
                     let k = symbols.keys.get(keys.get_str(i));
@@ -774,6 +776,12 @@ impl Dataset {
                         let Some(col) = ds.columns.get(c) else {
                             continue;
                         };
+                        if let Cache::Dense = cache {
+                            if col.persons.len() >= crate::eval::batch::DENSE_MIN_PERSONS {
+                                col.densify(ds.len());
+                            }
+                            continue;
+                        }
                         if col.dict.len() <= super::CACHE_MIN_VALUES {
                             continue;
                         }
@@ -787,6 +795,7 @@ impl Dataset {
                             Cache::Nums => {
                                 col.nums();
                             }
+                            Cache::Dense => {}
                         }
                     }
                     order

@@ -342,6 +342,10 @@ pub(crate) struct Column {
     dates: std::sync::OnceLock<Vec<Option<crate::time::Micros>>>,
     /// Each distinct value as a number (NaN for a value that is none), for numeric comparisons.
     nums: std::sync::OnceLock<Vec<f64>>,
+    /// Every person's code, by person index, `dict.len()` for a person without the key: built
+    /// once for a column that passes over persons read often, so a pass reads codes in place
+    /// of (person, code) pairs and builds each 64-person word without a branch.
+    dense: std::sync::OnceLock<columns::Codes>,
 }
 
 impl Column {
@@ -389,6 +393,15 @@ impl Column {
                 .map(|v| v.num().unwrap_or(f64::NAN))
                 .collect()
         })
+    }
+
+    /// Builds [`Column::dense`] for a dataset of `n` persons, once.
+    pub(crate) fn densify(&self, n: usize) {
+        self.dense.get_or_init(|| {
+            let mut dense = columns::Codes::filled(n, self.dict.len() as u32);
+            self.for_each_code_in(0..n as u32, |p, code| dense.set(p as usize, code));
+            dense
+        });
     }
 
     /// Person `p`'s value, if it has one.
@@ -464,7 +477,9 @@ impl Column {
     /// `f(code)` for each person of `range` having the key, the true results gathered as bits:
     /// `flush(w, bits)` once per 64-person word `w` holding any of them, in ascending order. The
     /// bits of a word build up in a register: setting them in memory one by one makes each
-    /// person's read-modify-write wait for the previous one's store.
+    /// person's read-modify-write wait for the previous one's store. When the column has its
+    /// [`Column::dense`] codes, `f` is also called with `dict.len()` for the persons without
+    /// the key, and must return false for it.
     #[inline]
     pub(crate) fn fold_words_in(
         &self,
@@ -472,6 +487,37 @@ impl Column {
         mut f: impl FnMut(u32) -> bool,
         mut flush: impl FnMut(usize, u64),
     ) {
+        /// Word by word over person-indexed codes: no person ids to read, no branch per person.
+        #[inline]
+        fn dense<T: Copy + Into<u32>>(
+            codes: &[T],
+            range: std::ops::Range<usize>,
+            mut f: impl FnMut(u32) -> bool,
+            mut flush: impl FnMut(usize, u64),
+        ) {
+            let (mut p, end) = (range.start, range.end.min(codes.len()));
+            while p < end {
+                let (w, base) = (p / 64, p / 64 * 64);
+                let hi = (base + 64).min(end);
+                let mut bits = 0u64;
+                for (j, &c) in codes[p..hi].iter().enumerate() {
+                    bits |= (f(c.into()) as u64) << (p - base + j);
+                }
+                if bits != 0 {
+                    flush(w, bits);
+                }
+                p = hi;
+            }
+        }
+        if let Some(codes) = self.dense.get() {
+            let range = range.start as usize..range.end as usize;
+            match codes {
+                columns::Codes::U8(c) => dense(c, range, f, flush),
+                columns::Codes::U16(c) => dense(c, range, f, flush),
+                columns::Codes::U32(c) => dense(c, range, f, flush),
+            }
+            return;
+        }
         let (mut word, mut bits) = (usize::MAX, 0u64);
         self.for_each_code_in(range, |p, code| {
             let w = p as usize / 64;

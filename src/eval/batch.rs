@@ -84,6 +84,10 @@ const PARALLEL_MIN_PERSONS: usize = 8192;
 /// automata only on the values of the persons in the mask.
 const REGEX_WITHIN_MIN: usize = 4096;
 
+/// Columns with at least this many persons get person-indexed codes (`Column::densify`) for
+/// their passes, built once per dataset (by the loader, for a projection's keys).
+pub(crate) const DENSE_MIN_PERSONS: usize = 4096;
+
 /// Dictionaries at least this large get their kernels run, in each share of a batch, only over
 /// the codes that share's persons use ([`crate::data::Column::codes_used_in`]).
 const SPAN_MIN_VALUES: usize = 4096;
@@ -432,7 +436,8 @@ impl Dataset {
 
 impl Dataset {
     /// Builds the column caches the property leaves of the `needed` cohorts read (case-folded
-    /// dictionaries for `icontains`, dates and numbers for comparisons) on `threads` threads, so no
+    /// dictionaries for `icontains`, dates and numbers for comparisons, person-indexed codes) on
+    /// `threads` threads, so no
     /// share of a batch builds one alone while the others wait for it.
     fn warm_columns(&self, program: &Program, needed: &[bool], threads: usize) {
         for (c, code) in program.cohorts.iter().enumerate() {
@@ -450,6 +455,9 @@ impl Dataset {
                 let Some(col) = self.columns.get(t.key.0 as usize) else {
                     return;
                 };
+                if col.persons.len() >= DENSE_MIN_PERSONS {
+                    col.densify(self.len());
+                }
                 match t.test {
                     Test::Contains(_) if col.dict.len() > CACHE_MIN_VALUES => {
                         col.folded(threads);
@@ -681,7 +689,7 @@ impl Batch<'_> {
             _ => None,
         };
         if regex.is_some() || col.dict.len() <= 64 || count >= col.dict.len() / 4 {
-            let table = regex.unwrap_or_else(|| {
+            let mut table = regex.unwrap_or_else(|| {
                 // With several shares, a large dictionary's values no person of this share has
                 // are never read here: the kernels run over the span of codes the share brought
                 // in, and the few older codes it uses are tested one by one.
@@ -692,6 +700,8 @@ impl Batch<'_> {
                     self.table(t, col, 0..col.dict.len(), &[])
                 }
             });
+            // The entry of persons without the key in dense codes: never a hit, never a failure.
+            table.push(missing as u8);
             let words = r.words_mut();
             let m = mask.words();
             if missing {
