@@ -1181,10 +1181,22 @@ const COHORTS: &str = r#"[
 "#;
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::{BatchOptions, CohortSet, Dataset, LoadOptions};
     use std::path::PathBuf;
+
+    /// The cohorts and data of a generated directory (all properties kept).
+    pub(crate) fn load(dir: &Path) -> (CohortSet, Dataset) {
+        let cohorts = std::fs::read_to_string(dir.join("cohorts.json")).unwrap();
+        let data = Dataset::from_paths(
+            &dir.join("persons.jsonl"),
+            Some(&dir.join("events.jsonl")),
+            &mut LoadOptions::default(),
+        )
+        .unwrap();
+        (CohortSet::from_json(&cohorts).unwrap(), data)
+    }
 
     fn tmp(name: &str) -> PathBuf {
         let d = std::env::temp_dir().join(format!(
@@ -1292,14 +1304,7 @@ mod tests {
         let dir = tmp("small");
         let stats = generate(&opts(300, 42), &dir).unwrap();
         assert_eq!(stats.cohorts, COHORT_COUNT);
-        let set = CohortSet::from_json(&std::fs::read_to_string(dir.join("cohorts.json")).unwrap())
-            .unwrap();
-        let data = Dataset::from_paths(
-            &dir.join("persons.jsonl"),
-            Some(&dir.join("events.jsonl")),
-            &mut LoadOptions::default(),
-        )
-        .unwrap();
+        let (set, data) = load(&dir);
         assert_eq!(data.len(), 300);
         assert!(data.skipped_events() > 0 || stats.events < 2000);
         let members = data

@@ -1047,7 +1047,7 @@ impl MemberIds<'_> {
 #[cfg(test)]
 mod tests {
     use crate::generate::{generate, GenerateOptions, Shape};
-    use crate::{BatchOptions, CohortSet, Dataset, LoadOptions};
+    use crate::BatchOptions;
     use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
     /// How long the spawned threads of a batch sleep before starting on their share.
@@ -1067,14 +1067,7 @@ mod tests {
             ..Default::default()
         };
         generate(&opts, &dir).unwrap();
-        let set = CohortSet::from_json(&std::fs::read_to_string(dir.join("cohorts.json")).unwrap())
-            .unwrap();
-        let data = Dataset::from_paths(
-            &dir.join("persons.jsonl"),
-            Some(&dir.join("events.jsonl")),
-            &mut LoadOptions::default(),
-        )
-        .unwrap();
+        let (set, data) = crate::generate::tests::load(&dir);
         std::fs::remove_dir_all(&dir).unwrap();
         let program = data.compile(&set).unwrap();
         let one = data
