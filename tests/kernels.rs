@@ -602,3 +602,47 @@ fn large_dictionaries_split_by_code_span_across_threads() {
     agree(&set, &data, now);
     assert_split(&set, &data, now);
 }
+
+#[test]
+fn evaluate_each_hands_each_requested_cohort_over_once() {
+    // `evaluate_each` against `evaluate_bitsets` on 1–3 threads (past the size at which persons
+    // are split), for every cohort and for a repeated subset of one partition; the closure's
+    // member list against `member_ids`.
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let (opts, data, cohorts) = generated_shape(Shape::Wide, 9_001, 10, "each");
+    let set = CohortSet::from_json(&cohorts).unwrap();
+    let program = data.compile(&set).unwrap();
+    for threads in [1, 2, 3] {
+        for (ids, partition) in [(None, None), (Some(vec![12, 10, 12]), Some((1, 2)))] {
+            let mut o = BatchOptions::default().threads(threads);
+            o.cohorts = ids;
+            o.partition = partition;
+            let want = data.evaluate_bitsets(&program, opts.now, &o).unwrap();
+            let calls = AtomicUsize::new(0);
+            let got = data
+                .evaluate_each(&program, opts.now, &o, |id, bits| {
+                    calls.fetch_add(1, Ordering::Relaxed);
+                    let mut json = Vec::new();
+                    data.write_member_ids_json(&bits, &mut json);
+                    (id, bits, json)
+                })
+                .unwrap();
+            let label = format!("{threads} threads, partition {partition:?}");
+            assert_eq!(calls.load(Ordering::Relaxed), want.len(), "{label}");
+            assert!(got.keys().eq(want.keys()), "{label}");
+            for (id, (same, bits, json)) in &got {
+                assert_eq!(same, id, "{label}");
+                assert_eq!(bits, &want[id], "cohort {id}, {label}");
+                assert!(bits.count() > 0, "cohort {id}, {label}");
+                let listed: Vec<String> = serde_json::from_slice(json).unwrap();
+                assert_eq!(listed, data.member_ids(bits), "cohort {id}, {label}");
+            }
+        }
+    }
+    // An unknown cohort is refused before anything runs.
+    let o = BatchOptions::default().cohorts([404]);
+    let err = data
+        .evaluate_each(&program, opts.now, &o, |_, _| ())
+        .unwrap_err();
+    assert!(err.to_string().contains("404"), "{err}");
+}

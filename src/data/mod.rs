@@ -807,8 +807,9 @@ impl Dataset {
     }
 
     /// Evaluates like [`Dataset::evaluate_bitsets`], then hands each requested cohort's members
-    /// to `each`, on the evaluation's own threads, once every cohort is done (largest first, in
-    /// no fixed order), and returns what it made per cohort id. For callers that turn the
+    /// to `each` (once per cohort, however often it is asked for), on the evaluation's own
+    /// threads, once every cohort is done (largest first, in no fixed order), and returns what
+    /// it made per cohort id. For callers that turn the
     /// bitsets into output (member lists, counts, keys): that work runs in parallel on threads
     /// that are already running, where threads of the caller's own would have to be started.
     ///

@@ -221,6 +221,9 @@ impl Dataset {
                         }
                     }
                 }
+                // Each cohort once, however often it was asked for.
+                out.sort_unstable();
+                out.dedup();
                 out
             }
         };
