@@ -776,16 +776,10 @@ impl Dataset {
                         let Some(col) = ds.columns.get(c) else {
                             continue;
                         };
-                        if let Cache::Dense = cache {
-                            if col.persons.len() >= crate::eval::batch::DENSE_MIN_PERSONS {
-                                col.densify(ds.len());
-                            }
-                            continue;
-                        }
-                        if col.dict.len() <= super::CACHE_MIN_VALUES {
-                            continue;
-                        }
                         match cache {
+                            Cache::Dense => col.densify(ds.len()),
+                            // Small dictionaries are tested value by value, without caches.
+                            _ if col.dict.len() <= super::CACHE_MIN_VALUES => {}
                             Cache::Folded => {
                                 col.folded(1);
                             }
@@ -795,7 +789,6 @@ impl Dataset {
                             Cache::Nums => {
                                 col.nums();
                             }
-                            Cache::Dense => {}
                         }
                     }
                     order

@@ -320,6 +320,10 @@ pub(crate) fn split_persons(offsets: &[u32], parts: usize) -> Vec<std::ops::Rang
 /// for `icontains`, parsed dates); smaller ones are tested value by value.
 pub(crate) const CACHE_MIN_VALUES: usize = 64;
 
+/// Columns with at least this many persons get person-indexed codes ([`Column::densify`]) for
+/// their passes, built once per dataset (by the loader, for a projection's keys).
+const DENSE_MIN_PERSONS: usize = 4096;
+
 /// [`Column::codes_used_in`] tests the older codes a share uses one by one while they are at
 /// most this fraction (1/N) of the codes before its span; past that, they join the span.
 const OLDER_CODES_SHARE: usize = 16;
@@ -395,8 +399,12 @@ impl Column {
         })
     }
 
-    /// Builds [`Column::dense`] for a dataset of `n` persons, once.
+    /// Builds [`Column::dense`] for a dataset of `n` persons, once, when the column has
+    /// [`DENSE_MIN_PERSONS`] persons or more (a pass over fewer is cheap either way).
     pub(crate) fn densify(&self, n: usize) {
+        if self.persons.len() < DENSE_MIN_PERSONS {
+            return;
+        }
         self.dense.get_or_init(|| {
             let mut dense = columns::Codes::filled(n, self.dict.len() as u32);
             self.for_each_code_in(0..n as u32, |p, code| dense.set(p as usize, code));

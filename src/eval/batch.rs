@@ -84,10 +84,6 @@ const PARALLEL_MIN_PERSONS: usize = 8192;
 /// automata only on the values of the persons in the mask.
 const REGEX_WITHIN_MIN: usize = 4096;
 
-/// Columns with at least this many persons get person-indexed codes (`Column::densify`) for
-/// their passes, built once per dataset (by the loader, for a projection's keys).
-pub(crate) const DENSE_MIN_PERSONS: usize = 4096;
-
 /// Dictionaries at least this large get their kernels run, in each share of a batch, only over
 /// the codes that share's persons use ([`crate::data::Column::codes_used_in`]).
 const SPAN_MIN_VALUES: usize = 4096;
@@ -360,22 +356,17 @@ impl Dataset {
         };
         if shares.len() == 1 {
             for &c in &order {
-                drop(shares[0].cohorts[c].set(shares[0].cohort(c)));
+                shares[0].settle(c);
             }
             for k in 0..requested.len() {
                 put(k, each(id(k), union(k)));
             }
         } else {
+            // Costs come from the dataset's statistics, the same for every share.
+            let costs: Vec<u64> = (0..set.len()).map(|c| shares[0].cohort_cost(c)).collect();
             let schedules: Vec<Schedule<'_>> = shares
                 .iter()
-                .map(|batch| {
-                    Schedule::new(
-                        set.len(),
-                        &order,
-                        |c| &program.reads[c].refs,
-                        |c| batch.cohort_cost(c),
-                    )
-                })
+                .map(|_| Schedule::new(&order, |c| &program.reads[c].refs, &costs))
                 .collect();
             // `each` on the same threads once every share is done, largest cohort first (the
             // threads are running already: new ones could start late).
@@ -389,14 +380,12 @@ impl Dataset {
                     let ms = tests::SPAWN_DELAY_MS.load(std::sync::atomic::Ordering::Relaxed);
                     std::thread::sleep(std::time::Duration::from_millis(ms));
                 }
-                let batch = &shares[k];
-                schedules[k].run(true, |c| drop(batch.cohorts[c].set(batch.cohort(c))));
+                schedules[k].run(true, |c| shares[k].settle(c));
                 for j in (1..shares.len()).map(|d| (k + d) % shares.len()) {
-                    let batch = &shares[j];
                     schedules[j].run(false, |c| {
                         #[cfg(test)]
                         tests::HELPED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        drop(batch.cohorts[c].set(batch.cohort(c)))
+                        shares[j].settle(c)
                     });
                 }
                 if !schedules.iter().all(Schedule::finish) {
@@ -458,9 +447,7 @@ impl Dataset {
                 let Some(col) = self.columns.get(t.key.0 as usize) else {
                     return;
                 };
-                if col.persons.len() >= DENSE_MIN_PERSONS {
-                    col.densify(self.len());
-                }
+                col.densify(self.len());
                 match t.test {
                     Test::Contains(_) if col.dict.len() > CACHE_MIN_VALUES => {
                         col.folded(threads);
@@ -592,11 +579,11 @@ impl Batch<'_> {
         }
     }
 
-    /// Cohort `c` (at its position in the set) over the selected persons; the cohorts it
-    /// references must be done.
-    fn cohort(&self, c: usize) -> Bitset {
+    /// Evaluates cohort `c` (at its position in the set) over the selected persons into
+    /// `cohorts[c]`; the cohorts it references must be done.
+    fn settle(&self, c: usize) {
         let n = self.data.len();
-        match &self.program.cohorts[c] {
+        let bits = match &self.program.cohorts[c] {
             CohortCode::Deleted => Bitset::zeros(n),
             CohortCode::Static(members) => {
                 let mut b = Bitset::zeros(n);
@@ -609,7 +596,9 @@ impl Batch<'_> {
                 b
             }
             CohortCode::Dynamic(root) => self.node(*root, &self.selected),
-        }
+        };
+        // Set once: each cohort of a share is taken by one thread only.
+        drop(self.cohorts[c].set(bits));
     }
 
     /// The estimated work of cohort `c` alone (its references' cohorts not included).

@@ -14,7 +14,7 @@ pub(crate) struct Schedule<'a> {
     /// Per cohort position: the positions it references (which must be done first).
     refs: Vec<&'a [u32]>,
     /// Per cohort position: its estimated work.
-    costs: Vec<u64>,
+    costs: &'a [u64],
     state: Mutex<State>,
     changed: Condvar,
 }
@@ -30,20 +30,20 @@ struct State {
 }
 
 impl<'a> Schedule<'a> {
-    /// The cohorts of `order` (positions among `len`), with their references and costs.
+    /// The cohorts of `order`, with their references and the costs of every position.
     pub(crate) fn new(
-        len: usize,
         order: &[usize],
         refs: impl Fn(usize) -> &'a [u32],
-        cost: impl Fn(usize) -> u64,
+        costs: &'a [u64],
     ) -> Schedule<'a> {
+        let len = costs.len();
         let mut done = vec![true; len];
         for &c in order {
             done[c] = false;
         }
         Schedule {
             refs: (0..len).map(refs).collect(),
-            costs: (0..len).map(cost).collect(),
+            costs,
             state: Mutex::new(State {
                 waiting: order.to_vec(),
                 done,
@@ -87,7 +87,8 @@ impl<'a> Schedule<'a> {
             if state.failed {
                 return false;
             }
-            if state.waiting.is_empty() && state.done.iter().all(|&d| d) {
+            // Cohorts still waiting are not done either.
+            if state.done.iter().all(|&d| d) {
                 return true;
             }
             state = self
@@ -139,8 +140,11 @@ mod tests {
         let refs: Vec<Vec<u32>> =
             vec![vec![], vec![], vec![0], vec![1], vec![2, 1], vec![], vec![]];
         for threads in 1..=4 {
-            let schedule =
-                Schedule::new(7, &[0, 1, 2, 3, 4, 5], |c| refs[c].as_slice(), |c| c as u64);
+            let schedule = Schedule::new(
+                &[0, 1, 2, 3, 4, 5],
+                |c| refs[c].as_slice(),
+                &[0, 1, 2, 3, 4, 5, 6],
+            );
             let finished: Vec<AtomicUsize> = (0..7).map(|_| AtomicUsize::new(0)).collect();
             let clock = AtomicUsize::new(1);
             std::thread::scope(|s| {
@@ -166,8 +170,7 @@ mod tests {
     #[test]
     fn costliest_ready_cohort_first() {
         let refs: Vec<Vec<u32>> = vec![vec![], vec![], vec![0]];
-        let costs = [1, 5, 9];
-        let schedule = Schedule::new(3, &[0, 1, 2], |c| refs[c].as_slice(), |c| costs[c]);
+        let schedule = Schedule::new(&[0, 1, 2], |c| refs[c].as_slice(), &[1, 5, 9]);
         let mut seen = Vec::new();
         schedule.run(true, |c| seen.push(c));
         // 2 is the costliest but waits for 0; 1 costs more than 0.
@@ -178,7 +181,7 @@ mod tests {
     #[test]
     fn a_panic_does_not_leave_threads_waiting() {
         let refs: Vec<Vec<u32>> = vec![vec![], vec![0], vec![0]];
-        let schedule = Schedule::new(3, &[0, 1, 2], |c| refs[c].as_slice(), |c| c as u64);
+        let schedule = Schedule::new(&[0, 1, 2], |c| refs[c].as_slice(), &[0, 1, 2]);
         let work = || {
             schedule.run(true, |c| {
                 if c == 0 {
