@@ -741,12 +741,13 @@ impl Dataset {
         let (mut skipped, mut dropped) = (0u64, 0u64);
         // The ids' byte order (for member lists) on a thread of its own while events are read:
         // it needs only the persons, and reading is most of a load. Then, on the same thread,
-        // the caches the projection's leaves read from person columns (case-folded dictionaries,
-        // dates), which a batch would otherwise build on its first run. With one thread asked
+        // the caches the projection's leaves read from person columns (case-folded and raw
+        // dictionary arenas, dates), which a batch would otherwise build on its first run. With one thread asked
         // for, both wait for their first use instead.
         #[derive(Clone, Copy)]
         enum Cache {
             Folded,
+            Raw,
             Dates,
             Nums,
             Dense,
@@ -755,6 +756,7 @@ impl Dataset {
             let mut out = Vec::new();
             for (keys, cache) in [
                 (&p.folded_keys, Cache::Folded),
+                (&p.regex_keys, Cache::Raw),
                 (&p.date_keys, Cache::Dates),
                 (&p.num_keys, Cache::Nums),
                 (&p.person_keys, Cache::Dense),
@@ -782,6 +784,9 @@ impl Dataset {
                             _ if col.dict.len() <= super::CACHE_MIN_VALUES => {}
                             Cache::Folded => {
                                 col.folded(1);
+                            }
+                            Cache::Raw => {
+                                col.raw(1);
                             }
                             Cache::Dates => {
                                 col.dates(1);
@@ -1208,12 +1213,12 @@ mod tests {
 
     #[test]
     fn a_projected_load_builds_the_column_caches_its_leaves_read() {
-        // 100 distinct names, dates and scores (past CACHE_MIN_VALUES); `city` is read by
-        // `exact` only.
+        // 100 distinct names, dates, scores and mails (past CACHE_MIN_VALUES); `city` is read
+        // by `exact` only.
         let persons: String = (0..100)
             .map(|i| {
                 format!(
-                    r#"{{"id": "p{i}", "properties": {{"name": "N{i}", "seen": "2026-{:02}-{:02}", "city": "c{i}", "score": {i}}}}}"#,
+                    r#"{{"id": "p{i}", "properties": {{"name": "N{i}", "seen": "2026-{:02}-{:02}", "city": "c{i}", "score": {i}, "mail": "m{i}@x.io"}}}}"#,
                     i / 28 + 1,
                     i % 28 + 1
                 )
@@ -1225,7 +1230,8 @@ mod tests {
                 {"type": "person", "key": "name", "operator": "icontains", "value": "n1"},
                 {"type": "person", "key": "seen", "operator": "is_date_after", "value": "2026-01-10"},
                 {"type": "person", "key": "city", "operator": "exact", "value": "c1"},
-                {"type": "person", "key": "score", "operator": "between", "value": [5, 50]}]}}}]"#,
+                {"type": "person", "key": "score", "operator": "between", "value": [5, 50]},
+                {"type": "person", "key": "mail", "operator": "not_regex", "value": "^m1"}]}}}]"#,
         )
         .unwrap();
         for threads in [1, 2] {
@@ -1244,6 +1250,8 @@ mod tests {
             assert_eq!(col("name").folded.get().is_some(), built, "{threads}");
             assert_eq!(col("seen").dates.get().is_some(), built, "{threads}");
             assert_eq!(col("score").nums.get().is_some(), built, "{threads}");
+            assert_eq!(col("mail").raw.get().is_some(), built, "{threads}");
+            assert!(col("name").raw.get().is_none() && col("mail").folded.get().is_none());
             assert!(col("name").dates.get().is_none() && col("seen").folded.get().is_none());
             assert!(col("city").folded.get().is_none() && col("city").dates.get().is_none());
             assert!(col("city").nums.get().is_none() && col("name").nums.get().is_none());

@@ -341,7 +341,10 @@ pub(crate) struct Column {
     index: arena::StrSet,
     /// The dictionary case-folded into one arena, built by the first `icontains` on a large
     /// dictionary and kept for the next.
-    folded: std::sync::OnceLock<crate::eval::strings::Folded>,
+    folded: std::sync::OnceLock<crate::eval::strings::Strings>,
+    /// The dictionary's string forms as they are, in one arena, which regex leaves' automata
+    /// scan: built by the first regex leaf on a large dictionary and kept for the next.
+    raw: std::sync::OnceLock<crate::eval::strings::Strings>,
     /// Each distinct value as a date, parsed by the first date leaf and kept for the next.
     dates: std::sync::OnceLock<Vec<Option<crate::time::Micros>>>,
     /// Each distinct value as a number (NaN for a value that is none), for numeric comparisons.
@@ -377,9 +380,16 @@ impl Column {
     }
 
     /// The case-folded dictionary (built on first use, on up to `threads` threads).
-    pub(crate) fn folded(&self, threads: usize) -> &crate::eval::strings::Folded {
+    pub(crate) fn folded(&self, threads: usize) -> &crate::eval::strings::Strings {
         self.folded
-            .get_or_init(|| crate::eval::strings::Folded::new_on(&self.dict, threads))
+            .get_or_init(|| crate::eval::strings::Strings::folded_on(&self.dict, threads))
+    }
+
+    /// The dictionary's string forms in one arena (built on first use, on up to `threads`
+    /// threads).
+    pub(crate) fn raw(&self, threads: usize) -> &crate::eval::strings::Strings {
+        self.raw
+            .get_or_init(|| crate::eval::strings::Strings::raw_on(&self.dict, threads))
     }
 
     /// The dictionary's values as dates (parsed on first use, on up to `threads` threads).
@@ -449,6 +459,65 @@ impl Column {
                 .for_each(|(&p, &c)| f(p, c as u32)),
             Codes::U32(c) => persons.iter().zip(&c[lo..hi]).for_each(|(&p, &c)| f(p, c)),
         }
+    }
+
+    /// Calls `f` with the (person, code) pair of every person of `range` in `mask` (a bitset's
+    /// words) having the key, in person order. With [`Column::dense`] codes this walks the
+    /// mask's set bits and reads their codes, so its cost follows the mask; otherwise it walks
+    /// the column's pairs and tests each person against the mask.
+    #[inline]
+    pub(crate) fn for_each_code_of(
+        &self,
+        range: std::ops::Range<u32>,
+        mask: &[u64],
+        mut f: impl FnMut(u32, u32),
+    ) {
+        #[inline]
+        fn dense<T: Copy + Into<u32>>(
+            codes: &[T],
+            missing: u32,
+            range: std::ops::Range<usize>,
+            mask: &[u64],
+            mut f: impl FnMut(u32, u32),
+        ) {
+            let end = range.end.min(codes.len());
+            let mut base = range.start / 64 * 64;
+            while base < end {
+                let mut bits = mask.get(base / 64).copied().unwrap_or(0);
+                if base < range.start {
+                    bits &= !0u64 << (range.start - base);
+                }
+                if end - base < 64 {
+                    bits &= (1u64 << (end - base)) - 1;
+                }
+                while bits != 0 {
+                    let p = base + bits.trailing_zeros() as usize;
+                    bits &= bits - 1;
+                    let c = codes[p].into();
+                    if c != missing {
+                        f(p as u32, c);
+                    }
+                }
+                base += 64;
+            }
+        }
+        if let Some(codes) = self.dense.get() {
+            let (range, missing) = (range.start as usize..range.end as usize, self.dict.len());
+            match codes {
+                columns::Codes::U8(c) => dense(c, missing as u32, range, mask, f),
+                columns::Codes::U16(c) => dense(c, missing as u32, range, mask, f),
+                columns::Codes::U32(c) => dense(c, missing as u32, range, mask, f),
+            }
+            return;
+        }
+        self.for_each_code_in(range, |p, code| {
+            if mask
+                .get(p as usize / 64)
+                .is_some_and(|w| w >> (p % 64) & 1 == 1)
+            {
+                f(p, code);
+            }
+        });
     }
 
     /// The codes the persons of `range` use: a span holding the codes first used in `range` (and
@@ -1181,6 +1250,51 @@ impl History {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn codes_of_a_mask_alike_with_and_without_person_indexed_codes() {
+        // 6,000 persons, every seventh without the key; masks of several densities; ranges on
+        // and off 64-person words, empty, and past the persons.
+        let n = 6_000u32;
+        let mut sparse = super::Column {
+            dict: (0..300)
+                .map(|i| crate::value::Val::Str(format!("v{i}").into()))
+                .collect(),
+            ..Default::default()
+        };
+        for p in (0..n).filter(|p| p % 7 != 3) {
+            sparse.push_code(p, p * 13 % 300);
+        }
+        let dense = sparse.clone();
+        dense.densify(n as usize);
+        assert!(dense.dense.get().is_some() && sparse.dense.get().is_none());
+        for step in [1, 2, 5, 64, 131] {
+            let mut mask = crate::Bitset::zeros(n as usize);
+            for p in (0..n as usize).step_by(step) {
+                mask.set(p, true);
+            }
+            for range in [
+                0..n,
+                0..0,
+                5..5,
+                1..63,
+                64..128,
+                70..4_001,
+                4_000..n,
+                5_990..n + 40,
+            ] {
+                let want: Vec<(u32, u32)> = (range.start..range.end.min(n))
+                    .filter(|&p| mask.get(p as usize) && p % 7 != 3)
+                    .map(|p| (p, p * 13 % 300))
+                    .collect();
+                for col in [&sparse, &dense] {
+                    let mut got = Vec::new();
+                    col.for_each_code_of(range.clone(), mask.words(), |p, c| got.push((p, c)));
+                    assert_eq!(got, want, "step {step}, range {range:?}");
+                }
+            }
+        }
+    }
+
     #[test]
     fn json_strings_as_serde_json_writes_them() {
         for s in [

@@ -13,8 +13,8 @@ use crate::set::CohortSet;
 ///
 /// On more than one thread, a load with a projection also builds, while it reads events, the
 /// caches the set's leaves read from person columns: the case-folded dictionary of a key read
-/// by `icontains`, the parsed dates of a key read by a date comparison, the numbers of a key
-/// read by a numeric comparison.
+/// by `icontains`, the dictionary in one arena of a key read by a regex, the parsed dates of a
+/// key read by a date comparison, the numbers of a key read by a numeric comparison.
 #[derive(Clone, Debug, Default)]
 pub struct Projection {
     pub(crate) person_keys: StrSet,
@@ -23,6 +23,9 @@ pub struct Projection {
     /// Person keys read by `icontains`-family leaves (their columns' case-folded dictionaries
     /// are built at load).
     pub(crate) folded_keys: StrSet,
+    /// Person keys read by regex leaves (their columns' dictionaries are laid end to end in one
+    /// arena at load).
+    pub(crate) regex_keys: StrSet,
     /// Person keys read by date comparisons (their columns' values are parsed as dates at load).
     pub(crate) date_keys: StrSet,
     /// Person keys read by numeric comparisons (their columns' values are converted to numbers
@@ -47,6 +50,9 @@ impl Projection {
                         | Operator::IContainsMulti
                         | Operator::NotIContainsMulti => {
                             p.folded_keys.intern(f.key.as_bytes());
+                        }
+                        Operator::Regex | Operator::NotRegex => {
+                            p.regex_keys.intern(f.key.as_bytes());
                         }
                         Operator::IsDateBefore | Operator::IsDateAfter | Operator::IsDateExact => {
                             p.date_keys.intern(f.key.as_bytes());

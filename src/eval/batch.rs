@@ -428,9 +428,9 @@ impl Dataset {
 
 impl Dataset {
     /// Builds the column caches the property leaves of the `needed` cohorts read (case-folded
-    /// dictionaries for `icontains`, dates and numbers for comparisons, person-indexed codes) on
-    /// `threads` threads, so no
-    /// share of a batch builds one alone while the others wait for it.
+    /// dictionaries for `icontains`, raw ones for regexes, dates and numbers for comparisons,
+    /// person-indexed codes) on `threads` threads, so no share of a batch builds one alone while
+    /// the others wait for it.
     fn warm_columns(&self, program: &Program, needed: &[bool], threads: usize) {
         for (c, code) in program.cohorts.iter().enumerate() {
             let CohortCode::Dynamic(root) = code else {
@@ -451,6 +451,9 @@ impl Dataset {
                 match t.test {
                     Test::Contains(_) if col.dict.len() > CACHE_MIN_VALUES => {
                         col.folded(threads);
+                    }
+                    Test::Regex(_) if col.dict.len() >= REGEX_WITHIN_MIN => {
+                        col.raw(threads);
                     }
                     Test::Date(..) if col.dict.len() > CACHE_MIN_VALUES => {
                         col.dates(threads);
@@ -715,11 +718,8 @@ impl Batch<'_> {
         const UNKNOWN: u8 = 2;
         let mut results = vec![UNKNOWN; col.dict.len()];
         let mut buf = String::new();
-        col.for_each_code_in(range, |p, code| {
+        col.for_each_code_of(range, mask.words(), |p, code| {
             let p = p as usize;
-            if !mask.get(p) {
-                return;
-            }
             let slot = &mut results[code as usize];
             if *slot == UNKNOWN {
                 let v = &col.dict[code as usize];
@@ -809,9 +809,10 @@ impl Batch<'_> {
             // The lazy DFAs when they can be built (once per table), the regexes otherwise.
             Test::Regex(res) if n >= REGEX_WITHIN_MIN => match strings::DfaSet::new(res) {
                 Some(dfas) => {
-                    dfas.fill(&col.dict[span.clone()], &mut table[span.clone()]);
+                    let raw = col.raw(1);
+                    dfas.fill(raw, span.clone(), &mut table);
                     let mut hits = vec![0u8; older.len()];
-                    dfas.fill_codes(&col.dict, older, &mut hits);
+                    dfas.fill_codes(raw, older, &mut hits);
                     for (&c, h) in older.iter().zip(hits) {
                         table[c as usize] = h;
                     }
@@ -854,14 +855,14 @@ impl Batch<'_> {
         let dfas = strings::DfaSet::new(res)?;
         let mut table = vec![0u8; col.dict.len()];
         let mut codes = Vec::new();
-        col.for_each_code_in(self.range.clone(), |p, code| {
-            if mask.get(p as usize) && table[code as usize] == 0 {
+        col.for_each_code_of(self.range.clone(), mask.words(), |_, code| {
+            if table[code as usize] == 0 {
                 table[code as usize] = 1;
                 codes.push(code);
             }
         });
         let mut hits = vec![0u8; codes.len()];
-        dfas.fill_codes(&col.dict, &codes, &mut hits);
+        dfas.fill_codes(col.raw(1), &codes, &mut hits);
         let flip = (t.invert ^ t.negate) as u8;
         for (&c, h) in codes.iter().zip(hits) {
             table[c as usize] = h ^ flip;

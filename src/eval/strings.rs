@@ -10,33 +10,48 @@ use crate::eval::person::value_date;
 use crate::time::Micros;
 use crate::value::Val;
 
-/// A column dictionary's string forms, lower-cased (`char::to_lowercase`, as
-/// [`crate::value::contains_lower`] folds), end to end: value `i` is `bytes[ends[i-1]..ends[i]]`.
+/// A column dictionary's string forms end to end in one arena: value `i` is
+/// `bytes[ends[i-1]..ends[i]]`. Either as they are ([`Strings::raw`], which regexes scan) or
+/// lower-cased ([`Strings::folded`], with `char::to_lowercase`, as
+/// [`crate::value::contains_lower`] folds, which `icontains` searches). Reading a dictionary's
+/// values is a cache miss each (every one is its own allocation); reading the arena is a stream.
 #[derive(Clone, Debug, Default)]
-pub(crate) struct Folded {
+pub(crate) struct Strings {
     bytes: Vec<u8>,
     ends: Vec<usize>,
 }
 
-impl Folded {
-    /// [`Folded::new`] on up to `threads` threads for a large dictionary: reading the values is
-    /// a cache miss each (every one is its own allocation), so the threads overlap the misses.
-    pub(crate) fn new_on(dict: &[Val], threads: usize) -> Folded {
+impl Strings {
+    /// Every value of `dict` (its string form, as operators see it), lower-cased, on up to
+    /// `threads` threads for a large dictionary.
+    pub(crate) fn folded_on(dict: &[Val], threads: usize) -> Strings {
+        Strings::build_on(dict, threads, true)
+    }
+
+    /// Every value of `dict` (its string form), as it is, on up to `threads` threads for a
+    /// large dictionary.
+    pub(crate) fn raw_on(dict: &[Val], threads: usize) -> Strings {
+        Strings::build_on(dict, threads, false)
+    }
+
+    /// [`Strings::build`] on up to `threads` threads for a large dictionary: the threads
+    /// overlap the values' cache misses.
+    fn build_on(dict: &[Val], threads: usize, fold: bool) -> Strings {
         if threads <= 1 || dict.len() < PARALLEL_MIN_VALUES {
-            return Folded::new(dict);
+            return Strings::build(dict, fold);
         }
         let chunk = dict.len().div_ceil(threads);
-        let parts: Vec<Folded> = std::thread::scope(|s| {
+        let parts: Vec<Strings> = std::thread::scope(|s| {
             let handles: Vec<_> = dict
                 .chunks(chunk)
-                .map(|part| s.spawn(move || Folded::new(part)))
+                .map(|part| s.spawn(move || Strings::build(part, fold)))
                 .collect();
             handles
                 .into_iter()
-                .map(|h| h.join().expect("folding does not panic"))
+                .map(|h| h.join().expect("building an arena does not panic"))
                 .collect()
         });
-        let mut out = Folded {
+        let mut out = Strings {
             bytes: Vec::with_capacity(parts.iter().map(|p| p.bytes.len()).sum()),
             ends: Vec::with_capacity(dict.len()),
         };
@@ -48,8 +63,8 @@ impl Folded {
         out
     }
 
-    /// Folds every value of `dict` (its string form, as operators see it) into one arena.
-    pub(crate) fn new(dict: &[Val]) -> Folded {
+    /// Every value of `dict` into one arena, lower-cased when `fold`.
+    fn build(dict: &[Val], fold: bool) -> Strings {
         // Strings fold to about their own length: one allocation for most dictionaries.
         let size: usize = dict
             .iter()
@@ -63,7 +78,9 @@ impl Folded {
         let mut chars = [0u8; 4];
         for v in dict {
             v.with_str(|s| {
-                if s.is_ascii() {
+                if !fold {
+                    bytes.extend_from_slice(s.as_bytes());
+                } else if s.is_ascii() {
                     let at = bytes.len();
                     bytes.extend_from_slice(s.as_bytes());
                     bytes[at..].make_ascii_lowercase();
@@ -75,13 +92,26 @@ impl Folded {
             });
             ends.push(bytes.len());
         }
-        Folded { bytes, ends }
+        Strings { bytes, ends }
     }
 
-    /// Value `i`, folded.
+    /// How many values the arena holds.
+    pub(crate) fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    /// Value `i` (as the arena keeps it: folded or raw).
     pub(crate) fn value(&self, i: usize) -> &[u8] {
-        let start = if i == 0 { 0 } else { self.ends[i - 1] };
-        &self.bytes[start..self.ends[i]]
+        &self.bytes[self.start(i)..self.ends[i]]
+    }
+
+    /// Where value `i` starts.
+    fn start(&self, i: usize) -> usize {
+        if i == 0 {
+            0
+        } else {
+            self.ends[i - 1]
+        }
     }
 
     /// Sets `hit[i]` to 1 for every value `i` in `span` whose folded form contains `needle`
@@ -103,11 +133,7 @@ impl Folded {
         }
         let finder = memchr::memmem::Finder::new(needle.as_bytes());
         let len = needle.len();
-        let mut from = if span.start == 0 {
-            0
-        } else {
-            self.ends[span.start - 1]
-        };
+        let mut from = self.start(span.start);
         let limit = self.ends[span.end - 1];
         let mut value = span.start;
         while let Some(at) = finder.find(&self.bytes[from..limit]) {
@@ -184,19 +210,28 @@ impl<'a> DfaSet<'a> {
         })
     }
 
-    /// Sets `out[i]` to whether any of the regexes matches `values[i]`'s string form.
-    pub(crate) fn fill(&self, values: &[Val], out: &mut [u8]) {
+    /// Sets `out[i]` to whether any of the regexes matches value `i` of `values` (a raw
+    /// arena), for every `i` in `span`; the other entries stay as they are.
+    pub(crate) fn fill(&self, values: &Strings, span: std::ops::Range<usize>, out: &mut [u8]) {
+        let span = span.start..span.end.min(values.len());
+        if span.is_empty() {
+            return;
+        }
         let mut caches = self.caches();
-        for (v, o) in values.iter().zip(out) {
-            *o = self.is_match(&mut caches, v) as u8;
+        let mut start = values.start(span.start);
+        for (i, o) in out[span.clone()].iter_mut().enumerate() {
+            let end = values.ends[span.start + i];
+            *o = self.is_match(&mut caches, &values.bytes[start..end]) as u8;
+            start = end;
         }
     }
 
-    /// Sets `out[i]` to whether any of the regexes matches `dict[codes[i]]`'s string form.
-    pub(crate) fn fill_codes(&self, dict: &[Val], codes: &[u32], out: &mut [u8]) {
+    /// Sets `out[i]` to whether any of the regexes matches value `codes[i]` of `values` (a raw
+    /// arena).
+    pub(crate) fn fill_codes(&self, values: &Strings, codes: &[u32], out: &mut [u8]) {
         let mut caches = self.caches();
         for (&c, o) in codes.iter().zip(out) {
-            *o = self.is_match(&mut caches, &dict[c as usize]) as u8;
+            *o = self.is_match(&mut caches, values.value(c as usize)) as u8;
         }
     }
 
@@ -204,27 +239,26 @@ impl<'a> DfaSet<'a> {
         self.dfas.iter().map(|d| d.create_cache()).collect()
     }
 
+    /// Does any of the regexes match `s` (a value's string form, so valid UTF-8)?
     #[inline]
-    fn is_match(&self, caches: &mut [regex_automata::hybrid::dfa::Cache], v: &Val) -> bool {
-        v.with_str(|s| {
-            let regexes = self.dfas.iter().zip(caches).zip(self.originals);
-            regexes
-                .zip(&self.suffixes)
-                .any(|(((dfa, cache), re), suffixes)| {
-                    if let Some(suffixes) = suffixes {
-                        if !suffixes.iter().any(|l| s.as_bytes().ends_with(l)) {
-                            return false;
-                        }
+    fn is_match(&self, caches: &mut [regex_automata::hybrid::dfa::Cache], s: &[u8]) -> bool {
+        let regexes = self.dfas.iter().zip(caches).zip(self.originals);
+        regexes
+            .zip(&self.suffixes)
+            .any(|(((dfa, cache), re), suffixes)| {
+                if let Some(suffixes) = suffixes {
+                    if !suffixes.iter().any(|l| s.ends_with(l)) {
+                        return false;
                     }
-                    let input = regex_automata::Input::new(s).earliest(true);
-                    match dfa.try_search_fwd(cache, &input) {
-                        Ok(m) => m.is_some(),
-                        // The lazy DFA gave up (a Unicode word boundary beside non-ASCII text):
-                        // the regex decides.
-                        Err(_) => re.is_match(s),
-                    }
-                })
-        })
+                }
+                let input = regex_automata::Input::new(s).earliest(true);
+                match dfa.try_search_fwd(cache, &input) {
+                    Ok(m) => m.is_some(),
+                    // The lazy DFA gave up (a Unicode word boundary beside non-ASCII text): the
+                    // regex decides.
+                    Err(_) => std::str::from_utf8(s).is_ok_and(|s| re.is_match(s)),
+                }
+            })
     }
 }
 
@@ -281,7 +315,7 @@ mod tests {
         let mut dict = values.clone();
         dict.push(Val::Bool(true));
         dict.push(Val::Num(serde_json::Number::from(1234)));
-        let folded = Folded::new(&dict);
+        let folded = Strings::folded_on(&dict, 1);
         let mut buf = String::new();
         for needle in [
             "", "ab", "bab", "b", "ba", "aba", "straße", "i̇st", "rue", "23", "àb", "x",
@@ -319,13 +353,85 @@ mod tests {
                 _ => Val::Bool(i % 2 == 0),
             })
             .collect();
-        let one = Folded::new(&dict);
+        let one = Strings::folded_on(&dict, 1);
+        let raw = Strings::raw_on(&dict, 1);
         for threads in [2, 3] {
-            let many = Folded::new_on(&dict, threads);
+            let many = Strings::folded_on(&dict, threads);
             assert_eq!((&many.bytes, &many.ends), (&one.bytes, &one.ends));
+            let many = Strings::raw_on(&dict, threads);
+            assert_eq!((&many.bytes, &many.ends), (&raw.bytes, &raw.ends));
             assert_eq!(dates(&dict, threads), dates(&dict, 1));
         }
         assert!(dates(&dict, 1).iter().filter(|d| d.is_some()).count() > 3_000);
+        for (i, v) in dict.iter().enumerate() {
+            assert_eq!(raw.value(i), v.with_str(|s| s.as_bytes().to_vec()), "{v:?}");
+        }
+    }
+
+    #[test]
+    fn automata_over_the_raw_arena_agree_with_the_regexes() {
+        let mut dict = dict(&[
+            "abe@gmail.com",
+            "Abe@gmail.com",
+            "mo@yahoo.com",
+            "zed@gmail.com",
+            "a@gmail.com.au",
+            "",
+            "été",
+            "café x",
+            "x café",
+            "İstanbul",
+            "line\nbreak",
+            "ab",
+        ]);
+        dict.push(Val::Bool(true));
+        dict.push(Val::Num(serde_json::Number::from(1234)));
+        dict.push(Val::Json("[1,2]".into()));
+        let raw = Strings::raw_on(&dict, 1);
+        for patterns in [
+            &[r"^[a-m][^@]*@(gmail|yahoo)\.com$"][..],
+            &[r"(?i)^abe"],
+            &[r"\bcafé\b"],
+            &[r"\bx\b", r"^\d+$"],
+            &[r"^$"],
+            &[r"^true$|^\[1"],
+            &[r"ta"],
+            &[r"(?m)^break$"],
+        ] {
+            let res: Vec<regex::Regex> = patterns
+                .iter()
+                .map(|p| regex::Regex::new(p).unwrap())
+                .collect();
+            let want: Vec<u8> = dict
+                .iter()
+                .map(|v| v.with_str(|s| res.iter().any(|r| r.is_match(s))) as u8)
+                .collect();
+            let Some(dfas) = DfaSet::new(&res) else {
+                continue;
+            };
+            // The whole arena, any span of it (nothing written outside), any codes.
+            let mut all = vec![0u8; dict.len()];
+            dfas.fill(&raw, 0..dict.len() + 3, &mut all);
+            assert_eq!(all, want, "{patterns:?}");
+            for lo in 0..=dict.len() {
+                let mut part = vec![7u8; dict.len()];
+                dfas.fill(&raw, lo..dict.len() - 1, &mut part);
+                for i in 0..dict.len() {
+                    let expect = if (lo..dict.len() - 1).contains(&i) {
+                        want[i]
+                    } else {
+                        7
+                    };
+                    assert_eq!(part[i], expect, "{patterns:?} {lo}, value {i}");
+                }
+            }
+            let codes: Vec<u32> = (0..dict.len() as u32).rev().step_by(2).collect();
+            let mut hits = vec![9u8; codes.len()];
+            dfas.fill_codes(&raw, &codes, &mut hits);
+            for (&c, h) in codes.iter().zip(hits) {
+                assert_eq!(h, want[c as usize], "{patterns:?} code {c}");
+            }
+        }
     }
 
     #[test]
