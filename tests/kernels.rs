@@ -646,3 +646,93 @@ fn evaluate_each_hands_each_requested_cohort_over_once() {
         .unwrap_err();
     assert!(err.to_string().contains("404"), "{err}");
 }
+
+#[test]
+fn presence_leaves_over_many_persons() {
+    // 9,000 persons: `a` on two in three and `c` on every other (past the 4,096 persons from
+    // which a column keeps its presence bitset, so `is_set` / `is_not_set` are word
+    // operations), `b` on two in five (under it: a pass over codes). Plain, `is_not_set`,
+    // negated, in AND and OR groups, on 1 to 3 threads, against the per-person path.
+    let mut persons = String::new();
+    for i in 0..9_000 {
+        let mut props = serde_json::Map::new();
+        if i % 3 != 0 {
+            props.insert("a".into(), format!("a{}", i % 50).into());
+        }
+        if i % 5 < 2 {
+            props.insert("b".into(), (i % 7).into());
+        }
+        if i % 2 == 0 {
+            props.insert("c".into(), (i % 4 == 0).into());
+        }
+        persons.push_str(&format!(
+            "{{\"id\":\"p{i}\",\"distinct_ids\":[\"p{i}\"],\"properties\":{}}}\n",
+            serde_json::Value::Object(props)
+        ));
+    }
+    let data = persons_only(&persons);
+    let leaf = person_leaf;
+    let (set_, not_set) = ("\"is_set\"", "\"is_not_set\"");
+    let groups = [
+        ("AND", vec![leaf("a", "is_set", set_, false)]),
+        ("AND", vec![leaf("a", "is_not_set", not_set, false)]),
+        (
+            "AND",
+            vec![
+                leaf("a", "is_set", set_, true),
+                leaf("c", "is_set", set_, false),
+            ],
+        ),
+        (
+            "AND",
+            vec![
+                leaf("a", "is_not_set", not_set, true),
+                leaf("b", "is_set", set_, false),
+            ],
+        ),
+        (
+            "OR",
+            vec![
+                leaf("a", "is_not_set", not_set, false),
+                leaf("c", "is_set", set_, false),
+            ],
+        ),
+        (
+            "AND",
+            vec![
+                leaf("b", "is_set", set_, false),
+                leaf("a", "is_not_set", not_set, false),
+                leaf("c", "is_not_set", not_set, true),
+            ],
+        ),
+        (
+            "OR",
+            vec![
+                leaf("c", "is_not_set", not_set, false),
+                leaf("a", "exact", "[\"a7\"]", false),
+            ],
+        ),
+    ];
+    let cohorts: Vec<String> = groups
+        .iter()
+        .enumerate()
+        .map(|(i, (op, values))| {
+            format!(
+                "{{\"id\":{},\"filters\":{{\"properties\":{{\"type\":\"{op}\",\"values\":[{}]}}}}}}",
+                i + 1,
+                values.join(",")
+            )
+        })
+        .collect();
+    let set = CohortSet::from_json(&format!("[{}]", cohorts.join(","))).unwrap();
+    let program = data.compile(&set).unwrap();
+    let one = data
+        .evaluate_bitsets(&program, 0, &BatchOptions::default().threads(1))
+        .unwrap();
+    let got = data
+        .evaluate_bitsets(&program, 0, &BatchOptions::default().threads(3))
+        .unwrap();
+    assert_eq!(got, one, "3 threads");
+    agree(&set, &data, 0);
+    assert_split(&set, &data, 0);
+}

@@ -353,6 +353,9 @@ pub(crate) struct Column {
     /// once for a column that passes over persons read often, so a pass reads codes in place
     /// of (person, code) pairs and builds each 64-person word without a branch.
     dense: std::sync::OnceLock<columns::Codes>,
+    /// The persons having the key, as a bitset, built with [`Column::dense`]: `is_set` and
+    /// `is_not_set` are then word operations, not a pass over codes.
+    present: std::sync::OnceLock<crate::Bitset>,
 }
 
 impl Column {
@@ -409,8 +412,9 @@ impl Column {
         })
     }
 
-    /// Builds [`Column::dense`] for a dataset of `n` persons, once, when the column has
-    /// [`DENSE_MIN_PERSONS`] persons or more (a pass over fewer is cheap either way).
+    /// Builds [`Column::dense`] and [`Column::present`] for a dataset of `n` persons, once, when
+    /// the column has [`DENSE_MIN_PERSONS`] persons or more (a pass over fewer is cheap either
+    /// way).
     pub(crate) fn densify(&self, n: usize) {
         if self.persons.len() < DENSE_MIN_PERSONS {
             return;
@@ -420,6 +424,18 @@ impl Column {
             self.for_each_code_in(0..n as u32, |p, code| dense.set(p as usize, code));
             dense
         });
+        self.present.get_or_init(|| {
+            let mut present = crate::Bitset::zeros(n);
+            for &p in &self.persons {
+                present.set(p as usize, true);
+            }
+            present
+        });
+    }
+
+    /// The persons having the key, when [`Column::densify`] built them.
+    pub(crate) fn present(&self) -> Option<&crate::Bitset> {
+        self.present.get()
     }
 
     /// Person `p`'s value, if it has one.
@@ -1267,6 +1283,8 @@ mod tests {
         let dense = sparse.clone();
         dense.densify(n as usize);
         assert!(dense.dense.get().is_some() && sparse.dense.get().is_none());
+        let present = dense.present().unwrap();
+        assert!((0..n as usize).all(|p| present.get(p) == (p % 7 != 3)));
         for step in [1, 2, 5, 64, 131] {
             let mut mask = crate::Bitset::zeros(n as usize);
             for p in (0..n as usize).step_by(step) {

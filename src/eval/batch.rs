@@ -674,6 +674,22 @@ impl Batch<'_> {
         let Some(col) = self.data.columns.get(t.key.0 as usize) else {
             return r;
         };
+        // `is_set` / `is_not_set`: every present value gives the same answer, so with the
+        // column's presence bitset the leaf is a word operation per 64 persons.
+        if let (Test::Set, Some(present)) = (&t.test, col.present()) {
+            // All ones where persons with the key are in, and where persons without it are.
+            let with = if t.invert ^ t.negate { 0 } else { u64::MAX };
+            let without = if missing { u64::MAX } else { 0 };
+            let (m, p) = (mask.words(), present.words());
+            let words = r.words_mut();
+            let lo = self.range.start as usize / 64;
+            let hi = (self.range.end as usize).div_ceil(64).min(words.len());
+            // Outside the range the mask is 0, and so is the result.
+            for w in lo..hi {
+                words[w] = m[w] & (p[w] & with | !p[w] & without);
+            }
+            return r;
+        }
         // The mask's persons scaled to all shares, so the choice does not depend on the split.
         let count = mask.count().saturating_mul(self.shares);
         let range = self.range.clone();
