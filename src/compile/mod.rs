@@ -78,7 +78,7 @@ pub(crate) enum Test {
     /// lower(str(v)) contains one of these (lower-cased).
     Contains(Needles),
     /// str(v) matches one of these.
-    Regex(Vec<Regex>),
+    Regex(Regexes),
     /// num(v) OP x.
     Cmp(NumCmp, f64),
     /// lo ≤ num(v) ≤ hi.
@@ -91,6 +91,46 @@ pub(crate) enum Test {
     Semver(NumCmp, Version),
     /// lo ≤ semver(v) < hi.
     SemverRange(Version, Version),
+}
+
+/// A regex leaf's patterns (any one matching is a match), and the lazy DFAs a batch runs them
+/// as over a dictionary: built by the first batch that needs them, then kept with the program,
+/// so later evaluations neither rebuild them nor recompute their states.
+#[derive(Debug)]
+pub(crate) struct Regexes {
+    res: Vec<Regex>,
+    automata: std::sync::OnceLock<Option<crate::eval::strings::DfaSet>>,
+}
+
+impl Regexes {
+    fn new(res: Vec<Regex>) -> Regexes {
+        Regexes {
+            res,
+            automata: Default::default(),
+        }
+    }
+
+    /// The patterns as lazy DFAs, or `None` when one cannot be built as such (the regexes
+    /// decide then).
+    pub(crate) fn automata(&self) -> Option<&crate::eval::strings::DfaSet> {
+        self.automata
+            .get_or_init(|| crate::eval::strings::DfaSet::new(&self.res))
+            .as_ref()
+    }
+}
+
+impl Clone for Regexes {
+    /// The patterns; the copy builds its own automata when it needs them.
+    fn clone(&self) -> Regexes {
+        Regexes::new(self.res.clone())
+    }
+}
+
+impl std::ops::Deref for Regexes {
+    type Target = [Regex];
+    fn deref(&self) -> &[Regex] {
+        &self.res
+    }
 }
 
 /// Comparisons of numbers and versions.
@@ -629,7 +669,7 @@ impl Compiler<'_> {
                     .collect(),
             )),
             (FilterValue::Scalars { regexes, .. }, Regex | NotRegex) => {
-                Test::Regex(regexes.iter().map(|r| r.0.clone()).collect())
+                Test::Regex(Regexes::new(regexes.iter().map(|r| r.0.clone()).collect()))
             }
             (FilterValue::Number(x, _), Gt) => Test::Cmp(NumCmp::Gt, *x),
             (FilterValue::Number(x, _), Gte | Min) => Test::Cmp(NumCmp::Gte, *x),

@@ -20,7 +20,7 @@ use crate::error::{Error, ErrorKind};
 use crate::eval::behavioral::CodeFilter;
 use crate::eval::bitset::{Bitset, Ones};
 use crate::eval::schedule::Schedule;
-use crate::eval::{behavioral, person, strings, Scratch, Subject, Who};
+use crate::eval::{behavioral, person, Scratch, Subject, Who};
 use crate::intern::Sym;
 use crate::set::CohortSet;
 use crate::time::{back, Micros};
@@ -823,7 +823,7 @@ impl Batch<'_> {
                 });
             }
             // The lazy DFAs when they can be built (once per table), the regexes otherwise.
-            Test::Regex(res) if n >= REGEX_WITHIN_MIN => match strings::DfaSet::new(res) {
+            Test::Regex(res) if n >= REGEX_WITHIN_MIN => match res.automata() {
                 Some(dfas) => {
                     let raw = col.raw(1);
                     dfas.fill(raw, span.clone(), &mut table);
@@ -864,11 +864,11 @@ impl Batch<'_> {
     fn regex_table_within(
         &self,
         t: &PropTest,
-        res: &[regex::Regex],
+        res: &crate::compile::Regexes,
         col: &crate::data::Column,
         mask: &Bitset,
     ) -> Option<Vec<u8>> {
-        let dfas = strings::DfaSet::new(res)?;
+        let dfas = res.automata()?;
         let mut table = vec![0u8; col.dict.len()];
         let mut codes = Vec::new();
         col.for_each_code_of(self.range.clone(), mask.words(), |_, code| {

@@ -156,15 +156,23 @@ impl Strings {
     }
 }
 
-/// Regexes as forward lazy DFAs, for testing many values in a row: one cache per caller, no
-/// pool, no capture machinery, stopping at the first match.
-pub(crate) struct DfaSet<'a> {
-    originals: &'a [regex::Regex],
+/// Regexes as forward lazy DFAs, for testing many values in a row: no pool, no capture
+/// machinery, stopping at the first match. Built once per compiled regex leaf (see
+/// [`crate::compile::Regexes`]) and kept with the program, with the caches earlier runs filled.
+#[derive(Debug)]
+pub(crate) struct DfaSet {
+    originals: Vec<regex::Regex>,
     dfas: Vec<regex_automata::hybrid::dfa::DFA>,
     /// Per regex, when it is anchored at the end of the text: the literals every match ends
     /// with. A value ending with none of them cannot match, and its automaton is not run.
     suffixes: Vec<Option<Vec<Box<[u8]>>>>,
+    /// Caches (one per regex) that earlier runs gave back: the states they computed stay
+    /// computed. At most one per thread that ran at once, and none past [`SPARE_CACHE_BYTES`].
+    spare: std::sync::Mutex<Vec<Vec<regex_automata::hybrid::dfa::Cache>>>,
 }
+
+/// A set of lazy-DFA caches larger than this is dropped after its run, not kept for the next.
+const SPARE_CACHE_BYTES: usize = 256 << 10;
 
 /// The literals every match of `pattern` ends with, when it only matches at the end of the
 /// text (`$` without multi-line, `\z`) and they are a finite set of non-empty strings: then a
@@ -185,11 +193,11 @@ pub(crate) fn end_literals(pattern: &str) -> Option<Vec<Box<[u8]>>> {
     Some(literals.iter().map(|l| l.as_bytes().into()).collect())
 }
 
-impl<'a> DfaSet<'a> {
+impl DfaSet {
     /// The lazy DFAs of `res` (same syntax, same size limits), or `None` when one cannot be
     /// built (a Unicode word boundary, or too large); the caller then uses the regexes as they
     /// are.
-    pub(crate) fn new(res: &'a [regex::Regex]) -> Option<DfaSet<'a>> {
+    pub(crate) fn new(res: &[regex::Regex]) -> Option<DfaSet> {
         use regex_automata::{hybrid::dfa::DFA, nfa::thompson};
         let dfas = res
             .iter()
@@ -204,9 +212,10 @@ impl<'a> DfaSet<'a> {
             })
             .collect::<Option<Vec<_>>>()?;
         Some(DfaSet {
-            originals: res,
+            originals: res.to_vec(),
             dfas,
             suffixes: res.iter().map(|r| end_literals(r.as_str())).collect(),
+            spare: Default::default(),
         })
     }
 
@@ -224,6 +233,7 @@ impl<'a> DfaSet<'a> {
             *o = self.is_match(&mut caches, &values.bytes[start..end]) as u8;
             start = end;
         }
+        self.give_back(caches);
     }
 
     /// Sets `out[i]` to whether any of the regexes matches value `codes[i]` of `values` (a raw
@@ -233,16 +243,28 @@ impl<'a> DfaSet<'a> {
         for (&c, o) in codes.iter().zip(out) {
             *o = self.is_match(&mut caches, values.value(c as usize)) as u8;
         }
+        self.give_back(caches);
     }
 
+    /// A spare set of caches, or new ones.
     fn caches(&self) -> Vec<regex_automata::hybrid::dfa::Cache> {
-        self.dfas.iter().map(|d| d.create_cache()).collect()
+        let spare = self.spare.lock().ok().and_then(|mut s| s.pop());
+        spare.unwrap_or_else(|| self.dfas.iter().map(|d| d.create_cache()).collect())
+    }
+
+    /// Keeps `caches` for the next run, unless they grew large.
+    fn give_back(&self, caches: Vec<regex_automata::hybrid::dfa::Cache>) {
+        if caches.iter().map(|c| c.memory_usage()).sum::<usize>() <= SPARE_CACHE_BYTES {
+            if let Ok(mut spare) = self.spare.lock() {
+                spare.push(caches);
+            }
+        }
     }
 
     /// Does any of the regexes match `s` (a value's string form, so valid UTF-8)?
     #[inline]
     fn is_match(&self, caches: &mut [regex_automata::hybrid::dfa::Cache], s: &[u8]) -> bool {
-        let regexes = self.dfas.iter().zip(caches).zip(self.originals);
+        let regexes = self.dfas.iter().zip(caches).zip(&self.originals);
         regexes
             .zip(&self.suffixes)
             .any(|(((dfa, cache), re), suffixes)| {
@@ -431,6 +453,8 @@ mod tests {
             for (&c, h) in codes.iter().zip(hits) {
                 assert_eq!(h, want[c as usize], "{patterns:?} code {c}");
             }
+            // Each run gave its caches back and the next took them: one set kept.
+            assert_eq!(dfas.spare.lock().unwrap().len(), 1, "{patterns:?}");
         }
     }
 
