@@ -99,7 +99,8 @@ pub(crate) enum Test {
 #[derive(Debug)]
 pub(crate) struct Regexes {
     res: Vec<Regex>,
-    automata: std::sync::OnceLock<Option<crate::eval::strings::DfaSet>>,
+    /// Boxed, so a compiled test stays as small as it was (the per-person path reads tests).
+    automata: std::sync::OnceLock<Option<Box<crate::eval::strings::DfaSet>>>,
 }
 
 impl Regexes {
@@ -114,8 +115,8 @@ impl Regexes {
     /// decide then).
     pub(crate) fn automata(&self) -> Option<&crate::eval::strings::DfaSet> {
         self.automata
-            .get_or_init(|| crate::eval::strings::DfaSet::new(&self.res))
-            .as_ref()
+            .get_or_init(|| crate::eval::strings::DfaSet::new(&self.res).map(Box::new))
+            .as_deref()
     }
 }
 
