@@ -165,10 +165,52 @@ pub(crate) struct DfaSet {
     dfas: Vec<regex_automata::hybrid::dfa::DFA>,
     /// Per regex, when it is anchored at the end of the text: the literals every match ends
     /// with. A value ending with none of them cannot match, and its automaton is not run.
-    suffixes: Vec<Option<Vec<Box<[u8]>>>>,
+    suffixes: Vec<Option<Vec<EndLiteral>>>,
     /// Caches (one per regex) that earlier runs gave back: the states they computed stay
     /// computed. At most one per thread that ran at once, and none past [`SPARE_CACHE_BYTES`].
     spare: std::sync::Mutex<Vec<Vec<regex_automata::hybrid::dfa::Cache>>>,
+}
+
+/// A literal a text must end with. One of 8 to 16 bytes (`@gmail.com`) is compared as two
+/// overlapping words, in registers: a slice comparison calls `memcmp`, and that call was a
+/// third of an e-mail regex's run.
+#[derive(Debug)]
+enum EndLiteral {
+    Words { len: usize, head: u64, tail: u64 },
+    Bytes(Box<[u8]>),
+}
+
+impl EndLiteral {
+    fn new(literal: Box<[u8]>) -> EndLiteral {
+        let words = literal
+            .first_chunk::<8>()
+            .zip(literal.last_chunk::<8>())
+            .filter(|_| literal.len() <= 16);
+        match words {
+            Some((head, tail)) => EndLiteral::Words {
+                len: literal.len(),
+                head: u64::from_le_bytes(*head),
+                tail: u64::from_le_bytes(*tail),
+            },
+            None => EndLiteral::Bytes(literal),
+        }
+    }
+
+    /// Does `s` end with the literal?
+    #[inline]
+    fn ends(&self, s: &[u8]) -> bool {
+        match self {
+            EndLiteral::Words { len, head, tail } => {
+                s.last_chunk::<8>()
+                    .is_some_and(|t| u64::from_le_bytes(*t) == *tail)
+                    && s.len() >= *len
+                    && s[s.len() - len..]
+                        .first_chunk::<8>()
+                        .is_some_and(|h| u64::from_le_bytes(*h) == *head)
+            }
+            EndLiteral::Bytes(l) => s.ends_with(l),
+        }
+    }
 }
 
 /// A set of lazy-DFA caches larger than this is dropped after its run, not kept for the next.
@@ -214,7 +256,12 @@ impl DfaSet {
         Some(DfaSet {
             originals: res.to_vec(),
             dfas,
-            suffixes: res.iter().map(|r| end_literals(r.as_str())).collect(),
+            suffixes: res
+                .iter()
+                .map(|r| {
+                    end_literals(r.as_str()).map(|ls| ls.into_iter().map(EndLiteral::new).collect())
+                })
+                .collect(),
             spare: Default::default(),
         })
     }
@@ -269,7 +316,7 @@ impl DfaSet {
             .zip(&self.suffixes)
             .any(|(((dfa, cache), re), suffixes)| {
                 if let Some(suffixes) = suffixes {
-                    if !suffixes.iter().any(|l| s.ends_with(l)) {
+                    if !suffixes.iter().any(|l| l.ends(s)) {
                         return false;
                     }
                 }
@@ -455,6 +502,35 @@ mod tests {
             }
             // Each run gave its caches back and the next took them: one set kept.
             assert_eq!(dfas.spare.lock().unwrap().len(), 1, "{patterns:?}");
+        }
+    }
+
+    #[test]
+    fn end_literals_compare_as_slices_do() {
+        // Literals of 1 to 20 bytes (words from 8 to 16), against texts shorter, equal, longer,
+        // differing in the head word only, in the tail word only, and in the overlap.
+        let text = b"xy@gmail.com.example@yahoo.com";
+        for len in 1..=20 {
+            for at in 0..=text.len() - len {
+                let literal = &text[at..at + len];
+                let end = EndLiteral::new(literal.into());
+                assert_eq!(
+                    matches!(end, EndLiteral::Words { .. }),
+                    (8..=16).contains(&len),
+                    "{len}"
+                );
+                for cut in 0..=text.len() {
+                    for s in [&text[..cut], &text[cut..]] {
+                        assert_eq!(end.ends(s), s.ends_with(literal), "{literal:?} {s:?}");
+                        let mut changed = s.to_vec();
+                        for i in 0..changed.len() {
+                            changed[i] ^= 1;
+                            assert_eq!(end.ends(&changed), changed.ends_with(literal));
+                            changed[i] ^= 1;
+                        }
+                    }
+                }
+            }
         }
     }
 
