@@ -698,3 +698,166 @@ proptest! {
         }
     }
 }
+
+/// Strings for the large columns: ASCII and e-mail-like, Unicode whose case folding changes its
+/// length or is special (`İ`, `ß`, final sigma, the Kelvin sign, `ǅ`), digits, the empty string.
+const FRAGMENTS: [&str; 16] = [
+    "a",
+    "Pro",
+    "x y",
+    "b@gmail.com",
+    "zed@yahoo.com",
+    "İstanbul",
+    "STRASSE",
+    "straße",
+    "ΣΟΦΟΣ",
+    "σοφος",
+    "\u{212A}elvin",
+    "ǅemal",
+    "café",
+    "42",
+    "",
+    "naïve Café",
+];
+
+/// Regex edge cases: both anchors with end literals (the automata's literal filter), `(?i)`
+/// over Unicode, Unicode word boundaries (no lazy DFA: the regexes decide), multi-line, empty
+/// matches, `\z`, negated classes.
+const PATTERNS: [&str; 14] = [
+    r"^[a-m][^@]*@(gmail|yahoo)\.com$",
+    r"(?i)straße",
+    r"\bcafé\b",
+    r"(?i)^k",
+    r"ς$",
+    r"^\d+$",
+    r"^$",
+    r".",
+    r"\Bx",
+    r"(?m)^y",
+    r"(?i)σοφος",
+    r"@gmail\.com\z",
+    r"é\d",
+    r"[^a-z]\d{2}$",
+];
+
+/// `icontains` needles: case folds that change length, sigma, the Kelvin sign, empty, numbers.
+const NEEDLES: [&str; 12] = [
+    "a", "PRO", "ss", "ß", "σ", "k", "İ", "i̇", "CAFÉ", "", "@GMAIL", "4",
+];
+
+/// One leaf on the large column `s`: (operator, argument index, negation, narrowed by `t`).
+fn column_leaf(op: usize, arg: usize, negation: bool) -> Value {
+    let (operator, value) = match op % 8 {
+        0 => ("exact", json!([FRAGMENTS[arg % FRAGMENTS.len()]])),
+        1 => ("is_not", json!(FRAGMENTS[arg % FRAGMENTS.len()])),
+        2 => ("icontains", json!(NEEDLES[arg % NEEDLES.len()])),
+        3 => ("not_icontains", json!(NEEDLES[arg % NEEDLES.len()])),
+        4 => ("regex", json!(PATTERNS[arg % PATTERNS.len()])),
+        5 => ("not_regex", json!(PATTERNS[arg % PATTERNS.len()])),
+        6 => ("is_set", json!("is_set")),
+        _ => ("is_not_set", json!("is_not_set")),
+    };
+    json!({"type": "person", "key": "s", "operator": operator, "value": value, "negation": negation})
+}
+
+/// Persons with a large column `s` (`unique` percent of the values unique, the others from a
+/// few fragments; some numbers and booleans; `missing` percent without the key) and a small
+/// column `t`, from a seed.
+fn large_column_persons(
+    n: usize,
+    unique: u64,
+    missing: u64,
+    pool: &[usize],
+    seed: u64,
+) -> Vec<RefPerson> {
+    let mut state = seed | 1;
+    let mut next = move || {
+        // xorshift64
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    (0..n)
+        .map(|i| {
+            let mut properties = Map::new();
+            let r = next();
+            if r % 100 >= missing {
+                let frag = FRAGMENTS[pool[(r >> 8) as usize % pool.len()]];
+                let value = match (r >> 20) % 100 {
+                    x if x < unique => match (r >> 32) % 3 {
+                        0 => json!(format!("{frag}{i}")),
+                        1 => json!(format!("{i}{frag}")),
+                        _ => json!(format!("{}{frag}", (b'a' + (i % 26) as u8) as char)),
+                    },
+                    x if x < unique + 2 => json!(i % 7),
+                    x if x < unique + 3 => json!(i % 2 == 0),
+                    _ => json!(frag),
+                };
+                properties.insert("s".into(), value);
+            }
+            if r >> 40 & 3 != 3 {
+                properties.insert("t".into(), json!(["a", "b", "c"][(r >> 42) as usize % 3]));
+            }
+            RefPerson {
+                id: format!("p{i}"),
+                distinct_ids: vec![format!("d{i}")],
+                properties,
+                events: Vec::new(),
+            }
+        })
+        .collect()
+}
+
+proptest! {
+    // Each case loads over 8,000 persons: a few cases, not PROPTEST_CASES.
+    #![proptest_config(ProptestConfig { cases: 12, ..ProptestConfig::default() })]
+
+    /// The batch kernels over a large column — code tables over the whole dictionary or over a
+    /// share's span of codes, the case-folded and raw arenas, lazy DFAs with their end-literal
+    /// filter, the values of a narrowed mask only, presence bitsets — agree with the per-person
+    /// path for every person and with the reference interpreter for a sample of them, on 1 and
+    /// 2 threads.
+    #[test]
+    fn batch_kernels_agree_with_reference_over_large_columns(
+        n in 8_200usize..9_000,
+        unique in proptest::sample::select(vec![0u64, 40, 95]),
+        missing in proptest::sample::select(vec![0u64, 10, 25]),
+        pool in proptest::collection::vec(0..FRAGMENTS.len(), 1..6),
+        seed in any::<u64>(),
+        leaves in proptest::collection::vec((0usize..8, 0usize..64, any::<bool>(), any::<bool>()), 1..7),
+    ) {
+        let persons = large_column_persons(n, unique, missing, &pool, seed);
+        let narrow = json!({"type": "person", "key": "t", "operator": "exact", "value": ["a", "b"]});
+        let cohorts: Vec<Value> = leaves
+            .iter()
+            .enumerate()
+            .map(|(i, &(op, arg, negation, narrowed))| {
+                let mut values = vec![column_leaf(op, arg, negation)];
+                if narrowed || negation {
+                    values.push(narrow.clone());
+                }
+                json!({"id": i + 1, "filters": {"properties": {"type": "AND", "values": values}}})
+            })
+            .collect();
+        let set = CohortSet::from_json(&Value::Array(cohorts).to_string()).unwrap();
+        let (p, e) = jsonl(&persons);
+        let data = Dataset::from_jsonl(&p, &e).unwrap();
+        let program = data.compile(&set).unwrap();
+        let one = data.evaluate(&set, now(), &BatchOptions::default().threads(1)).unwrap();
+        let two = data.evaluate(&set, now(), &BatchOptions::default().threads(2)).unwrap();
+        prop_assert_eq!(&one, &two);
+        let mut scratch = Scratch::new();
+        for (id, members) in &one {
+            for (index, person) in persons.iter().enumerate() {
+                let listed = members.binary_search(&person.id).is_ok();
+                let single = data.matches(&program, *id, index, now(), &mut scratch).unwrap();
+                prop_assert_eq!(listed, single, "cohort {}, person {}", id, person.id);
+                if index % 53 == 0 {
+                    let expected = reference::member(&set, *id, person, now());
+                    prop_assert_eq!(listed, expected, "reference, cohort {}, person {}", id, person.id);
+                }
+            }
+        }
+    }
+}
