@@ -95,7 +95,7 @@ pub(crate) enum Test {
 
 /// A regex leaf's patterns (any one matching is a match), and the lazy DFAs a batch runs them
 /// as over a dictionary: built by the first batch that needs them, then kept with the program,
-/// so later evaluations neither rebuild them nor recompute their states.
+/// so later evaluations do not rebuild them.
 #[derive(Debug)]
 pub(crate) struct Regexes {
     res: Vec<Regex>,

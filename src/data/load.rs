@@ -742,8 +742,8 @@ impl Dataset {
         // The ids' byte order (for member lists) on a thread of its own while events are read:
         // it needs only the persons, and reading is most of a load. Then, on the same thread,
         // the caches the projection's leaves read from person columns (case-folded and raw
-        // dictionary arenas, dates), which a batch would otherwise build on its first run. With one thread asked
-        // for, both wait for their first use instead.
+        // dictionary arenas, dates), which a batch would otherwise build on its first run. With
+        // one thread asked for, both wait for their first use instead.
         #[derive(Clone, Copy)]
         enum Cache {
             Folded,

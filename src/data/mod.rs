@@ -343,7 +343,8 @@ pub(crate) struct Column {
     /// dictionary and kept for the next.
     folded: std::sync::OnceLock<crate::eval::strings::Strings>,
     /// The dictionary's string forms as they are, in one arena, which regex leaves' automata
-    /// scan: built by the first regex leaf on a large dictionary and kept for the next.
+    /// scan: built at load for a projection's regex keys, or by the first batch with a regex
+    /// leaf on a large dictionary, and kept for the next.
     raw: std::sync::OnceLock<crate::eval::strings::Strings>,
     /// Each distinct value as a date, parsed by the first date leaf and kept for the next.
     dates: std::sync::OnceLock<Vec<Option<crate::time::Micros>>>,

@@ -158,7 +158,8 @@ impl Strings {
 
 /// Regexes as forward lazy DFAs, for testing many values in a row: no pool, no capture
 /// machinery, stopping at the first match. Built once per compiled regex leaf (see
-/// [`crate::compile::Regexes`]) and kept with the program, with the caches earlier runs filled.
+/// [`crate::compile::Regexes`]) and kept with the program; each run over a dictionary starts
+/// its own caches, so the program holds no state that grows with the data.
 #[derive(Debug)]
 pub(crate) struct DfaSet {
     originals: Vec<regex::Regex>,
@@ -166,9 +167,6 @@ pub(crate) struct DfaSet {
     /// Per regex, when it is anchored at the end of the text: the literals every match ends
     /// with. A value ending with none of them cannot match, and its automaton is not run.
     suffixes: Vec<Option<Vec<EndLiteral>>>,
-    /// Caches (one per regex) that earlier runs gave back: the states they computed stay
-    /// computed. At most one per thread that ran at once, and none past [`SPARE_CACHE_BYTES`].
-    spare: std::sync::Mutex<Vec<Vec<regex_automata::hybrid::dfa::Cache>>>,
 }
 
 /// A literal a text must end with. One of 8 to 16 bytes (`@gmail.com`) is compared as two
@@ -212,9 +210,6 @@ impl EndLiteral {
         }
     }
 }
-
-/// A set of lazy-DFA caches larger than this is dropped after its run, not kept for the next.
-const SPARE_CACHE_BYTES: usize = 256 << 10;
 
 /// The literals every match of `pattern` ends with, when it only matches at the end of the
 /// text (`$` without multi-line, `\z`) and they are a finite set of non-empty strings: then a
@@ -262,7 +257,6 @@ impl DfaSet {
                     end_literals(r.as_str()).map(|ls| ls.into_iter().map(EndLiteral::new).collect())
                 })
                 .collect(),
-            spare: Default::default(),
         })
     }
 
@@ -280,7 +274,6 @@ impl DfaSet {
             *o = self.is_match(&mut caches, &values.bytes[start..end]) as u8;
             start = end;
         }
-        self.give_back(caches);
     }
 
     /// Sets `out[i]` to whether any of the regexes matches value `codes[i]` of `values` (a raw
@@ -290,22 +283,11 @@ impl DfaSet {
         for (&c, o) in codes.iter().zip(out) {
             *o = self.is_match(&mut caches, values.value(c as usize)) as u8;
         }
-        self.give_back(caches);
     }
 
-    /// A spare set of caches, or new ones.
+    /// A cache per regex, for one run over many values.
     fn caches(&self) -> Vec<regex_automata::hybrid::dfa::Cache> {
-        let spare = self.spare.lock().ok().and_then(|mut s| s.pop());
-        spare.unwrap_or_else(|| self.dfas.iter().map(|d| d.create_cache()).collect())
-    }
-
-    /// Keeps `caches` for the next run, unless they grew large.
-    fn give_back(&self, caches: Vec<regex_automata::hybrid::dfa::Cache>) {
-        if caches.iter().map(|c| c.memory_usage()).sum::<usize>() <= SPARE_CACHE_BYTES {
-            if let Ok(mut spare) = self.spare.lock() {
-                spare.push(caches);
-            }
-        }
+        self.dfas.iter().map(|d| d.create_cache()).collect()
     }
 
     /// Does any of the regexes match `s` (a value's string form, so valid UTF-8)?
@@ -500,8 +482,6 @@ mod tests {
             for (&c, h) in codes.iter().zip(hits) {
                 assert_eq!(h, want[c as usize], "{patterns:?} code {c}");
             }
-            // Each run gave its caches back and the next took them: one set kept.
-            assert_eq!(dfas.spare.lock().unwrap().len(), 1, "{patterns:?}");
         }
     }
 
