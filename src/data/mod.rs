@@ -498,24 +498,19 @@ impl Column {
             mut f: impl FnMut(u32, u32),
         ) {
             let end = range.end.min(codes.len());
-            let mut base = range.start / 64 * 64;
-            while base < end {
-                let mut bits = mask.get(base / 64).copied().unwrap_or(0);
-                if base < range.start {
-                    bits &= !0u64 << (range.start - base);
+            let first = range.start / 64;
+            let words = mask
+                .get(first..end.div_ceil(64).min(mask.len()))
+                .unwrap_or_default();
+            let persons = crate::eval::bitset::Ones::new(words)
+                .map(|i| first * 64 + i)
+                .skip_while(|&p| p < range.start)
+                .take_while(|&p| p < end);
+            for p in persons {
+                let c = codes[p].into();
+                if c != missing {
+                    f(p as u32, c);
                 }
-                if end - base < 64 {
-                    bits &= (1u64 << (end - base)) - 1;
-                }
-                while bits != 0 {
-                    let p = base + bits.trailing_zeros() as usize;
-                    bits &= bits - 1;
-                    let c = codes[p].into();
-                    if c != missing {
-                        f(p as u32, c);
-                    }
-                }
-                base += 64;
             }
         }
         if let Some(codes) = self.dense.get() {

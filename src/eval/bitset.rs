@@ -163,7 +163,8 @@ pub(crate) struct Ones<W> {
 }
 
 impl<W: AsRef<[u64]>> Ones<W> {
-    fn new(words: W) -> Ones<W> {
+    /// The set bits of `words`, counted from the first word's bit 0.
+    pub(crate) fn new(words: W) -> Ones<W> {
         let word = words.as_ref().first().copied().unwrap_or(0);
         Ones { words, at: 0, word }
     }

@@ -268,11 +268,8 @@ impl DfaSet {
             return;
         }
         let mut caches = self.caches();
-        let mut start = values.start(span.start);
-        for (i, o) in out[span.clone()].iter_mut().enumerate() {
-            let end = values.ends[span.start + i];
-            *o = self.is_match(&mut caches, &values.bytes[start..end]) as u8;
-            start = end;
+        for i in span {
+            out[i] = self.is_match(&mut caches, values.value(i)) as u8;
         }
     }
 
